@@ -1,0 +1,128 @@
+//! The one place where errors become HTTP answers:
+//! `{"message": ..., "errors": {"field": ["..."]}}` with the right status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+use crate::validation::FieldErrors;
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Validation {
+        message: String,
+        errors: FieldErrors,
+    },
+    #[error("too many requests, retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 naming every bad field.
+    pub fn invalid(errors: FieldErrors) -> Self {
+        let message = errors
+            .0
+            .iter()
+            .next()
+            .map(|(field, msgs)| format!("{field}: {}", msgs.join("; ")))
+            .unwrap_or_else(|| "the request is invalid".into());
+        let message = if errors.0.len() > 1 {
+            format!("{message} (and {} more)", errors.0.len() - 1)
+        } else {
+            message
+        };
+        ApiError::Validation { message, errors }
+    }
+
+    /// A 422 on one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid(FieldErrors::one(field, message))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => ApiError::Conflict("already exists".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => ApiError::Unauthorized("missing bearer credentials".into()),
+            AuthError::Invalid => ApiError::Unauthorized("invalid or expired credentials".into()),
+            AuthError::Inactive(what) => ApiError::Unauthorized(format!("account is {what}")),
+            AuthError::Store(s) => s.into(),
+            AuthError::Hash(h) => ApiError::Internal(h),
+        }
+    }
+}
+
+/// The error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, Vec<String>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let errors = match &self {
+            ApiError::Validation { errors, .. } => errors.0.clone(),
+            _ => BTreeMap::new(),
+        };
+        let body = ErrorBody {
+            message: self.to_string(),
+            errors,
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::Unauthorized(_) = self {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::TooManyRequests { retry_after } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,631 @@
+//! `/v1/admin/hosts` and `/v1/admin/bindings`: users' containers, their lifecycle (each step a
+//! queued task), and the egress each is bound to.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::envelope::{Data, Page, data, page};
+use super::error::{ApiError, ApiResult};
+use super::extract::{Admin, JsonBody, Paging, can, parse_id};
+use super::users::find_user;
+use crate::auth::password;
+use crate::events::{self, NewEvent};
+use crate::hosts::{self as rules, HostStatus};
+use crate::store::hosts::{BindingRow, HostRow, NewHost};
+use crate::store::{self, Conn};
+use crate::tasks::{self, Kind};
+use crate::users::generate_password;
+use crate::validation::FieldErrors;
+
+/// How to reach a host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Access {
+    /// One line for the user: fetches the entry script and opens a shell.
+    pub entry_command: String,
+    /// Plain SSH through the proxy.
+    pub ssh_command: String,
+}
+
+/// A host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Host {
+    pub id: Uuid,
+    /// 8 characters; the SSH user name and the short link.
+    pub short_id: String,
+    pub user_id: Option<Uuid>,
+    pub username: Option<String>,
+    pub status: HostStatus,
+    /// Why the host is in `error`, if it is.
+    pub status_reason: Option<String>,
+    pub memory_mb: i64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub egress_ip_id: Option<Uuid>,
+    pub binding_id: Option<Uuid>,
+    pub access: Access,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The host name shown in access commands: the configured public host, or the request's
+/// Host header without its port.
+pub struct PublicHost(pub String);
+
+impl FromRequestParts<AppState> for PublicHost {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(h) = &state.public_host {
+            return Ok(PublicHost(h.clone()));
+        }
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let without_port = if host.starts_with('[') {
+            host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+        } else {
+            host.split(':').next().unwrap_or(host).to_string()
+        };
+        let safe = without_port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        Ok(PublicHost(if safe && !without_port.is_empty() {
+            without_port
+        } else {
+            "localhost".into()
+        }))
+    }
+}
+
+pub fn host_view(h: HostRow, public_host: &str, ssh_port: u16) -> Host {
+    let (entry_command, ssh_command) = rules::access_commands(public_host, ssh_port, &h.short_id);
+    Host {
+        id: h.id,
+        short_id: h.short_id,
+        user_id: h.user_id,
+        username: h.username,
+        status: HostStatus::parse(&h.status).unwrap_or(HostStatus::Error),
+        status_reason: h.status_reason,
+        memory_mb: h.memory_mb,
+        cpus: h.cpus,
+        pids_limit: h.pids_limit,
+        egress_ip_id: h.egress_ip_id,
+        binding_id: h.binding_id,
+        access: Access {
+            entry_command,
+            ssh_command,
+        },
+        created_at: h.created_at,
+        updated_at: h.updated_at,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateHost {
+    pub user_id: Option<String>,
+    pub egress_ip_id: Option<String>,
+    /// Memory limit in MiB, 64-65536 (default 1024).
+    pub memory_mb: Option<i64>,
+    /// CPU limit, 0.1-64 (default 1).
+    pub cpus: Option<f64>,
+    /// Process limit, 32-65536 (default 512).
+    pub pids_limit: Option<i64>,
+}
+
+/// A host just created, with its creation task and its SSH password (shown only here).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedHost {
+    #[serde(flatten)]
+    pub host: Host,
+    pub task_id: Uuid,
+    pub ssh_password: String,
+}
+
+/// A queued lifecycle step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskQueued {
+    pub task_id: Uuid,
+    pub host_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct RebuildRequest {
+    /// Start with an empty home volume.
+    pub wipe_home: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshPassword {
+    /// The host's new SSH password, shown only in this answer.
+    pub ssh_password: String,
+}
+
+fn bounded_i64(errs: &mut FieldErrors, field: &str, v: Option<i64>, def: i64, (lo, hi): (i64, i64)) -> i64 {
+    match v {
+        None => def,
+        Some(x) if (lo..=hi).contains(&x) => x,
+        Some(_) => {
+            errs.add(field, format!("must be from {lo} to {hi}"));
+            def
+        }
+    }
+}
+
+pub async fn find_host(c: Conn<'_>, id: Uuid) -> ApiResult<HostRow> {
+    store::hosts::get(c, id).await?.ok_or(ApiError::NotFound("host"))
+}
+
+/// List hosts.
+#[utoipa::path(get, path = "/v1/admin/hosts", tag = "hosts",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query), ("user_id" = Option<Uuid>, Query)),
+    responses((status = 200, body = Page<Host>)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Admin<can::HostRead>,
+    PublicHost(ph): PublicHost,
+    paging: Paging,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> ApiResult<axum::Json<Page<Host>>> {
+    let user_id = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "user_id")
+        .map(|(_, v)| Uuid::parse_str(&v).map_err(|_| ApiError::field("user_id", "must be a UUID")))
+        .transpose()?;
+    let mut db = state.store.acquire().await?;
+    let (rows, total) = store::hosts::list(db.conn(), user_id, paging.req).await?;
+    let port = state.ssh_port;
+    Ok(page(&paging, rows.into_iter().map(|h| host_view(h, &ph, port)).collect(), total))
+}
+
+/// Create a host for a user; answers 202 with the creation task and the SSH password.
+#[utoipa::path(post, path = "/v1/admin/hosts", tag = "hosts", request_body = CreateHost,
+    responses((status = 202, body = Data<CreatedHost>), (status = 422)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    PublicHost(ph): PublicHost,
+    JsonBody(req): JsonBody<CreateHost>,
+) -> ApiResult<(StatusCode, axum::Json<Data<CreatedHost>>)> {
+    let mut errs = FieldErrors::new();
+    let user_id = match req.user_id.as_deref().map(Uuid::parse_str) {
+        None => {
+            errs.add("user_id", "is required");
+            None
+        }
+        Some(Err(_)) => {
+            errs.add("user_id", "must be a UUID");
+            None
+        }
+        Some(Ok(id)) => Some(id),
+    };
+    let egress_ip_id = match req.egress_ip_id.as_deref().map(Uuid::parse_str) {
+        None => None,
+        Some(Err(_)) => {
+            errs.add("egress_ip_id", "must be a UUID");
+            None
+        }
+        Some(Ok(id)) => Some(id),
+    };
+    let memory_mb = bounded_i64(&mut errs, "memory_mb", req.memory_mb, rules::MEMORY_MB_DEFAULT, rules::MEMORY_MB_RANGE);
+    let pids_limit = bounded_i64(&mut errs, "pids_limit", req.pids_limit, rules::PIDS_DEFAULT, rules::PIDS_RANGE);
+    let cpus = match req.cpus {
+        None => rules::CPUS_DEFAULT,
+        Some(c) if c.is_finite() && (rules::CPUS_RANGE.0..=rules::CPUS_RANGE.1).contains(&c) => c,
+        Some(_) => {
+            errs.add("cpus", format!("must be from {} to {}", rules::CPUS_RANGE.0, rules::CPUS_RANGE.1));
+            rules::CPUS_DEFAULT
+        }
+    };
+
+    let ssh_password = generate_password();
+    let ssh_password_hash = password::hash(&ssh_password).await?;
+    let mut tx = state.store.begin().await?;
+    if let Some(uid) = user_id
+        && find_user(tx.conn(), uid).await.is_err()
+    {
+        errs.add("user_id", "no such user");
+    }
+    if let Some(eid) = egress_ip_id
+        && store::egress::get(tx.conn(), eid).await?.is_none()
+    {
+        errs.add("egress_ip_id", "no such egress IP");
+    }
+    let Some(user_id) = user_id.filter(|_| errs.is_empty()) else {
+        return Err(ApiError::invalid(errs));
+    };
+
+    let now = crate::clock::now();
+    let host_id = Uuid::now_v7();
+    let mut new = NewHost {
+        id: host_id,
+        short_id: String::new(),
+        user_id,
+        status: HostStatus::Pending.as_str().into(),
+        memory_mb,
+        cpus,
+        pids_limit,
+        ssh_password_hash,
+        created_at: now,
+    };
+    // A short id collision is rare (31^8 ids); draw again a few times.
+    for attempt in 1.. {
+        new.short_id = rules::generate_short_id();
+        if attempt >= 5 || !store::hosts::short_id_taken(tx.conn(), &new.short_id).await? {
+            break;
+        }
+    }
+    store::hosts::insert(tx.conn(), &new).await?;
+    if let Some(eid) = egress_ip_id {
+        store::hosts::insert_binding(
+            tx.conn(),
+            &BindingRow {
+                id: Uuid::now_v7(),
+                host_id,
+                egress_ip_id: eid,
+                created_at: now,
+            },
+        )
+        .await?;
+    }
+    let task_id = tasks::enqueue(tx.conn(), Kind::Create, host_id, json!({}), &caller.actor()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "host.created", "host")
+            .target(host_id)
+            .host(host_id)
+            .user(Some(user_id))
+            .source(caller.source())
+            .details(json!({
+                "short_id": new.short_id, "memory_mb": memory_mb, "cpus": cpus,
+                "pids_limit": pids_limit, "egress_ip_id": egress_ip_id, "task_id": task_id,
+            })),
+    )
+    .await?;
+    let row = find_host(tx.conn(), host_id).await?;
+    tx.commit().await?;
+    state.queue.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        data(CreatedHost {
+            host: host_view(row, &ph, state.ssh_port),
+            task_id,
+            ssh_password,
+        }),
+    ))
+}
+
+/// Read a host.
+#[utoipa::path(get, path = "/v1/admin/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<Host>), (status = 404)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    _: Admin<can::HostRead>,
+    PublicHost(ph): PublicHost,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<Host>>> {
+    let id = parse_id(&id, "host")?;
+    let mut db = state.store.acquire().await?;
+    Ok(data(host_view(find_host(db.conn(), id).await?, &ph, state.ssh_port)))
+}
+
+/// Queues a lifecycle step for a host after checking that its status allows it.
+pub async fn queue_step(
+    state: &AppState,
+    host_id: Uuid,
+    kind: Kind,
+    payload: serde_json::Value,
+    actor: String,
+    source: Option<String>,
+    owner: Option<Uuid>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let mut tx = state.store.begin().await?;
+    let host = find_host(tx.conn(), host_id).await?;
+    if owner.is_some() && host.user_id != owner {
+        return Err(ApiError::NotFound("host"));
+    }
+    let status = HostStatus::parse(&host.status).unwrap_or(HostStatus::Error);
+    match (status, kind) {
+        (HostStatus::Deleting, _) => {
+            return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+        }
+        (HostStatus::Suspended, Kind::Start | Kind::Rebuild) => {
+            return Err(ApiError::Conflict(format!(
+                "host {} is suspended: unsuspend it first",
+                host.short_id
+            )));
+        }
+        _ => {}
+    }
+    if kind == Kind::Delete {
+        store::hosts::set_status(tx.conn(), host_id, HostStatus::Deleting.as_str(), None, crate::clock::now())
+            .await?;
+    }
+    let task_id = tasks::enqueue(tx.conn(), kind, host_id, payload.clone(), &actor).await?;
+    let action = match kind {
+        Kind::Start => "host.start_requested",
+        Kind::Stop => "host.stop_requested",
+        Kind::Rebuild => "host.rebuild_requested",
+        Kind::Delete => "host.delete_requested",
+        Kind::Create => "host.create_requested",
+        Kind::BindEgress => "host.bind_requested",
+    };
+    events::record(
+        tx.conn(),
+        NewEvent::new(actor, action, "host")
+            .target(host_id)
+            .host(host_id)
+            .user(host.user_id)
+            .source(source)
+            .details(json!({"short_id": host.short_id, "task_id": task_id, "options": payload})),
+    )
+    .await?;
+    tx.commit().await?;
+    state.queue.wake();
+    Ok((StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id })))
+}
+
+/// Delete a host: its container, volume and files, through a task.
+#[utoipa::path(delete, path = "/v1/admin/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Data<TaskQueued>), (status = 404)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id, "host")?;
+    // Deleting twice is fine: the second request queues a delete that finds nothing left.
+    let mut db = state.store.acquire().await?;
+    let host = find_host(db.conn(), id).await?;
+    drop(db);
+    if host.status == HostStatus::Deleting.as_str() {
+        let mut tx = state.store.begin().await?;
+        let task_id = tasks::enqueue(tx.conn(), Kind::Delete, id, json!({}), &caller.actor()).await?;
+        tx.commit().await?;
+        state.queue.wake();
+        return Ok((StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id: id })).into_response());
+    }
+    Ok(queue_step(&state, id, Kind::Delete, json!({}), caller.actor(), caller.source(), None)
+        .await?
+        .into_response())
+}
+
+/// Start a host.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/start", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Data<TaskQueued>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(&id, "host")?;
+    queue_step(&state, id, Kind::Start, json!({}), caller.actor(), caller.source(), None).await
+}
+
+/// Stop a host.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/stop", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Data<TaskQueued>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn stop(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(&id, "host")?;
+    queue_step(&state, id, Kind::Stop, json!({}), caller.actor(), caller.source(), None).await
+}
+
+/// Rebuild a host's container; the home volume survives unless `wipe_home` is true.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/rebuild", tag = "hosts", params(("id" = Uuid, Path)),
+    request_body = RebuildRequest,
+    responses((status = 202, body = Data<TaskQueued>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RebuildRequest>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(&id, "host")?;
+    let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
+    queue_step(&state, id, Kind::Rebuild, payload, caller.actor(), caller.source(), None).await
+}
+
+/// Replace a host's SSH password with a generated one, answered once.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/rotate-ssh-password", tag = "hosts",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<SshPassword>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn rotate_ssh_password(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<SshPassword>>> {
+    let id = parse_id(&id, "host")?;
+    let ssh_password = generate_password();
+    let hash = password::hash(&ssh_password).await?;
+    let mut tx = state.store.begin().await?;
+    let host = find_host(tx.conn(), id).await?;
+    if host.status == HostStatus::Deleting.as_str() {
+        return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+    }
+    store::hosts::set_ssh_password(tx.conn(), id, &hash, crate::clock::now()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "host.ssh_password_rotated", "host")
+            .target(id)
+            .host(id)
+            .user(host.user_id)
+            .source(caller.source())
+            .details(json!({"short_id": host.short_id})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(data(SshPassword { ssh_password }))
+}
+
+/// A host's binding to an egress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Binding {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub egress_ip_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The task that moves a running host onto the egress, if one was queued.
+    pub task_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateBinding {
+    pub host_id: Option<String>,
+    pub egress_ip_id: Option<String>,
+}
+
+fn uuid_field(errs: &mut FieldErrors, field: &str, v: Option<&str>) -> Option<Uuid> {
+    match v.map(Uuid::parse_str) {
+        None => {
+            errs.add(field, "is required");
+            None
+        }
+        Some(Err(_)) => {
+            errs.add(field, "must be a UUID");
+            None
+        }
+        Some(Ok(id)) => Some(id),
+    }
+}
+
+/// Whether a host in this status has a live data plane to move.
+fn is_live(status: &str) -> bool {
+    status == HostStatus::Running.as_str() || status == HostStatus::Provisioning.as_str()
+}
+
+/// Bind a host to an egress (one egress per host). A running host is moved onto it by a task.
+#[utoipa::path(post, path = "/v1/admin/bindings", tag = "bindings", request_body = CreateBinding,
+    responses((status = 201, body = Data<Binding>), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn bind(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    JsonBody(req): JsonBody<CreateBinding>,
+) -> ApiResult<(StatusCode, axum::Json<Data<Binding>>)> {
+    let mut errs = FieldErrors::new();
+    let host_id = uuid_field(&mut errs, "host_id", req.host_id.as_deref());
+    let egress_id = uuid_field(&mut errs, "egress_ip_id", req.egress_ip_id.as_deref());
+    let mut tx = state.store.begin().await?;
+    let host = match host_id {
+        Some(id) => store::hosts::get(tx.conn(), id).await?,
+        None => None,
+    };
+    if host_id.is_some() && host.is_none() {
+        errs.add("host_id", "no such host");
+    }
+    if let Some(eid) = egress_id
+        && store::egress::get(tx.conn(), eid).await?.is_none()
+    {
+        errs.add("egress_ip_id", "no such egress IP");
+    }
+    let (Some(host), Some(egress_ip_id)) = (host.filter(|_| errs.is_empty()), egress_id) else {
+        return Err(ApiError::invalid(errs));
+    };
+    if let Some(current) = host.egress_ip_id {
+        return Err(ApiError::Conflict(format!(
+            "host {} is already bound to egress IP {current}: delete that binding first",
+            host.short_id
+        )));
+    }
+    if host.status == HostStatus::Deleting.as_str() {
+        return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+    }
+    let row = BindingRow {
+        id: Uuid::now_v7(),
+        host_id: host.id,
+        egress_ip_id,
+        created_at: crate::clock::now(),
+    };
+    store::hosts::insert_binding(tx.conn(), &row)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::Conflict(_) => ApiError::Conflict(format!("host {} is already bound", host.short_id)),
+            other => other.into(),
+        })?;
+    let task_id = if is_live(&host.status) {
+        Some(tasks::enqueue(tx.conn(), Kind::BindEgress, host.id, json!({}), &caller.actor()).await?)
+    } else {
+        None
+    };
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "binding.created", "binding")
+            .target(row.id)
+            .host(host.id)
+            .user(host.user_id)
+            .source(caller.source())
+            .details(json!({"short_id": host.short_id, "egress_ip_id": egress_ip_id, "task_id": task_id})),
+    )
+    .await?;
+    tx.commit().await?;
+    if task_id.is_some() {
+        state.queue.wake();
+    }
+    Ok((
+        StatusCode::CREATED,
+        data(Binding {
+            id: row.id,
+            host_id: row.host_id,
+            egress_ip_id,
+            created_at: row.created_at,
+            task_id,
+        }),
+    ))
+}
+
+/// Remove a binding. A running host loses its egress (and so all outside traffic) through a
+/// task.
+#[utoipa::path(delete, path = "/v1/admin/bindings/{id}", tag = "bindings", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 202, body = Data<TaskQueued>), (status = 404)), security(("bearer" = [])))]
+pub async fn unbind(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id, "binding")?;
+    let mut tx = state.store.begin().await?;
+    let Some(binding) = store::hosts::get_binding(tx.conn(), id).await? else {
+        return Err(ApiError::NotFound("binding"));
+    };
+    let host = find_host(tx.conn(), binding.host_id).await?;
+    store::hosts::delete_binding(tx.conn(), id).await?;
+    let task_id = if is_live(&host.status) {
+        Some(tasks::enqueue(tx.conn(), Kind::BindEgress, host.id, json!({}), &caller.actor()).await?)
+    } else {
+        None
+    };
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "binding.deleted", "binding")
+            .target(id)
+            .host(host.id)
+            .user(host.user_id)
+            .source(caller.source())
+            .details(json!({"short_id": host.short_id, "egress_ip_id": binding.egress_ip_id, "task_id": task_id})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(match task_id {
+        Some(task_id) => {
+            state.queue.wake();
+            (StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id: host.id })).into_response()
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}

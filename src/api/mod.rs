@@ -1,0 +1,172 @@
+//! API: the HTTP interface under /v1, its OpenAPI document (/openapi.json) and reference
+//! (/docs). Routing lives here; each resource has a module; authentication and rate limits are
+//! layers (layers.rs); authorization is declared per handler through extractors (extract.rs);
+//! errors become HTTP answers in one place (error.rs).
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware;
+use axum::response::IntoResponse;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::Authenticator;
+use crate::runtime::docker::Engine;
+use crate::store::Store;
+use crate::tasks::Queue;
+
+pub mod dashboard;
+pub mod egress;
+pub mod envelope;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod hosts;
+pub mod layers;
+pub mod login;
+pub mod portal;
+pub mod ssh_keys;
+pub mod tasks;
+pub mod tokens;
+pub mod users;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 256 * 1024;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach.
+pub struct Shared {
+    pub store: Store,
+    pub auth: Authenticator,
+    pub limits: Arc<layers::RateLimits>,
+    pub queue: Queue,
+    pub engine: Engine,
+    /// Host name for access commands; `None` uses the request's Host header.
+    pub public_host: Option<String>,
+    pub ssh_port: u16,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sluice API",
+        description = "Containers for users, each pinned to the egress an operator chose.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth"), (name = "users"), (name = "ssh keys"), (name = "egress"),
+        (name = "hosts"), (name = "bindings"), (name = "tasks"), (name = "events"),
+        (name = "dashboard"), (name = "tokens"), (name = "user portal"), (name = "health"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A login token from /v1/auth/login, or an API token (sl_...).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let public = OpenApiRouter::new()
+        .routes(routes!(login::login))
+        .routes(routes!(login::admin_login))
+        .routes(routes!(health::healthz));
+
+    let protected = OpenApiRouter::new()
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(users::rotate_password))
+        .routes(routes!(users::set_expiry))
+        .routes(routes!(ssh_keys::admin_list, ssh_keys::admin_add))
+        .routes(routes!(ssh_keys::admin_generate))
+        .routes(routes!(ssh_keys::admin_delete))
+        .routes(routes!(egress::list, egress::create))
+        .routes(routes!(egress::get, egress::update, egress::delete))
+        .routes(routes!(hosts::list, hosts::create))
+        .routes(routes!(hosts::get, hosts::delete))
+        .routes(routes!(hosts::start))
+        .routes(routes!(hosts::stop))
+        .routes(routes!(hosts::rebuild))
+        .routes(routes!(hosts::rotate_ssh_password))
+        .routes(routes!(hosts::bind))
+        .routes(routes!(hosts::unbind))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(events::list))
+        .routes(routes!(dashboard::stats))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(portal::change_password))
+        .routes(routes!(portal::list_hosts))
+        .routes(routes!(portal::get_host))
+        .routes(routes!(portal::rebuild_host))
+        .routes(routes!(ssh_keys::user_list, ssh_keys::user_add))
+        .routes(routes!(ssh_keys::user_generate))
+        .routes(routes!(ssh_keys::user_delete))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            layers::authenticate,
+        ));
+
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public)
+        .merge(protected)
+        .split_for_parts();
+
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            HeaderName::from_static("x-api-key"),
+        ]))
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    error::ApiError::NotFound("route")
+}

@@ -1,0 +1,117 @@
+//! `/v1/user/...`: what a user may do for themselves. Another user's host is a 404, never a
+//! 403, so ids do not leak.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::envelope::{Data, Page, data, page};
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Paging, UserCaller, parse_id};
+use super::hosts::{Host, PublicHost, RebuildRequest, TaskQueued, find_host, host_view, queue_step};
+use crate::auth::password;
+use crate::events::{self, NewEvent};
+use crate::store;
+use crate::tasks::Kind;
+use crate::users::validate_password;
+use crate::validation::FieldErrors;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePassword {
+    pub old_password: Option<String>,
+    /// 8-128 characters.
+    pub new_password: Option<String>,
+}
+
+/// Change my password. Every login token issued before stops working, this caller's included.
+#[utoipa::path(post, path = "/v1/user/change-password", tag = "user portal", request_body = ChangePassword,
+    responses((status = 204), (status = 422)), security(("bearer" = [])))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let mut errs = FieldErrors::new();
+    let old = req.old_password.unwrap_or_default();
+    let new = req.new_password.unwrap_or_default();
+    if old.is_empty() {
+        errs.add("old_password", "is required");
+    }
+    errs.check("new_password", validate_password(&new));
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(errs));
+    }
+    let mut db = state.store.acquire().await?;
+    let user = store::users::get(db.conn(), caller.id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    drop(db);
+    if !password::verify(&old, &user.password_hash).await {
+        return Err(ApiError::field("old_password", "is not your current password"));
+    }
+    let hash = password::hash(&new).await?;
+    let mut tx = state.store.begin().await?;
+    store::users::set_password(tx.conn(), caller.id, &hash, crate::clock::now()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "user.password_changed", "user")
+            .target(caller.id)
+            .user(Some(caller.id))
+            .source(caller.source()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List my hosts.
+#[utoipa::path(get, path = "/v1/user/hosts", tag = "user portal",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = Page<Host>)), security(("bearer" = [])))]
+pub async fn list_hosts(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    PublicHost(ph): PublicHost,
+    paging: Paging,
+) -> ApiResult<axum::Json<Page<Host>>> {
+    let mut db = state.store.acquire().await?;
+    let (rows, total) = store::hosts::list(db.conn(), Some(caller.id), paging.req).await?;
+    let port = state.ssh_port;
+    Ok(page(&paging, rows.into_iter().map(|h| host_view(h, &ph, port)).collect(), total))
+}
+
+/// Read one of my hosts.
+#[utoipa::path(get, path = "/v1/user/hosts/{id}", tag = "user portal", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<Host>), (status = 404)), security(("bearer" = [])))]
+pub async fn get_host(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    PublicHost(ph): PublicHost,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<Host>>> {
+    let id = parse_id(&id, "host")?;
+    let mut db = state.store.acquire().await?;
+    let host = find_host(db.conn(), id).await?;
+    if host.user_id != Some(caller.id) {
+        return Err(ApiError::NotFound("host"));
+    }
+    Ok(data(host_view(host, &ph, state.ssh_port)))
+}
+
+/// Rebuild one of my hosts.
+#[utoipa::path(post, path = "/v1/user/hosts/{id}/rebuild", tag = "user portal", params(("id" = Uuid, Path)),
+    request_body = RebuildRequest,
+    responses((status = 202, body = Data<TaskQueued>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn rebuild_host(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RebuildRequest>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(&id, "host")?;
+    let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
+    queue_step(&state, id, Kind::Rebuild, payload, caller.actor(), caller.source(), Some(caller.id)).await
+}

@@ -1,0 +1,264 @@
+//! App: starts the control plane. Opens the store, makes sure the JWT secret and the admin
+//! account exist, starts the task worker and housekeeping, and serves the API until shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{self, AppState, Shared, layers::RateLimits};
+use crate::auth::{Authenticator, password};
+use crate::config::ServeSettings;
+use crate::events::{self, NewEvent};
+use crate::runtime::HostRuntime;
+use crate::runtime::docker::Engine;
+use crate::store::{self, Store, StoreError, users::UserRow};
+use crate::tasks::{self, Queue, Worker};
+use crate::users::{Role, UserStatus, generate_password};
+
+/// How often accounts past their expiry are marked expired.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(20);
+
+/// Why Sluice could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("ADMIN_USERNAME `{0}` belongs to a user account, not an administrator")]
+    AdminNameTaken(String),
+    #[error("cannot hash the admin password: {0}")]
+    Hash(String),
+}
+
+/// A started control plane.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The generated admin password, when this start created the admin account without one.
+    pub generated_admin_password: Option<String>,
+    pub store: Store,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server stops (after [`Running::shutdown`] or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+
+    /// Stops serving and the background work.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.server.await;
+    }
+
+    /// A token that stops everything when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Starts Sluice with `runtime` driving hosts, listening on `listener` (or on the configured
+/// address when `None`).
+pub async fn start(
+    settings: &ServeSettings,
+    runtime: Arc<dyn HostRuntime>,
+    listener: Option<TcpListener>,
+) -> Result<Running, StartError> {
+    let data_dir = &settings.store.data_dir;
+    create_private_dir(data_dir)?;
+    let store = Store::connect(&settings.store.effective_database_url()).await?;
+    let secret = jwt_secret(settings, data_dir)?;
+    let generated_admin_password = ensure_admin(&store, settings).await?;
+
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.http_addr,
+                source,
+            })?,
+    };
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: settings.http_addr,
+        source,
+    })?;
+
+    let stop = CancellationToken::new();
+    let queue = Queue::default();
+    let worker = Arc::new(Worker::new(store.clone(), runtime, queue.clone()));
+    let requeued = worker.recover().await?;
+    if requeued > 0 {
+        tracing::warn!(count = requeued, "tasks interrupted by the last shutdown were queued again");
+    }
+    tokio::spawn(worker.run(stop.clone()));
+    tokio::spawn(tasks::expiry_sweep(store.clone(), EXPIRY_SWEEP, stop.clone()));
+
+    let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
+    api::layers::spawn_shrinker(limits.clone());
+    let state = AppState(Arc::new(Shared {
+        auth: Authenticator::new(store.clone(), secret.as_bytes()),
+        store: store.clone(),
+        limits,
+        queue,
+        engine: Engine::local(),
+        public_host: settings.public_host.clone(),
+        ssh_port: settings.ssh_proxy_port,
+    }));
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = stop.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, database = ?store.backend(), "Sluice API listening");
+    Ok(Running {
+        addr,
+        generated_admin_password,
+        store,
+        stop,
+        server,
+    })
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The configured JWT secret, or the one kept in the data directory (created on first use,
+/// mode 0600).
+fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<String, StartError> {
+    if let Some(s) = &settings.admin_jwt_secret {
+        return Ok(s.clone());
+    }
+    let path = data_dir.join("jwt_secret");
+    let err = |source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().to_string()),
+        Ok(_) => {
+            return Err(err(std::io::Error::other(
+                "the stored JWT secret is shorter than 32 characters; remove the file to make a new one",
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(secret.as_bytes()).map_err(err)?;
+    Ok(secret)
+}
+
+/// Creates the admin account on first start. Returns the password when it was generated.
+async fn ensure_admin(store: &Store, settings: &ServeSettings) -> Result<Option<String>, StartError> {
+    let mut db = store.acquire().await?;
+    let name = &settings.admin_username;
+    if let Some(existing) = store::users::get_by_username(db.conn(), name).await? {
+        if existing.role != Role::Admin.as_str() {
+            return Err(StartError::AdminNameTaken(name.clone()));
+        }
+        return Ok(None);
+    }
+    drop(db);
+    let (plain, generated) = match &settings.admin_password {
+        Some(p) => (p.clone(), false),
+        None => (generate_password(), true),
+    };
+    let hash = password::hash(&plain)
+        .await
+        .map_err(|e| StartError::Hash(e.to_string()))?;
+    let now = crate::clock::now();
+    let row = UserRow {
+        id: Uuid::now_v7(),
+        username: name.clone(),
+        role: Role::Admin.as_str().into(),
+        password_hash: hash,
+        status: UserStatus::Active.as_str().into(),
+        expires_at: None,
+        token_version: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = store.begin().await?;
+    store::users::insert(tx.conn(), &row).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(events::SYSTEM, "admin.created", "user")
+            .target(row.id)
+            .user(Some(row.id))
+            .details(json!({"username": name, "password_generated": generated})),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(username = %name, "administrator account created");
+    Ok(generated.then_some(plain))
+}
+
+/// Sets a new password for the administrator `username` (creating nothing), revoking its
+/// login tokens. Returns false when there is no such administrator.
+pub async fn reset_admin_password(
+    store: &Store,
+    username: &str,
+    new_password: &str,
+) -> Result<bool, StartError> {
+    let hash = password::hash(new_password)
+        .await
+        .map_err(|e| StartError::Hash(e.to_string()))?;
+    let mut tx = store.begin().await?;
+    let Some(user) = store::users::get_by_username(tx.conn(), username).await? else {
+        return Ok(false);
+    };
+    if user.role != Role::Admin.as_str() {
+        return Ok(false);
+    }
+    store::users::set_password(tx.conn(), user.id, &hash, crate::clock::now()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new("cli", "admin.password_reset", "user")
+            .target(user.id)
+            .user(Some(user.id))
+            .details(json!({"username": username})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,82 @@
+//! Abilities of API tokens, `resource:action`, and which ones a caller holds.
+
+use std::fmt;
+
+/// One ability. `*` ([`Ability::All`]) grants every ability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ability {
+    UserRead,
+    UserWrite,
+    HostRead,
+    HostWrite,
+    EgressRead,
+    EgressWrite,
+    EgressTest,
+    TaskRead,
+    EventRead,
+    TokenWrite,
+    All,
+}
+
+impl Ability {
+    pub const ALL: [Ability; 11] = [
+        Ability::UserRead,
+        Ability::UserWrite,
+        Ability::HostRead,
+        Ability::HostWrite,
+        Ability::EgressRead,
+        Ability::EgressWrite,
+        Ability::EgressTest,
+        Ability::TaskRead,
+        Ability::EventRead,
+        Ability::TokenWrite,
+        Ability::All,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ability::UserRead => "user:read",
+            Ability::UserWrite => "user:write",
+            Ability::HostRead => "host:read",
+            Ability::HostWrite => "host:write",
+            Ability::EgressRead => "egress:read",
+            Ability::EgressWrite => "egress:write",
+            Ability::EgressTest => "egress:test",
+            Ability::TaskRead => "task:read",
+            Ability::EventRead => "event:read",
+            Ability::TokenWrite => "token:write",
+            Ability::All => "*",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether a set of abilities grants `self`.
+    pub fn granted_by(self, held: &[Ability]) -> bool {
+        held.contains(&Ability::All) || held.contains(&self)
+    }
+}
+
+impl fmt::Display for Ability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_grants_everything_and_names_round_trip() {
+        for a in Ability::ALL {
+            assert_eq!(Ability::parse(a.as_str()), Some(a));
+            assert!(a.granted_by(&[Ability::All]));
+        }
+        assert!(Ability::HostRead.granted_by(&[Ability::HostRead]));
+        assert!(!Ability::HostWrite.granted_by(&[Ability::HostRead]));
+        assert_eq!(Ability::parse("host:delete"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The authenticated caller, and the authenticator that turns credentials into one.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::jwt::{JwtKeys, TOKEN_TTL_SECS};
+use super::{Ability, AuthError, password, tokens};
+use crate::store::{self, Store};
+use crate::users::{Role, UserStatus};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A logged-in account (administrator or user).
+    Account {
+        id: Uuid,
+        username: String,
+        role: Role,
+    },
+    /// An API token with its abilities.
+    Token {
+        id: Uuid,
+        name: String,
+        abilities: Vec<Ability>,
+    },
+}
+
+impl Principal {
+    /// How the caller appears in events: `admin:alice`, `user:bob`, `token:ci-deploy`.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Account { username, role, .. } => format!("{}:{username}", role.as_str()),
+            Principal::Token { name, .. } => format!("token:{name}"),
+        }
+    }
+
+    /// The key that rate limits count against.
+    pub fn rate_key(&self) -> String {
+        match self {
+            Principal::Account { id, .. } => format!("account:{id}"),
+            Principal::Token { id, .. } => format!("token:{id}"),
+        }
+    }
+
+    /// Whether the caller may use an admin route that needs `ability`. Administrators may use
+    /// all; tokens what they were given; users none.
+    pub fn can(&self, ability: Ability) -> bool {
+        match self {
+            Principal::Account { role, .. } => *role == Role::Admin,
+            Principal::Token { abilities, .. } => ability.granted_by(abilities),
+        }
+    }
+
+    /// The abilities a caller could hand on to a token it creates.
+    pub fn grantable(&self) -> Vec<Ability> {
+        match self {
+            Principal::Account {
+                role: Role::Admin, ..
+            } => vec![Ability::All],
+            Principal::Account { .. } => vec![],
+            Principal::Token { abilities, .. } => abilities.clone(),
+        }
+    }
+
+    /// The account id when the caller is a user (not an administrator or a token).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Account {
+                id,
+                role: Role::User,
+                ..
+            } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub token: String,
+    pub role: Role,
+    pub expires_in: i64,
+    pub user_id: Uuid,
+}
+
+/// Turns credentials into principals.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    jwt: JwtKeys,
+}
+
+/// How stale `last_used_at` may get before a use writes it again.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+impl Authenticator {
+    pub fn new(store: Store, jwt_secret: &[u8]) -> Self {
+        Self {
+            store,
+            jwt: JwtKeys::new(jwt_secret),
+        }
+    }
+
+    /// The caller behind a bearer credential: an API token (`sl_...`) or a login JWT.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let now = crate::clock::now();
+        let mut db = self.store.acquire().await?;
+        if tokens::looks_like_token(bearer) {
+            let row = store::tokens::get_by_hash(db.conn(), &tokens::hash(bearer))
+                .await?
+                .ok_or(AuthError::Invalid)?;
+            if row.expires_at.is_some_and(|t| t <= now) {
+                return Err(AuthError::Invalid);
+            }
+            if row
+                .last_used_at
+                .is_none_or(|t| (now - t).whole_seconds() >= TOUCH_INTERVAL_SECS)
+            {
+                store::tokens::touch(db.conn(), row.id, now).await?;
+            }
+            let abilities = row.abilities.0.iter().filter_map(|a| Ability::parse(a)).collect();
+            return Ok(Principal::Token {
+                id: row.id,
+                name: row.name,
+                abilities,
+            });
+        }
+        let claims = self.jwt.verify(bearer)?;
+        let user = store::users::get(db.conn(), claims.sub)
+            .await?
+            .ok_or(AuthError::Invalid)?;
+        let role = Role::parse(&user.role).ok_or(AuthError::Invalid)?;
+        if user.token_version != claims.ver || role.as_str() != claims.role {
+            return Err(AuthError::Invalid);
+        }
+        check_active(&user.status, user.expires_at, now)?;
+        Ok(Principal::Account {
+            id: user.id,
+            username: user.username,
+            role,
+        })
+    }
+
+    /// Checks a user name and password and issues a login token. Unknown names cost the same
+    /// time as wrong passwords.
+    pub async fn login(&self, username: &str, pw: &str) -> Result<Login, AuthError> {
+        let mut db = self.store.acquire().await?;
+        let user = store::users::get_by_username(db.conn(), username).await?;
+        drop(db);
+        let Some(user) = user else {
+            let _ = password::verify(pw, password::decoy_hash()).await;
+            return Err(AuthError::Invalid);
+        };
+        if !password::verify(pw, &user.password_hash).await {
+            return Err(AuthError::Invalid);
+        }
+        check_active(&user.status, user.expires_at, crate::clock::now())?;
+        let role = Role::parse(&user.role).ok_or(AuthError::Invalid)?;
+        let token = self.jwt.issue(user.id, role.as_str(), user.token_version)?;
+        Ok(Login {
+            token,
+            role,
+            expires_in: TOKEN_TTL_SECS,
+            user_id: user.id,
+        })
+    }
+}
+
+fn check_active(
+    status: &str,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
+    match UserStatus::parse(status) {
+        Some(UserStatus::Active) if expires_at.is_none_or(|t| t > now) => Ok(()),
+        Some(UserStatus::Disabled) => Err(AuthError::Inactive("disabled")),
+        _ => Err(AuthError::Inactive("expired")),
+    }
+}

@@ -1,0 +1,276 @@
+//! Settings: every knob of `sluice serve`, read from the environment and command-line flags
+//! through clap (so `--help` lists each with its variable and default), optionally overlaid
+//! by a TOML file given with `--config`.
+//!
+//! Precedence, highest first: command-line flag, `--config` file, environment, default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+/// Where Sluice keeps its state.
+#[derive(Debug, Clone, Args)]
+pub struct StoreSettings {
+    /// Directory for Sluice's own files: the SQLite database, the JWT secret, host keys.
+    #[arg(
+        long = "data-dir",
+        env = "SLUICE_DATA_DIR",
+        value_name = "SLUICE_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`.
+    /// Default: `sluice.db` in the data directory.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+impl StoreSettings {
+    /// The database URL in effect: the configured one, or the SQLite file in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("sluice.db").display()),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `sluice serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    /// Address the HTTP API listens on.
+    #[arg(
+        long = "http-addr",
+        env = "HTTP_ADDR",
+        value_name = "HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreSettings,
+
+    /// User name of the administrator account, created on first start.
+    #[arg(
+        long = "admin-username",
+        env = "ADMIN_USERNAME",
+        value_name = "ADMIN_USERNAME",
+        default_value = "admin",
+        value_parser = parse_username
+    )]
+    pub admin_username: String,
+
+    /// Password of the administrator account on first start. If unset, one is generated and
+    /// printed once on stdout; only its hash is stored.
+    #[arg(
+        long = "admin-password",
+        env = "ADMIN_PASSWORD",
+        value_name = "ADMIN_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_password
+    )]
+    pub admin_password: Option<String>,
+
+    /// Secret that signs login tokens (HS256), at least 32 characters. If unset, one is
+    /// generated and kept in the data directory (mode 0600).
+    #[arg(
+        long = "admin-jwt-secret",
+        env = "ADMIN_JWT_SECRET",
+        value_name = "ADMIN_JWT_SECRET",
+        hide_env_values = true,
+        value_parser = parse_jwt_secret
+    )]
+    pub admin_jwt_secret: Option<String>,
+
+    /// Port of the SSH proxy, shown in access commands.
+    #[arg(
+        long = "ssh-proxy-port",
+        env = "SSH_PROXY_PORT",
+        value_name = "SSH_PROXY_PORT",
+        default_value = "2222"
+    )]
+    pub ssh_proxy_port: u16,
+
+    /// Host name used in access commands. Default: the request's Host header without port.
+    #[arg(
+        long = "public-host",
+        env = "SLUICE_PUBLIC_HOST",
+        value_name = "SLUICE_PUBLIC_HOST",
+        value_parser = parse_public_host
+    )]
+    pub public_host: Option<String>,
+
+    /// Requests per minute allowed to one credential (or one source address when anonymous).
+    #[arg(
+        long = "api-rate-limit",
+        env = "SLUICE_API_RATE_LIMIT",
+        value_name = "SLUICE_API_RATE_LIMIT",
+        default_value = "120",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub api_rate_limit: u32,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// How Sluice logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// Log format: text or json.
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log level or filter, e.g. `info` or `sluice=debug,tower_http=info`.
+    #[arg(
+        long = "log-level",
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "info",
+        value_parser = parse_log_level
+    )]
+    pub log_level: String,
+}
+
+fn parse_username(s: &str) -> Result<String, String> {
+    crate::users::validate_username(s).map(|_| s.to_string())
+}
+
+fn parse_password(s: &str) -> Result<String, String> {
+    crate::users::validate_password(s).map(|_| s.to_string())
+}
+
+fn parse_jwt_secret(s: &str) -> Result<String, String> {
+    if s.len() < 32 {
+        return Err("expected at least 32 characters".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_public_host(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected a host name or IP address, without scheme or path".into())
+    }
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("expected a level (error, warn, info, debug, trace) or filter: {e}"))
+}
+
+/// A problem with the configuration, naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: unknown setting `{key}` (known: {known})")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    #[error("config file {path}: `{key}` must be a string, number or boolean")]
+    BadValue { path: PathBuf, key: String },
+}
+
+/// Reads a TOML config file and maps each key to the environment variable that carries the
+/// same setting. Keys are the flag names with `_` for `-` (for example `http_addr`).
+///
+/// `settings` is the list of (key, variable) pairs that the serve command knows.
+pub fn overlay_from_file(
+    path: &Path,
+    settings: &[(String, String)],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        let Some((_, var)) = settings.iter().find(|(k, _)| *k == key) else {
+            let known = settings
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key,
+                known,
+            });
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::BadValue {
+                    path: path.to_path_buf(),
+                    key,
+                });
+            }
+        };
+        out.insert(var.clone(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_map_to_variables_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sluice.toml");
+        std::fs::write(&p, "http_addr = \"127.0.0.1:9000\"\nssh_proxy_port = 2022\n").unwrap();
+        let known = vec![
+            ("http_addr".to_string(), "HTTP_ADDR".to_string()),
+            ("ssh_proxy_port".to_string(), "SSH_PROXY_PORT".to_string()),
+        ];
+        let got = overlay_from_file(&p, &known).unwrap();
+        assert_eq!(got["HTTP_ADDR"], "127.0.0.1:9000");
+        assert_eq!(got["SSH_PROXY_PORT"], "2022");
+
+        std::fs::write(&p, "htp_addr = \"x\"\n").unwrap();
+        let err = overlay_from_file(&p, &known).unwrap_err().to_string();
+        assert!(err.contains("htp_addr") && err.contains("http_addr"), "{err}");
+    }
+}

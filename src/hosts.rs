@@ -1,0 +1,100 @@
+//! Hosts: a user's container, as the control plane sees it. Short ids, resource bounds and
+//! the status machine live here; the runtime module makes them real.
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Characters of a short id: lower case, without the look-alikes 0/o, 1/l/i.
+pub const SHORT_ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+pub const SHORT_ID_LEN: usize = 8;
+
+/// A new random short id, such as `k3x9m2qa`.
+pub fn generate_short_id() -> String {
+    let mut rng = rand::rng();
+    (0..SHORT_ID_LEN)
+        .map(|_| SHORT_ID_ALPHABET[rng.random_range(0..SHORT_ID_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Whether `s` has the shape of a short id.
+pub fn is_short_id(s: &str) -> bool {
+    s.len() == SHORT_ID_LEN && s.bytes().all(|b| SHORT_ID_ALPHABET.contains(&b))
+}
+
+/// Resource bounds of a host, with defaults.
+pub const MEMORY_MB_DEFAULT: i64 = 1024;
+pub const MEMORY_MB_RANGE: (i64, i64) = (64, 65536);
+pub const CPUS_DEFAULT: f64 = 1.0;
+pub const CPUS_RANGE: (f64, f64) = (0.1, 64.0);
+pub const PIDS_DEFAULT: i64 = 512;
+pub const PIDS_RANGE: (i64, i64) = (32, 65536);
+
+/// Where a host is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    Pending,
+    Provisioning,
+    Running,
+    Stopped,
+    Suspended,
+    Error,
+    Deleting,
+}
+
+impl HostStatus {
+    pub const ALL: [HostStatus; 7] = [
+        HostStatus::Pending,
+        HostStatus::Provisioning,
+        HostStatus::Running,
+        HostStatus::Stopped,
+        HostStatus::Suspended,
+        HostStatus::Error,
+        HostStatus::Deleting,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Pending => "pending",
+            HostStatus::Provisioning => "provisioning",
+            HostStatus::Running => "running",
+            HostStatus::Stopped => "stopped",
+            HostStatus::Suspended => "suspended",
+            HostStatus::Error => "error",
+            HostStatus::Deleting => "deleting",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+/// The commands an operator and a user get to reach a host.
+pub fn access_commands(public_host: &str, ssh_port: u16, short_id: &str) -> (String, String) {
+    (
+        format!("curl -sSf http://{public_host}/entry/{short_id} | bash"),
+        format!("ssh -p {ssh_port} {short_id}@{public_host}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_have_the_documented_shape() {
+        for _ in 0..100 {
+            let s = generate_short_id();
+            assert!(is_short_id(&s), "{s}");
+        }
+        assert!(!is_short_id("k3x9m2q0"));
+        assert!(!is_short_id("k3x9m2q"));
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in HostStatus::ALL {
+            assert_eq!(HostStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

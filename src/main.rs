@@ -1,0 +1,213 @@
+//! The `sluice` binary: parses the command line and settings, sets up logging, and hands over
+//! to the library.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use time::format_description::well_known::Rfc3339;
+
+use sluice::cli::{AdminCommand, Cli, Command, StoreArgs, TokenCommand};
+use sluice::config::{LogFormat, LogSettings, overlay_from_file};
+use sluice::store::Store;
+use sluice::{app, auth, clock, runtime, store, users};
+
+fn main() -> anyhow::Result<()> {
+    let cli = parse_cli()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(cli))
+}
+
+/// Parses the command line; with `--config`, the file's settings are laid over the environment
+/// and the command line parsed again, so clap validates every value the same way and names
+/// the variable in its errors.
+fn parse_cli() -> anyhow::Result<Cli> {
+    let cli = Cli::parse();
+    let Some(path) = cli.config.clone() else {
+        return Ok(cli);
+    };
+    let overlay = overlay_from_file(&path, &sluice::cli::config_keys())?;
+    for (var, value) in overlay {
+        // SAFETY: called before any other thread exists (the async runtime starts later).
+        unsafe { std::env::set_var(var, value) };
+    }
+    Ok(Cli::parse())
+}
+
+fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => serve(*settings).await,
+        Command::Token(cmd) => token(cmd).await,
+        Command::Admin(AdminCommand::ResetPassword {
+            username,
+            password_stdin,
+            store,
+        }) => reset_password(&username, password_stdin, &store).await,
+    }
+}
+
+async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
+    init_logging(&settings.log);
+    let runtime = Arc::new(runtime::Unavailable {
+        reason: "this build of Sluice has no container runtime yet (the Docker runtime is the next milestone)".into(),
+    });
+    let running = app::start(&settings, runtime, None).await?;
+    if let Some(pw) = &running.generated_admin_password {
+        println!(
+            "Administrator account `{}` created with password: {pw}\n\
+             It is shown only this once; change it with `sluice admin reset-password`.",
+            settings.admin_username
+        );
+    }
+    let stop = running.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let url = args.store.effective_database_url();
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the database {}", store::redact_url(&url)))
+}
+
+async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create(c) => {
+            let abilities = auth::tokens::validate(&c.name, &c.abilities).map_err(|e| {
+                let msgs: Vec<String> = e
+                    .0
+                    .iter()
+                    .map(|(f, m)| format!("--{}: {}", if f == "abilities" { "ability" } else { f }, m.join("; ")))
+                    .collect();
+                anyhow::anyhow!(msgs.join("\n"))
+            })?;
+            let expires_at = match &c.expires_at {
+                None => None,
+                Some(s) => {
+                    let t = time::OffsetDateTime::parse(s, &Rfc3339)
+                        .map_err(|_| anyhow::anyhow!("--expires-at: expected an RFC 3339 time such as 2030-01-31T12:00:00Z"))?;
+                    if t <= time::OffsetDateTime::now_utc() {
+                        bail!("--expires-at: must be in the future");
+                    }
+                    Some(clock::truncate(t))
+                }
+            };
+            let store = open_store(&c.store).await?;
+            let mut tx = store.begin().await?;
+            let (row, plain) =
+                auth::tokens::issue(tx.conn(), &c.name, &abilities, expires_at, "cli").await?;
+            sluice::events::record(
+                tx.conn(),
+                sluice::events::NewEvent::new("cli", "token.created", "token")
+                    .target(row.id)
+                    .details(serde_json::json!({"name": row.name, "abilities": row.abilities.0, "prefix": row.prefix})),
+            )
+            .await?;
+            tx.commit().await?;
+            eprintln!("Token `{}` ({}) created; it is shown only this once:", row.name, row.id);
+            println!("{plain}");
+        }
+        TokenCommand::List(args) => {
+            let store = open_store(&args).await?;
+            let mut page = 1;
+            println!("{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  ABILITIES", "ID", "NAME", "PREFIX", "EXPIRES", "LAST USED");
+            loop {
+                let mut db = store.acquire().await?;
+                let (rows, total) =
+                    store::tokens::list(db.conn(), store::PageRequest { page, per_page: 100 }).await?;
+                let fmt = |t: Option<time::OffsetDateTime>| {
+                    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| "-".into())
+                };
+                for t in &rows {
+                    println!(
+                        "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  {}",
+                        t.id,
+                        t.name,
+                        t.prefix,
+                        fmt(t.expires_at),
+                        fmt(t.last_used_at),
+                        t.abilities.0.join(",")
+                    );
+                }
+                if i64::from(page) * 100 >= total {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        TokenCommand::Revoke { id, store: args } => {
+            let store = open_store(&args).await?;
+            let mut tx = store.begin().await?;
+            let Some(row) = store::tokens::delete(tx.conn(), id).await? else {
+                bail!("no token with id {id}");
+            };
+            sluice::events::record(
+                tx.conn(),
+                sluice::events::NewEvent::new("cli", "token.revoked", "token")
+                    .target(id)
+                    .details(serde_json::json!({"name": row.name, "prefix": row.prefix})),
+            )
+            .await?;
+            tx.commit().await?;
+            eprintln!("Token `{}` ({id}) revoked.", row.name);
+        }
+    }
+    Ok(())
+}
+
+async fn reset_password(username: &str, from_stdin: bool, args: &StoreArgs) -> anyhow::Result<()> {
+    let (password, generated) = if from_stdin {
+        let p = sluice::cli::read_stdin_line().context("cannot read the password from stdin")?;
+        users::validate_password(&p).map_err(|m| anyhow::anyhow!("password from stdin {m}"))?;
+        (p, false)
+    } else {
+        (users::generate_password(), true)
+    };
+    let store = open_store(args).await?;
+    if !app::reset_admin_password(&store, username, &password).await? {
+        bail!("no administrator named `{username}` (set --username or ADMIN_USERNAME)");
+    }
+    if generated {
+        println!("{password}");
+        eprintln!("New password for `{username}` printed above; it is shown only this once.");
+    } else {
+        eprintln!("Password for `{username}` changed.");
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The `hosts` and `bindings` tables: users' containers and the egress each is bound to.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Conn, PageRequest, Result};
+use crate::on_conn;
+
+/// A host with its owner's name and its binding, as one row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HostRow {
+    pub id: Uuid,
+    pub short_id: String,
+    pub user_id: Option<Uuid>,
+    pub username: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub memory_mb: i64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub ssh_password_hash: String,
+    pub binding_id: Option<Uuid>,
+    pub egress_ip_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A new host.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub id: Uuid,
+    pub short_id: String,
+    pub user_id: Uuid,
+    pub status: String,
+    pub memory_mb: i64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub ssh_password_hash: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BindingRow {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub egress_ip_id: Uuid,
+    pub created_at: OffsetDateTime,
+}
+
+const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.status, h.status_reason,
+        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, b.id AS binding_id, b.egress_ip_id,
+        h.created_at, h.updated_at
+    FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
+
+pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "INSERT INTO hosts (id, short_id, user_id, status, status_reason, memory_mb, cpus, pids_limit,
+             ssh_password_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $9)"
+    )
+    .bind(h.id)
+    .bind(&h.short_id)
+    .bind(h.user_id)
+    .bind(&h.status)
+    .bind(h.memory_mb)
+    .bind(h.cpus)
+    .bind(h.pids_limit)
+    .bind(&h.ssh_password_hash)
+    .bind(h.created_at)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<HostRow>> {
+    let sql = format!("{SELECT} WHERE h.id = $1");
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, HostRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?)
+}
+
+/// Hosts, oldest first; only those of `user_id` when given.
+pub async fn list(
+    c: Conn<'_>,
+    user_id: Option<Uuid>,
+    page: PageRequest,
+) -> Result<(Vec<HostRow>, i64)> {
+    let sql = format!("{SELECT} WHERE ($1 IS NULL OR h.user_id = $1) ORDER BY h.id LIMIT $2 OFFSET $3");
+    on_conn!(c, |c| {
+        let rows = sqlx::query_as::<_, HostRow>(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(&mut *c)
+            .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE ($1 IS NULL OR user_id = $1)")
+                .bind(user_id)
+                .fetch_one(&mut *c)
+                .await?;
+        Ok((rows, total))
+    })
+}
+
+/// Ids of a user's hosts.
+pub async fn ids_of_user(c: Conn<'_>, user_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(on_conn!(c, |c| sqlx::query_scalar::<_, Uuid>(
+        "SELECT id FROM hosts WHERE user_id = $1 ORDER BY id"
+    )
+    .bind(user_id)
+    .fetch_all(&mut *c)
+    .await)?)
+}
+
+/// Sets status and reason (the reason is cleared when `None`).
+pub async fn set_status(
+    c: Conn<'_>,
+    id: Uuid,
+    status: &str,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE hosts SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(status)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_ssh_password(c: Conn<'_>, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE hosts SET ssh_password_hash = $2, updated_at = $3 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn delete(c: Conn<'_>, id: Uuid) -> Result<bool> {
+    let n = on_conn!(c, |c| sqlx::query("DELETE FROM hosts WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Host counts per status.
+pub async fn count_by_status(c: Conn<'_>) -> Result<Vec<(String, i64)>> {
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, COUNT(*) FROM hosts GROUP BY status"
+    )
+    .fetch_all(&mut *c)
+    .await)?)
+}
+
+pub async fn insert_binding(c: Conn<'_>, b: &BindingRow) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "INSERT INTO bindings (id, host_id, egress_ip_id, created_at) VALUES ($1, $2, $3, $4)"
+    )
+    .bind(b.id)
+    .bind(b.host_id)
+    .bind(b.egress_ip_id)
+    .bind(b.created_at)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get_binding(c: Conn<'_>, id: Uuid) -> Result<Option<BindingRow>> {
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, BindingRow>(
+        "SELECT id, host_id, egress_ip_id, created_at FROM bindings WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?)
+}
+
+pub async fn delete_binding(c: Conn<'_>, id: Uuid) -> Result<bool> {
+    let n = on_conn!(c, |c| sqlx::query("DELETE FROM bindings WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+pub async fn short_id_taken(c: Conn<'_>, short_id: &str) -> Result<bool> {
+    let n: i64 = on_conn!(c, |c| sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE short_id = $1")
+        .bind(short_id)
+        .fetch_one(&mut *c)
+        .await)?;
+    Ok(n > 0)
+}
