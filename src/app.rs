@@ -106,10 +106,17 @@ pub async fn start(
     let worker = Arc::new(Worker::new(store.clone(), runtime, queue.clone()));
     let requeued = worker.recover().await?;
     if requeued > 0 {
-        tracing::warn!(count = requeued, "tasks interrupted by the last shutdown were queued again");
+        tracing::warn!(
+            count = requeued,
+            "tasks interrupted by the last shutdown were queued again"
+        );
     }
     tokio::spawn(worker.run(stop.clone()));
-    tokio::spawn(tasks::expiry_sweep(store.clone(), EXPIRY_SWEEP, stop.clone()));
+    tokio::spawn(tasks::expiry_sweep(
+        store.clone(),
+        EXPIRY_SWEEP,
+        stop.clone(),
+    ));
 
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
@@ -189,7 +196,10 @@ fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<String, Start
 }
 
 /// Creates the admin account on first start. Returns the password when it was generated.
-async fn ensure_admin(store: &Store, settings: &ServeSettings) -> Result<Option<String>, StartError> {
+async fn ensure_admin(
+    store: &Store,
+    settings: &ServeSettings,
+) -> Result<Option<String>, StartError> {
     let mut db = store.acquire().await?;
     let name = &settings.admin_username;
     if let Some(existing) = store::users::get_by_username(db.conn(), name).await? {

@@ -108,4 +108,3 @@ pub fn read_stdin_line() -> std::io::Result<String> {
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
-

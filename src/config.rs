@@ -217,10 +217,12 @@ pub fn overlay_from_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
     let mut out = BTreeMap::new();
     for (key, value) in table {
         let Some((_, var)) = settings.iter().find(|(k, _)| *k == key) else {
@@ -260,7 +262,11 @@ mod tests {
     fn file_keys_map_to_variables_and_unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sluice.toml");
-        std::fs::write(&p, "http_addr = \"127.0.0.1:9000\"\nssh_proxy_port = 2022\n").unwrap();
+        std::fs::write(
+            &p,
+            "http_addr = \"127.0.0.1:9000\"\nssh_proxy_port = 2022\n",
+        )
+        .unwrap();
         let known = vec![
             ("http_addr".to_string(), "HTTP_ADDR".to_string()),
             ("ssh_proxy_port".to_string(), "SSH_PROXY_PORT".to_string()),
@@ -271,6 +277,9 @@ mod tests {
 
         std::fs::write(&p, "htp_addr = \"x\"\n").unwrap();
         let err = overlay_from_file(&p, &known).unwrap_err().to_string();
-        assert!(err.contains("htp_addr") && err.contains("http_addr"), "{err}");
+        assert!(
+            err.contains("htp_addr") && err.contains("http_addr"),
+            "{err}"
+        );
     }
 }

@@ -110,18 +110,26 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create(c) => {
             let abilities = auth::tokens::validate(&c.name, &c.abilities).map_err(|e| {
-                let msgs: Vec<String> = e
-                    .0
-                    .iter()
-                    .map(|(f, m)| format!("--{}: {}", if f == "abilities" { "ability" } else { f }, m.join("; ")))
-                    .collect();
+                let msgs: Vec<String> =
+                    e.0.iter()
+                        .map(|(f, m)| {
+                            format!(
+                                "--{}: {}",
+                                if f == "abilities" { "ability" } else { f },
+                                m.join("; ")
+                            )
+                        })
+                        .collect();
                 anyhow::anyhow!(msgs.join("\n"))
             })?;
             let expires_at = match &c.expires_at {
                 None => None,
                 Some(s) => {
-                    let t = time::OffsetDateTime::parse(s, &Rfc3339)
-                        .map_err(|_| anyhow::anyhow!("--expires-at: expected an RFC 3339 time such as 2030-01-31T12:00:00Z"))?;
+                    let t = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--expires-at: expected an RFC 3339 time such as 2030-01-31T12:00:00Z"
+                        )
+                    })?;
                     if t <= time::OffsetDateTime::now_utc() {
                         bail!("--expires-at: must be in the future");
                     }
@@ -140,19 +148,32 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             )
             .await?;
             tx.commit().await?;
-            eprintln!("Token `{}` ({}) created; it is shown only this once:", row.name, row.id);
+            eprintln!(
+                "Token `{}` ({}) created; it is shown only this once:",
+                row.name, row.id
+            );
             println!("{plain}");
         }
         TokenCommand::List(args) => {
             let store = open_store(&args).await?;
             let mut page = 1;
-            println!("{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  ABILITIES", "ID", "NAME", "PREFIX", "EXPIRES", "LAST USED");
+            println!(
+                "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  ABILITIES",
+                "ID", "NAME", "PREFIX", "EXPIRES", "LAST USED"
+            );
             loop {
                 let mut db = store.acquire().await?;
-                let (rows, total) =
-                    store::tokens::list(db.conn(), store::PageRequest { page, per_page: 100 }).await?;
+                let (rows, total) = store::tokens::list(
+                    db.conn(),
+                    store::PageRequest {
+                        page,
+                        per_page: 100,
+                    },
+                )
+                .await?;
                 let fmt = |t: Option<time::OffsetDateTime>| {
-                    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| "-".into())
+                    t.and_then(|t| t.format(&Rfc3339).ok())
+                        .unwrap_or_else(|| "-".into())
                 };
                 for t in &rows {
                     println!(

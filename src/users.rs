@@ -105,7 +105,16 @@ mod tests {
         for ok in ["abc", "alice", "a.b_c-9", &"a".repeat(50)] {
             assert!(validate_username(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "1abc", "Alice", "al ice", "al@ce", "", &"a".repeat(51), ".abc"] {
+        for bad in [
+            "ab",
+            "1abc",
+            "Alice",
+            "al ice",
+            "al@ce",
+            "",
+            &"a".repeat(51),
+            ".abc",
+        ] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
     }

@@ -14,8 +14,8 @@ use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, JsonBody, Paging, can, parse_id};
-use crate::egress::settings::{self, EgressInput, EgressSettings};
 use crate::egress::MASK;
+use crate::egress::settings::{self, EgressInput, EgressSettings};
 use crate::events::{self, NewEvent};
 use crate::store::{self, egress::EgressRow};
 
@@ -123,7 +123,11 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Egress>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::egress::list(db.conn(), paging.req).await?;
-    Ok(page(&paging, rows.into_iter().map(Egress::from).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(Egress::from).collect(),
+        total,
+    ))
 }
 
 /// Add an egress. For WireGuard without `wg_private_key`, Sluice generates the client key pair

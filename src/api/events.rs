@@ -13,7 +13,10 @@ use super::AppState;
 use super::envelope::{Page, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, Paging, can, query_map};
-use crate::store::{self, events::{EventFilter, EventRow}};
+use crate::store::{
+    self,
+    events::{EventFilter, EventRow},
+};
 use crate::validation::FieldErrors;
 
 /// An event.
@@ -91,7 +94,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EventQuery {
                 Ok(n) if (1..=LIMIT_MAX).contains(&n) => {
                     q.insert("per_page".into(), n.to_string());
                 }
-                _ => errs.add("limit", format!("must be a whole number from 1 to {LIMIT_MAX}")),
+                _ => errs.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {LIMIT_MAX}"),
+                ),
             }
         }
         if !errs.is_empty() {
@@ -115,5 +121,9 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Event>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::events::list(db.conn(), &filter, paging.req).await?;
-    Ok(page(&paging, rows.into_iter().map(Event::from).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(Event::from).collect(),
+        total,
+    ))
 }

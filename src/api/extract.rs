@@ -45,7 +45,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 // "missing field `x` at line.." names the field inside the message.
                 let field = match msg.split('`').nth(1) {
                     Some(f) if msg.starts_with("missing field") => {
-                        if path == "." { f.to_string() } else { format!("{path}.{f}") }
+                        if path == "." {
+                            f.to_string()
+                        } else {
+                            format!("{path}.{f}")
+                        }
                     }
                     _ if path == "." => "body".to_string(),
                     _ => path,
@@ -106,7 +110,10 @@ impl Paging {
             Some(s) => match s.parse::<u32>() {
                 Ok(p) if (1..=max).contains(&p) => p,
                 _ => {
-                    errs.add("per_page", format!("must be a whole number from 1 to {max}"));
+                    errs.add(
+                        "per_page",
+                        format!("must be a whole number from 1 to {max}"),
+                    );
                     1
                 }
             },

@@ -64,7 +64,10 @@ pub struct PublicHost(pub String);
 impl FromRequestParts<AppState> for PublicHost {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(h) = &state.public_host {
             return Ok(PublicHost(h.clone()));
         }
@@ -74,7 +77,10 @@ impl FromRequestParts<AppState> for PublicHost {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
         let without_port = if host.starts_with('[') {
-            host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+            host.split(']')
+                .next()
+                .map(|h| format!("{h}]"))
+                .unwrap_or_default()
         } else {
             host.split(':').next().unwrap_or(host).to_string()
         };
@@ -152,7 +158,13 @@ pub struct SshPassword {
     pub ssh_password: String,
 }
 
-fn bounded_i64(errs: &mut FieldErrors, field: &str, v: Option<i64>, def: i64, (lo, hi): (i64, i64)) -> i64 {
+fn bounded_i64(
+    errs: &mut FieldErrors,
+    field: &str,
+    v: Option<i64>,
+    def: i64,
+    (lo, hi): (i64, i64),
+) -> i64 {
     match v {
         None => def,
         Some(x) if (lo..=hi).contains(&x) => x,
@@ -164,7 +176,9 @@ fn bounded_i64(errs: &mut FieldErrors, field: &str, v: Option<i64>, def: i64, (l
 }
 
 pub async fn find_host(c: Conn<'_>, id: Uuid) -> ApiResult<HostRow> {
-    store::hosts::get(c, id).await?.ok_or(ApiError::NotFound("host"))
+    store::hosts::get(c, id)
+        .await?
+        .ok_or(ApiError::NotFound("host"))
 }
 
 /// List hosts.
@@ -187,7 +201,11 @@ pub async fn list(
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::hosts::list(db.conn(), user_id, paging.req).await?;
     let port = state.ssh_port;
-    Ok(page(&paging, rows.into_iter().map(|h| host_view(h, &ph, port)).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(|h| host_view(h, &ph, port)).collect(),
+        total,
+    ))
 }
 
 /// Create a host for a user; answers 202 with the creation task and the SSH password.
@@ -219,13 +237,32 @@ pub async fn create(
         }
         Some(Ok(id)) => Some(id),
     };
-    let memory_mb = bounded_i64(&mut errs, "memory_mb", req.memory_mb, rules::MEMORY_MB_DEFAULT, rules::MEMORY_MB_RANGE);
-    let pids_limit = bounded_i64(&mut errs, "pids_limit", req.pids_limit, rules::PIDS_DEFAULT, rules::PIDS_RANGE);
+    let memory_mb = bounded_i64(
+        &mut errs,
+        "memory_mb",
+        req.memory_mb,
+        rules::MEMORY_MB_DEFAULT,
+        rules::MEMORY_MB_RANGE,
+    );
+    let pids_limit = bounded_i64(
+        &mut errs,
+        "pids_limit",
+        req.pids_limit,
+        rules::PIDS_DEFAULT,
+        rules::PIDS_RANGE,
+    );
     let cpus = match req.cpus {
         None => rules::CPUS_DEFAULT,
         Some(c) if c.is_finite() && (rules::CPUS_RANGE.0..=rules::CPUS_RANGE.1).contains(&c) => c,
         Some(_) => {
-            errs.add("cpus", format!("must be from {} to {}", rules::CPUS_RANGE.0, rules::CPUS_RANGE.1));
+            errs.add(
+                "cpus",
+                format!(
+                    "must be from {} to {}",
+                    rules::CPUS_RANGE.0,
+                    rules::CPUS_RANGE.1
+                ),
+            );
             rules::CPUS_DEFAULT
         }
     };
@@ -280,7 +317,8 @@ pub async fn create(
         )
         .await?;
     }
-    let task_id = tasks::enqueue(tx.conn(), Kind::Create, host_id, json!({}), &caller.actor()).await?;
+    let task_id =
+        tasks::enqueue(tx.conn(), Kind::Create, host_id, json!({}), &caller.actor()).await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "host.created", "host")
@@ -318,7 +356,11 @@ pub async fn get(
 ) -> ApiResult<axum::Json<Data<Host>>> {
     let id = parse_id(&id, "host")?;
     let mut db = state.store.acquire().await?;
-    Ok(data(host_view(find_host(db.conn(), id).await?, &ph, state.ssh_port)))
+    Ok(data(host_view(
+        find_host(db.conn(), id).await?,
+        &ph,
+        state.ssh_port,
+    )))
 }
 
 /// Queues a lifecycle step for a host after checking that its status allows it.
@@ -339,7 +381,10 @@ pub async fn queue_step(
     let status = HostStatus::parse(&host.status).unwrap_or(HostStatus::Error);
     match (status, kind) {
         (HostStatus::Deleting, _) => {
-            return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+            return Err(ApiError::Conflict(format!(
+                "host {} is being deleted",
+                host.short_id
+            )));
         }
         (HostStatus::Suspended, Kind::Start | Kind::Rebuild) => {
             return Err(ApiError::Conflict(format!(
@@ -350,8 +395,14 @@ pub async fn queue_step(
         _ => {}
     }
     if kind == Kind::Delete {
-        store::hosts::set_status(tx.conn(), host_id, HostStatus::Deleting.as_str(), None, crate::clock::now())
-            .await?;
+        store::hosts::set_status(
+            tx.conn(),
+            host_id,
+            HostStatus::Deleting.as_str(),
+            None,
+            crate::clock::now(),
+        )
+        .await?;
     }
     let task_id = tasks::enqueue(tx.conn(), kind, host_id, payload.clone(), &actor).await?;
     let action = match kind {
@@ -392,14 +443,30 @@ pub async fn delete(
     drop(db);
     if host.status == HostStatus::Deleting.as_str() {
         let mut tx = state.store.begin().await?;
-        let task_id = tasks::enqueue(tx.conn(), Kind::Delete, id, json!({}), &caller.actor()).await?;
+        let task_id =
+            tasks::enqueue(tx.conn(), Kind::Delete, id, json!({}), &caller.actor()).await?;
         tx.commit().await?;
         state.queue.wake();
-        return Ok((StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id: id })).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            data(TaskQueued {
+                task_id,
+                host_id: id,
+            }),
+        )
+            .into_response());
     }
-    Ok(queue_step(&state, id, Kind::Delete, json!({}), caller.actor(), caller.source(), None)
-        .await?
-        .into_response())
+    Ok(queue_step(
+        &state,
+        id,
+        Kind::Delete,
+        json!({}),
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await?
+    .into_response())
 }
 
 /// Start a host.
@@ -411,7 +478,16 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
-    queue_step(&state, id, Kind::Start, json!({}), caller.actor(), caller.source(), None).await
+    queue_step(
+        &state,
+        id,
+        Kind::Start,
+        json!({}),
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await
 }
 
 /// Stop a host.
@@ -423,7 +499,16 @@ pub async fn stop(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
-    queue_step(&state, id, Kind::Stop, json!({}), caller.actor(), caller.source(), None).await
+    queue_step(
+        &state,
+        id,
+        Kind::Stop,
+        json!({}),
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await
 }
 
 /// Rebuild a host's container; the home volume survives unless `wipe_home` is true.
@@ -438,7 +523,16 @@ pub async fn rebuild(
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
     let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
-    queue_step(&state, id, Kind::Rebuild, payload, caller.actor(), caller.source(), None).await
+    queue_step(
+        &state,
+        id,
+        Kind::Rebuild,
+        payload,
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await
 }
 
 /// Replace a host's SSH password with a generated one, answered once.
@@ -456,7 +550,10 @@ pub async fn rotate_ssh_password(
     let mut tx = state.store.begin().await?;
     let host = find_host(tx.conn(), id).await?;
     if host.status == HostStatus::Deleting.as_str() {
-        return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+        return Err(ApiError::Conflict(format!(
+            "host {} is being deleted",
+            host.short_id
+        )));
     }
     store::hosts::set_ssh_password(tx.conn(), id, &hash, crate::clock::now()).await?;
     events::record(
@@ -544,7 +641,10 @@ pub async fn bind(
         )));
     }
     if host.status == HostStatus::Deleting.as_str() {
-        return Err(ApiError::Conflict(format!("host {} is being deleted", host.short_id)));
+        return Err(ApiError::Conflict(format!(
+            "host {} is being deleted",
+            host.short_id
+        )));
     }
     let row = BindingRow {
         id: Uuid::now_v7(),
@@ -555,11 +655,22 @@ pub async fn bind(
     store::hosts::insert_binding(tx.conn(), &row)
         .await
         .map_err(|e| match e {
-            store::StoreError::Conflict(_) => ApiError::Conflict(format!("host {} is already bound", host.short_id)),
+            store::StoreError::Conflict(_) => {
+                ApiError::Conflict(format!("host {} is already bound", host.short_id))
+            }
             other => other.into(),
         })?;
     let task_id = if is_live(&host.status) {
-        Some(tasks::enqueue(tx.conn(), Kind::BindEgress, host.id, json!({}), &caller.actor()).await?)
+        Some(
+            tasks::enqueue(
+                tx.conn(),
+                Kind::BindEgress,
+                host.id,
+                json!({}),
+                &caller.actor(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -606,7 +717,16 @@ pub async fn unbind(
     let host = find_host(tx.conn(), binding.host_id).await?;
     store::hosts::delete_binding(tx.conn(), id).await?;
     let task_id = if is_live(&host.status) {
-        Some(tasks::enqueue(tx.conn(), Kind::BindEgress, host.id, json!({}), &caller.actor()).await?)
+        Some(
+            tasks::enqueue(
+                tx.conn(),
+                Kind::BindEgress,
+                host.id,
+                json!({}),
+                &caller.actor(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -624,7 +744,14 @@ pub async fn unbind(
     Ok(match task_id {
         Some(task_id) => {
             state.queue.wake();
-            (StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id: host.id })).into_response()
+            (
+                StatusCode::ACCEPTED,
+                data(TaskQueued {
+                    task_id,
+                    host_id: host.id,
+                }),
+            )
+                .into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
     })

@@ -63,11 +63,7 @@ pub fn check<K: std::hash::Hash + Eq + Clone>(
 
 /// Resolves the bearer credential into a [`Principal`] in the request's extensions, then
 /// applies the per-credential rate limit. No or bad credentials: 401.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)

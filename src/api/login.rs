@@ -56,8 +56,14 @@ pub async fn login(
     let mut db = state.store.acquire().await?;
     let (action, user_id, reason) = match &result {
         Ok(l) => ("auth.login", Some(l.user_id), None),
-        Err(AuthError::Inactive(why)) => ("auth.login_failed", None, Some(format!("account {why}"))),
-        Err(_) => ("auth.login_failed", None, Some("bad credentials".to_string())),
+        Err(AuthError::Inactive(why)) => {
+            ("auth.login_failed", None, Some(format!("account {why}")))
+        }
+        Err(_) => (
+            "auth.login_failed",
+            None,
+            Some("bad credentials".to_string()),
+        ),
     };
     events::record(
         db.conn(),
@@ -74,7 +80,9 @@ pub async fn login(
             expires_in: l.expires_in,
         })),
         Err(AuthError::Inactive(why)) => Err(ApiError::Forbidden(format!("account is {why}"))),
-        Err(AuthError::Invalid) => Err(ApiError::Unauthorized("invalid username or password".into())),
+        Err(AuthError::Invalid) => Err(ApiError::Unauthorized(
+            "invalid username or password".into(),
+        )),
         Err(e) => Err(e.into()),
     }
 }

@@ -11,7 +11,9 @@ use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Paging, UserCaller, parse_id};
-use super::hosts::{Host, PublicHost, RebuildRequest, TaskQueued, find_host, host_view, queue_step};
+use super::hosts::{
+    Host, PublicHost, RebuildRequest, TaskQueued, find_host, host_view, queue_step,
+};
 use crate::auth::password;
 use crate::events::{self, NewEvent};
 use crate::store;
@@ -50,7 +52,10 @@ pub async fn change_password(
         .ok_or(ApiError::NotFound("user"))?;
     drop(db);
     if !password::verify(&old, &user.password_hash).await {
-        return Err(ApiError::field("old_password", "is not your current password"));
+        return Err(ApiError::field(
+            "old_password",
+            "is not your current password",
+        ));
     }
     let hash = password::hash(&new).await?;
     let mut tx = state.store.begin().await?;
@@ -80,7 +85,11 @@ pub async fn list_hosts(
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::hosts::list(db.conn(), Some(caller.id), paging.req).await?;
     let port = state.ssh_port;
-    Ok(page(&paging, rows.into_iter().map(|h| host_view(h, &ph, port)).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(|h| host_view(h, &ph, port)).collect(),
+        total,
+    ))
 }
 
 /// Read one of my hosts.
@@ -113,5 +122,14 @@ pub async fn rebuild_host(
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
     let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
-    queue_step(&state, id, Kind::Rebuild, payload, caller.actor(), caller.source(), Some(caller.id)).await
+    queue_step(
+        &state,
+        id,
+        Kind::Rebuild,
+        payload,
+        caller.actor(),
+        caller.source(),
+        Some(caller.id),
+    )
+    .await
 }

@@ -87,7 +87,11 @@ async fn list_keys(
 ) -> ApiResult<axum::Json<Page<SshKey>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::ssh_keys::list(db.conn(), user_id, paging.req).await?;
-    Ok(page(paging, rows.into_iter().map(SshKey::from).collect(), total))
+    Ok(page(
+        paging,
+        rows.into_iter().map(SshKey::from).collect(),
+        total,
+    ))
 }
 
 async fn insert_key(
@@ -125,7 +129,9 @@ async fn insert_key(
             .target(row.id)
             .user(Some(user_id))
             .source(source)
-            .details(json!({"name": row.name, "fingerprint": row.fingerprint, "key_type": row.key_type})),
+            .details(
+                json!({"name": row.name, "fingerprint": row.fingerprint, "key_type": row.key_type}),
+            ),
     )
     .await?;
     tx.commit().await?;
@@ -159,7 +165,16 @@ async fn generate_key(
 ) -> ApiResult<GeneratedKey> {
     let name = key_name(req.name, "generated")?;
     let (private_key, parsed) = sshkey::generate(&name).map_err(ApiError::Internal)?;
-    let key = insert_key(state, user_id, name, parsed, actor, source, "ssh_key.generated").await?;
+    let key = insert_key(
+        state,
+        user_id,
+        name,
+        parsed,
+        actor,
+        source,
+        "ssh_key.generated",
+    )
+    .await?;
     Ok(GeneratedKey { key, private_key })
 }
 

@@ -11,7 +11,10 @@ use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, Paging, can, parse_id, query_map};
-use crate::store::{self, tasks::{TaskFilter, TaskRow}};
+use crate::store::{
+    self,
+    tasks::{TaskFilter, TaskRow},
+};
 use crate::tasks::{Kind, STATUSES};
 use crate::validation::FieldErrors;
 
@@ -113,7 +116,11 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Task>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::tasks::list(db.conn(), &filter, paging.req).await?;
-    Ok(page(&paging, rows.into_iter().map(Task::from).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(Task::from).collect(),
+        total,
+    ))
 }
 
 /// Read a task.

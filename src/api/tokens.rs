@@ -102,7 +102,8 @@ pub async fn create(
         )));
     }
     let mut tx = state.store.begin().await?;
-    let (row, plain) = tokens::issue(tx.conn(), &name, &abilities, expires_at, &caller.actor()).await?;
+    let (row, plain) =
+        tokens::issue(tx.conn(), &name, &abilities, expires_at, &caller.actor()).await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "token.created", "token")
@@ -132,7 +133,11 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Token>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::tokens::list(db.conn(), paging.req).await?;
-    Ok(page(&paging, rows.into_iter().map(Token::from).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(Token::from).collect(),
+        total,
+    ))
 }
 
 /// Revoke an API token.
@@ -159,4 +164,3 @@ pub async fn revoke(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
-

@@ -133,7 +133,11 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<User>>> {
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::users::list(db.conn(), Role::User.as_str(), paging.req).await?;
-    Ok(page(&paging, rows.into_iter().map(User::from).collect(), total))
+    Ok(page(
+        &paging,
+        rows.into_iter().map(User::from).collect(),
+        total,
+    ))
 }
 
 /// Create a user account.
@@ -237,9 +241,7 @@ pub async fn update(
     };
     let mut tx = state.store.begin().await?;
     let user = find_user(tx.conn(), id).await?;
-    if status == UserStatus::Active
-        && user.expires_at.is_some_and(|t| t <= crate::clock::now())
-    {
+    if status == UserStatus::Active && user.expires_at.is_some_and(|t| t <= crate::clock::now()) {
         return Err(ApiError::field(
             "status",
             "the account has expired: set a new expiry first",
@@ -357,7 +359,9 @@ pub async fn set_expiry(
             .target(id)
             .user(Some(id))
             .source(caller.source())
-            .details(json!({"expires_at": expires_at.map(|t| t.format(&Rfc3339).unwrap_or_default())})),
+            .details(
+                json!({"expires_at": expires_at.map(|t| t.format(&Rfc3339).unwrap_or_default())}),
+            ),
     )
     .await?;
     let user = find_user(tx.conn(), id).await?;

@@ -119,7 +119,12 @@ impl Authenticator {
             {
                 store::tokens::touch(db.conn(), row.id, now).await?;
             }
-            let abilities = row.abilities.0.iter().filter_map(|a| Ability::parse(a)).collect();
+            let abilities = row
+                .abilities
+                .0
+                .iter()
+                .filter_map(|a| Ability::parse(a))
+                .collect();
             return Ok(Principal::Token {
                 id: row.id,
                 name: row.name,

@@ -1,7 +1,9 @@
 //! SSH public keys of users: parsing the OpenSSH `authorized_keys` form, fingerprints, and
 //! generating ed25519 key pairs whose private half is handed out once.
 
-use russh::keys::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, public::KeyData};
+use russh::keys::ssh_key::{
+    Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, public::KeyData,
+};
 
 /// A parsed, accepted public key.
 #[derive(Debug, Clone)]
@@ -20,13 +22,17 @@ pub struct ParsedKey {
 pub fn parse(line: &str) -> Result<ParsedKey, String> {
     let line = line.trim();
     if line.is_empty() {
-        return Err("is required: an OpenSSH public key line such as `ssh-ed25519 AAAA... me@laptop`".into());
+        return Err(
+            "is required: an OpenSSH public key line such as `ssh-ed25519 AAAA... me@laptop`"
+                .into(),
+        );
     }
     if line.contains('\n') {
         return Err("must be a single key line".into());
     }
-    let key = PublicKey::from_openssh(line)
-        .map_err(|_| "is not an OpenSSH public key (expected `TYPE BASE64 [comment]`)".to_string())?;
+    let key = PublicKey::from_openssh(line).map_err(|_| {
+        "is not an OpenSSH public key (expected `TYPE BASE64 [comment]`)".to_string()
+    })?;
     match key.key_data() {
         KeyData::Ed25519(_) | KeyData::Ecdsa(_) => {}
         KeyData::Rsa(rsa) => {

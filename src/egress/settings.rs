@@ -259,13 +259,21 @@ pub fn overlay(mut base: EgressInput, update: EgressInput) -> EgressInput {
 pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
     let mut errs = FieldErrors::new();
 
-    let label = input.label.as_deref().unwrap_or_default().trim().to_string();
+    let label = input
+        .label
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     if label.is_empty() || label.chars().count() > 100 {
         errs.add("label", "is required, 1 to 100 characters");
     }
     let ip_address = match input.ip_address.as_deref().map(str::trim) {
         None | Some("") => {
-            errs.add("ip_address", "is required: the egress's declared exit IP address");
+            errs.add(
+                "ip_address",
+                "is required: the egress's declared exit IP address",
+            );
             String::new()
         }
         Some(s) => match s.parse::<IpAddr>() {
@@ -276,7 +284,12 @@ pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
             }
         },
     };
-    let provider = input.provider.as_deref().unwrap_or_default().trim().to_string();
+    let provider = input
+        .provider
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     if provider.chars().count() > 100 {
         errs.add("provider", "must be at most 100 characters");
     }
@@ -341,7 +354,10 @@ fn input_wg(i: &EgressInput) -> WgInput<'_> {
 fn validate_wireguard(i: &WgInput<'_>, errs: &mut FieldErrors) -> Option<WireguardSettings> {
     let before = errs.0.len();
     match i.endpoint {
-        None => errs.add("wg_endpoint", "is required: host:port of the WireGuard server"),
+        None => errs.add(
+            "wg_endpoint",
+            "is required: host:port of the WireGuard server",
+        ),
         Some(e) => errs.check("wg_endpoint", check_host_port(e)),
     }
     match i.public_key {
@@ -362,7 +378,10 @@ fn validate_wireguard(i: &WgInput<'_>, errs: &mut FieldErrors) -> Option<Wiregua
             .filter_map(|c| match c.trim().parse::<IpNet>() {
                 Ok(n) => Some(n.to_string()),
                 Err(_) => {
-                    errs.add("wg_allowed_ips", format!("`{c}` is not a CIDR such as 0.0.0.0/0"));
+                    errs.add(
+                        "wg_allowed_ips",
+                        format!("`{c}` is not a CIDR such as 0.0.0.0/0"),
+                    );
                     None
                 }
             })
@@ -386,7 +405,10 @@ fn validate_wireguard(i: &WgInput<'_>, errs: &mut FieldErrors) -> Option<Wiregua
     };
     let peer_address = match i.peer_address {
         None => {
-            errs.add("wg_peer_address", "is required: the client's tunnel address as IPv4 CIDR");
+            errs.add(
+                "wg_peer_address",
+                "is required: the client's tunnel address as IPv4 CIDR",
+            );
             String::new()
         }
         Some(s) => match s.trim().parse::<IpNet>() {
@@ -659,11 +681,18 @@ fn validate_proxy(v: &Value, errs: &mut FieldErrors) -> Option<ProxyConfig> {
     Some(config)
 }
 
-fn validate_tls(m: &Map<String, Value>, errs: &mut FieldErrors, required: bool) -> Option<TlsSettings> {
+fn validate_tls(
+    m: &Map<String, Value>,
+    errs: &mut FieldErrors,
+    required: bool,
+) -> Option<TlsSettings> {
     let tls = match m.get("tls") {
         None | Some(Value::Null) => {
             if required {
-                errs.add("proxy_config.tls", "is required: {\"enabled\": true, \"server_name\": ...}");
+                errs.add(
+                    "proxy_config.tls",
+                    "is required: {\"enabled\": true, \"server_name\": ...}",
+                );
             }
             return None;
         }
@@ -687,7 +716,10 @@ fn validate_tls(m: &Map<String, Value>, errs: &mut FieldErrors, required: bool) 
         }
     };
     if required && !enabled {
-        errs.add("proxy_config.tls.enabled", "must be true: this protocol runs over TLS");
+        errs.add(
+            "proxy_config.tls.enabled",
+            "must be true: this protocol runs over TLS",
+        );
     }
     let server_name = match tls.get("server_name") {
         None | Some(Value::Null) => None,
@@ -783,20 +815,62 @@ mod tests {
     #[test]
     fn proxy_types_check_their_fields() {
         let cases = [
-            (json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080}), None),
-            (json!({"type": "socks", "server": "192.0.2.1", "server_port": 0}), Some("proxy_config.server_port")),
-            (json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "version": "4"}), Some("proxy_config.version")),
-            (json!({"type": "http", "server": "proxy.example", "server_port": 3128, "tls": {"enabled": true}}), None),
-            (json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "aes-256-gcm", "password": "pw"}), None),
-            (json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "rc4-md5", "password": "pw"}), Some("proxy_config.method")),
-            (json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "2022-blake3-aes-128-gcm", "password": "pw"}), Some("proxy_config.password")),
-            (json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811"}), None),
-            (json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "nope"}), Some("proxy_config.uuid")),
-            (json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "alter_id": 64}), Some("proxy_config.alter_id")),
-            (json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "pw", "tls": {"enabled": true, "server_name": "t.example", "insecure": true}}), None),
-            (json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "pw"}), Some("proxy_config.tls")),
-            (json!({"type": "vless", "server": "192.0.2.1", "server_port": 443}), Some("proxy_config.type")),
-            (json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "bogus": 1}), Some("proxy_config.bogus")),
+            (
+                json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080}),
+                None,
+            ),
+            (
+                json!({"type": "socks", "server": "192.0.2.1", "server_port": 0}),
+                Some("proxy_config.server_port"),
+            ),
+            (
+                json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "version": "4"}),
+                Some("proxy_config.version"),
+            ),
+            (
+                json!({"type": "http", "server": "proxy.example", "server_port": 3128, "tls": {"enabled": true}}),
+                None,
+            ),
+            (
+                json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "aes-256-gcm", "password": "pw"}),
+                None,
+            ),
+            (
+                json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "rc4-md5", "password": "pw"}),
+                Some("proxy_config.method"),
+            ),
+            (
+                json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "2022-blake3-aes-128-gcm", "password": "pw"}),
+                Some("proxy_config.password"),
+            ),
+            (
+                json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811"}),
+                None,
+            ),
+            (
+                json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "nope"}),
+                Some("proxy_config.uuid"),
+            ),
+            (
+                json!({"type": "vmess", "server": "192.0.2.1", "server_port": 443, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "alter_id": 64}),
+                Some("proxy_config.alter_id"),
+            ),
+            (
+                json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "pw", "tls": {"enabled": true, "server_name": "t.example", "insecure": true}}),
+                None,
+            ),
+            (
+                json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "pw"}),
+                Some("proxy_config.tls"),
+            ),
+            (
+                json!({"type": "vless", "server": "192.0.2.1", "server_port": 443}),
+                Some("proxy_config.type"),
+            ),
+            (
+                json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "bogus": 1}),
+                Some("proxy_config.bogus"),
+            ),
         ];
         for (cfg, field) in cases {
             let input = EgressInput {
@@ -820,7 +894,9 @@ mod tests {
             label: Some("ss".into()),
             ip_address: Some("203.0.113.20".into()),
             tunnel_type: Some("proxy".into()),
-            proxy_config: Some(json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "aes-256-gcm", "password": "s3cret"})),
+            proxy_config: Some(
+                json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "aes-256-gcm", "password": "s3cret"}),
+            ),
             ..Default::default()
         };
         let v = validate(input).unwrap();

@@ -77,8 +77,11 @@ pub trait HostRuntime: Send + Sync + 'static {
     /// Removes the container, its volume and the runtime's files for the host.
     async fn delete(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError>;
     /// Points a running host at its current egress (or none).
-    async fn bind_egress(&self, host: &HostSpec, progress: &dyn Progress)
-    -> Result<(), RuntimeError>;
+    async fn bind_egress(
+        &self,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError>;
 }
 
 /// The runtime of a build without container support: every operation fails with a clear

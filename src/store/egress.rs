@@ -25,7 +25,8 @@ pub struct EgressRow {
 const SELECT: &str = "SELECT id, label, ip_address, provider, tunnel_type, settings, last_test, created_at, updated_at FROM egress_ips";
 
 pub async fn insert(c: Conn<'_>, e: &EgressRow) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO egress_ips (id, label, ip_address, provider, tunnel_type, settings, last_test, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     )
@@ -40,16 +41,19 @@ pub async fn insert(c: Conn<'_>, e: &EgressRow) -> Result<()> {
     .bind(e.updated_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<EgressRow>> {
     let sql = format!("{SELECT} WHERE id = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, EgressRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, EgressRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 pub async fn list(c: Conn<'_>, page: PageRequest) -> Result<(Vec<EgressRow>, i64)> {

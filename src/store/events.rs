@@ -32,7 +32,8 @@ pub struct EventFilter {
 }
 
 pub async fn insert(c: Conn<'_>, e: &EventRow) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO events (id, actor, action, target_type, target_id, user_id, host_id, source_ip, details, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     )
@@ -48,7 +49,8 @@ pub async fn insert(c: Conn<'_>, e: &EventRow) -> Result<()> {
     .bind(e.created_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

@@ -53,7 +53,8 @@ const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.status, 
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
 pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO hosts (id, short_id, user_id, status, status_reason, memory_mb, cpus, pids_limit,
              ssh_password_hash, created_at, updated_at)
          VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $9)"
@@ -69,16 +70,19 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     .bind(h.created_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<HostRow>> {
     let sql = format!("{SELECT} WHERE h.id = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, HostRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, HostRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 /// Hosts, oldest first; only those of `user_id` when given.
@@ -87,7 +91,8 @@ pub async fn list(
     user_id: Option<Uuid>,
     page: PageRequest,
 ) -> Result<(Vec<HostRow>, i64)> {
-    let sql = format!("{SELECT} WHERE ($1 IS NULL OR h.user_id = $1) ORDER BY h.id LIMIT $2 OFFSET $3");
+    let sql =
+        format!("{SELECT} WHERE ($1 IS NULL OR h.user_id = $1) ORDER BY h.id LIMIT $2 OFFSET $3");
     on_conn!(c, |c| {
         let rows = sqlx::query_as::<_, HostRow>(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
@@ -135,7 +140,12 @@ pub async fn set_status(
     Ok(())
 }
 
-pub async fn set_ssh_password(c: Conn<'_>, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<()> {
+pub async fn set_ssh_password(
+    c: Conn<'_>,
+    id: Uuid,
+    hash: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
     on_conn!(c, |c| sqlx::query(
         "UPDATE hosts SET ssh_password_hash = $2, updated_at = $3 WHERE id = $1"
     )
@@ -199,9 +209,11 @@ pub async fn delete_binding(c: Conn<'_>, id: Uuid) -> Result<bool> {
 }
 
 pub async fn short_id_taken(c: Conn<'_>, short_id: &str) -> Result<bool> {
-    let n: i64 = on_conn!(c, |c| sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE short_id = $1")
-        .bind(short_id)
-        .fetch_one(&mut *c)
-        .await)?;
+    let n: i64 = on_conn!(c, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM hosts WHERE short_id = $1"
+    )
+    .bind(short_id)
+    .fetch_one(&mut *c)
+    .await)?;
     Ok(n > 0)
 }

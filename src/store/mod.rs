@@ -197,7 +197,10 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
         let mut h = self.acquire().await?;
-        on_conn!(h.conn(), |c| sqlx::query("SELECT 1").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        on_conn!(h.conn(), |c| sqlx::query("SELECT 1")
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -261,7 +264,10 @@ mod tests {
             redact_url("postgres://sluice:hunter22@db:5432/sluice"),
             "postgres://sluice:***@db:5432/sluice"
         );
-        assert_eq!(redact_url("sqlite://data/sluice.db"), "sqlite://data/sluice.db");
+        assert_eq!(
+            redact_url("sqlite://data/sluice.db"),
+            "sqlite://data/sluice.db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

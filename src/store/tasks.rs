@@ -34,7 +34,8 @@ pub struct TaskFilter {
 }
 
 pub async fn insert(c: Conn<'_>, t: &TaskRow) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO tasks (id, kind, host_id, status, progress, error, payload, attempts, created_by,
              created_at, started_at, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -53,16 +54,19 @@ pub async fn insert(c: Conn<'_>, t: &TaskRow) -> Result<()> {
     .bind(t.finished_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<TaskRow>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, TaskRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 /// Tasks, newest first.
@@ -104,30 +108,33 @@ pub async fn claim_next(c: Conn<'_>, now: OffsetDateTime) -> Result<Option<TaskR
            AND status = 'queued'
          RETURNING {COLUMNS}"
     );
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, TaskRow>(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, TaskRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(now)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 pub async fn set_progress(c: Conn<'_>, id: Uuid, message: &str) -> Result<()> {
-    on_conn!(c, |c| sqlx::query("UPDATE tasks SET progress = $2 WHERE id = $1")
-        .bind(id)
-        .bind(message)
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE tasks SET progress = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(message)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Records the outcome of a running task.
-pub async fn finish(
-    c: Conn<'_>,
-    id: Uuid,
-    error: Option<&str>,
-    now: OffsetDateTime,
-) -> Result<()> {
-    let status = if error.is_some() { "failed" } else { "succeeded" };
+pub async fn finish(c: Conn<'_>, id: Uuid, error: Option<&str>, now: OffsetDateTime) -> Result<()> {
+    let status = if error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
     on_conn!(c, |c| sqlx::query(
         "UPDATE tasks SET status = $2, error = $3, finished_at = $4,
              progress = CASE WHEN $3 IS NULL THEN 'done' ELSE progress END
@@ -145,12 +152,14 @@ pub async fn finish(
 
 /// Puts tasks left `running` by a previous process back in the queue; returns how many.
 pub async fn requeue_running(c: Conn<'_>) -> Result<u64> {
-    Ok(on_conn!(c, |c| sqlx::query(
+    Ok(on_conn!(c, |c| {
+        sqlx::query(
         "UPDATE tasks SET status = 'queued', progress = 'requeued after restart' WHERE status = 'running'"
     )
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?)
+    .map(|r| r.rows_affected())
+    })?)
 }
 
 /// Whether a host has a task queued or running.

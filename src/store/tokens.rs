@@ -23,7 +23,8 @@ pub struct TokenRow {
 const SELECT: &str = "SELECT id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at FROM api_tokens";
 
 pub async fn insert(c: Conn<'_>, t: &TokenRow) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO api_tokens (id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     )
@@ -38,16 +39,19 @@ pub async fn insert(c: Conn<'_>, t: &TokenRow) -> Result<()> {
     .bind(t.created_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 pub async fn get_by_hash(c: Conn<'_>, hash: &str) -> Result<Option<TokenRow>> {
     let sql = format!("{SELECT} WHERE token_hash = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql))
-        .bind(hash)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, TokenRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(hash)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 pub async fn list(c: Conn<'_>, page: PageRequest) -> Result<(Vec<TokenRow>, i64)> {
@@ -66,12 +70,14 @@ pub async fn list(c: Conn<'_>, page: PageRequest) -> Result<(Vec<TokenRow>, i64)
 }
 
 pub async fn touch(c: Conn<'_>, id: Uuid, now: OffsetDateTime) -> Result<()> {
-    on_conn!(c, |c| sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 

@@ -19,10 +19,12 @@ pub struct UserRow {
     pub updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "id, username, role, password_hash, status, expires_at, token_version, created_at, updated_at";
+const COLUMNS: &str =
+    "id, username, role, password_hash, status, expires_at, token_version, created_at, updated_at";
 
 pub async fn insert(c: Conn<'_>, u: &UserRow) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "INSERT INTO users (id, username, role, password_hash, status, expires_at, token_version, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     )
@@ -37,24 +39,29 @@ pub async fn insert(c: Conn<'_>, u: &UserRow) -> Result<()> {
     .bind(u.updated_at)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<UserRow>> {
     let sql = select("WHERE id = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, UserRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 pub async fn get_by_username(c: Conn<'_>, username: &str) -> Result<Option<UserRow>> {
     let sql = select("WHERE username = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-        .bind(username)
-        .fetch_optional(&mut *c)
-        .await)?)
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, UserRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(username)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 fn select(tail: &str) -> String {
@@ -97,7 +104,8 @@ pub async fn set_status(c: Conn<'_>, id: Uuid, status: &str, now: OffsetDateTime
 
 /// Replaces the password hash and revokes outstanding login tokens.
 pub async fn set_password(c: Conn<'_>, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<()> {
-    on_conn!(c, |c| sqlx::query(
+    on_conn!(c, |c| {
+        sqlx::query(
         "UPDATE users SET password_hash = $2, updated_at = $3, token_version = token_version + 1 WHERE id = $1"
     )
     .bind(id)
@@ -105,7 +113,8 @@ pub async fn set_password(c: Conn<'_>, id: Uuid, hash: &str, now: OffsetDateTime
     .bind(now)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

@@ -210,7 +210,9 @@ impl Worker {
             _ => None,
         };
         if let Some(s) = during {
-            self.set_host_status(host_id, s, None).await.map_err(|e| e.to_string())?;
+            self.set_host_status(host_id, s, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let progress = TaskProgress {
             store: self.store.clone(),
@@ -273,11 +275,13 @@ impl Worker {
             return Ok(None);
         };
         let egress = match h.egress_ip_id {
-            Some(eid) => store::egress::get(db.conn(), eid).await?.map(|e| EgressSpec {
-                id: e.id,
-                ip_address: e.ip_address,
-                settings: e.settings.0,
-            }),
+            Some(eid) => store::egress::get(db.conn(), eid)
+                .await?
+                .map(|e| EgressSpec {
+                    id: e.id,
+                    ip_address: e.ip_address,
+                    settings: e.settings.0,
+                }),
             None => None,
         };
         Ok(Some(HostSpec {
@@ -298,8 +302,14 @@ impl Worker {
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut db = self.store.acquire().await?;
-        store::hosts::set_status(db.conn(), host_id, status.as_str(), reason, crate::clock::now())
-            .await
+        store::hosts::set_status(
+            db.conn(),
+            host_id,
+            status.as_str(),
+            reason,
+            crate::clock::now(),
+        )
+        .await
     }
 
     async fn remove_host(&self, spec: &HostSpec) -> Result<(), StoreError> {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite: unit tests, and the API tests against real HTTP on SQLite
+# and on a PostgreSQL server this script starts (and stops) itself.
+#
+# Needs root on Debian (it installs what is missing with apt-get). Usage: scripts/test.sh
+# [extra cargo-nextest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+# A throwaway PostgreSQL cluster on a private port, owned by the postgres user.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PG_PORT=${SLUICE_TEST_PG_PORT:-55432}
+PG_DIR=$(mktemp -d /tmp/sluice-pg.XXXXXX)
+chown postgres:postgres "$PG_DIR"
+stop_pg() {
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+}
+trap stop_pg EXIT
+runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" start >/dev/null
+export SLUICE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+cargo nextest run --no-fail-fast "$@"

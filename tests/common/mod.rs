@@ -1,0 +1,360 @@
+//! Shared test harness: a real Sluice server on an ephemeral port, on SQLite or on a fresh
+//! PostgreSQL database, with a recording runtime double, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sluice::config::{LogFormat, LogSettings, ServeSettings, StoreSettings};
+use sluice::runtime::{HostRuntime, HostSpec, Progress, RuntimeError};
+use sqlx::Connection;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A fresh database URL for one test.
+pub async fn database_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("sluice.db").display()),
+        Backend::Postgres => {
+            let admin = std::env::var("SLUICE_TEST_PG_URL").expect(
+                "SLUICE_TEST_PG_URL is not set: run the tests through scripts/test.sh, \
+                 which starts a PostgreSQL server",
+            );
+            let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// What the recording runtime was asked to do, as `(operation, short_id)`.
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: Mutex<Vec<(String, String)>>,
+    /// Operations that fail (permanently) with this message.
+    pub fail: Mutex<Vec<(String, String)>>,
+    /// Operations that never finish (to simulate a crash mid-task).
+    pub hang: Mutex<Vec<String>>,
+}
+
+/// A runtime double that records each call and succeeds unless told otherwise.
+#[derive(Clone, Default)]
+pub struct RecordingRuntime(pub Arc<Recorder>);
+
+impl RecordingRuntime {
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.0.calls.lock().unwrap().clone()
+    }
+    pub fn fail(&self, op: &str, message: &str) {
+        self.0
+            .fail
+            .lock()
+            .unwrap()
+            .push((op.into(), message.into()));
+    }
+    pub fn hang(&self, op: &str) {
+        self.0.hang.lock().unwrap().push(op.into());
+    }
+    async fn op(
+        &self,
+        op: &str,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push((op.to_string(), host.short_id.clone()));
+        progress.report(&format!("{op} in progress")).await;
+        if self.0.hang.lock().unwrap().iter().any(|h| h == op) {
+            std::future::pending::<()>().await;
+        }
+        let failure = self
+            .0
+            .fail
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(o, _)| o == op)
+            .map(|(_, m)| m.clone());
+        match failure {
+            Some(m) => Err(RuntimeError::permanent(m)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl HostRuntime for RecordingRuntime {
+    async fn create(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
+        self.op("create", h, p).await
+    }
+    async fn start(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
+        self.op("start", h, p).await
+    }
+    async fn stop(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
+        self.op("stop", h, p).await
+    }
+    async fn rebuild(
+        &self,
+        h: &HostSpec,
+        wipe: bool,
+        p: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
+        self.op(if wipe { "rebuild_wipe" } else { "rebuild" }, h, p)
+            .await
+    }
+    async fn delete(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
+        self.op("delete", h, p).await
+    }
+    async fn bind_egress(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
+        let egress = h
+            .egress
+            .as_ref()
+            .map(|e| e.ip_address.clone())
+            .unwrap_or_else(|| "none".into());
+        self.op(&format!("bind:{egress}"), h, p).await
+    }
+}
+
+/// A running server and a client for it.
+pub struct Server {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub runtime: RecordingRuntime,
+    pub running: Option<sluice::app::Running>,
+    pub settings: ServeSettings,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
+    ServeSettings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        store: StoreSettings {
+            data_dir: dir.to_path_buf(),
+            database_url: Some(url),
+        },
+        admin_username: "admin".into(),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        admin_jwt_secret: None,
+        ssh_proxy_port: 2222,
+        public_host: Some("sluice.test".into()),
+        api_rate_limit: 120,
+        log: LogSettings {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        },
+    }
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = database_url(backend, tmp.path()).await;
+        let s = settings(tmp.path(), url);
+        let dir = tmp.path().to_path_buf();
+        Self::start_with(s, RecordingRuntime::default(), dir, Some(tmp)).await
+    }
+
+    pub async fn start_with(
+        settings: ServeSettings,
+        runtime: RecordingRuntime,
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+    ) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = sluice::app::start(&settings, Arc::new(runtime.clone()), Some(listener))
+            .await
+            .expect("server starts");
+        let addr = running.addr;
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            runtime,
+            running: Some(running),
+            settings,
+            http: reqwest::Client::new(),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// Stops serving, keeping the data (to start another server on it).
+    pub async fn stop(&mut self) -> Option<tempfile::TempDir> {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self._tmp.take()
+    }
+
+    /// Sends a request; answers the status and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, v) = self.call_full(method, path, token, body).await;
+        (status, v)
+    }
+
+    pub async fn call_full(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, v)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "login of {username}: {v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user with a known password; answers (id, token).
+    pub async fn user(&self, admin: &str, username: &str) -> (String, String) {
+        let pw = format!("{username}-password");
+        let (s, v) = self
+            .post(
+                "/v1/admin/users",
+                admin,
+                json!({"username": username, "password": pw}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["data"]["id"].as_str().unwrap().to_string();
+        (id.clone(), self.login(username, &pw).await)
+    }
+
+    /// Polls a task until it finishes; answers it.
+    pub async fn wait_task(&self, admin: &str, task_id: &str) -> Value {
+        for _ in 0..200 {
+            let (s, v) = self.get(&format!("/v1/admin/tasks/{task_id}"), admin).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let st = v["data"]["status"].as_str().unwrap().to_string();
+            if st == "succeeded" || st == "failed" {
+                return v["data"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {task_id} did not finish");
+    }
+
+    /// Creates a host for a user and waits for its creation task.
+    pub async fn host(&self, admin: &str, user_id: &str, extra: Value) -> Value {
+        let mut body = json!({"user_id": user_id});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let (s, v) = self.post("/v1/admin/hosts", admin, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        self.wait_task(admin, v["data"]["task_id"].as_str().unwrap())
+            .await;
+        v["data"].clone()
+    }
+
+    /// Actions of the events so far, oldest first.
+    pub async fn actions(&self, admin: &str) -> Vec<String> {
+        let (_, v) = self.get("/v1/admin/events?limit=1000", admin).await;
+        let mut a: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect();
+        a.reverse();
+        a
+    }
+}
+
+/// A WireGuard egress body.
+pub fn wg_egress(label: &str) -> Value {
+    json!({
+        "label": label,
+        "ip_address": "203.0.113.10",
+        "provider": "lab",
+        "tunnel_type": "wireguard",
+        "wg_endpoint": "198.51.100.2:51820",
+        "wg_public_key": "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        "wg_dns_server": "10.64.0.1",
+        "wg_peer_address": "10.64.0.2/32",
+    })
+}
