@@ -28,22 +28,6 @@ pub fn display_prefix(token: &str) -> String {
     token.chars().take(PREFIX.len() + 6).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_random_prefixed_and_hashed() {
-        let a = generate();
-        assert!(looks_like_token(&a));
-        assert_eq!(a.len(), 3 + 43);
-        assert_ne!(a, generate());
-        assert_eq!(hash(&a), hash(&a));
-        assert_ne!(hash(&a), a);
-        assert_eq!(display_prefix(&a).len(), 9);
-    }
-}
-
 /// Checks a token's name and abilities, naming what is wrong.
 pub fn validate(
     name: &str,
@@ -95,4 +79,20 @@ pub async fn issue(
     };
     crate::store::tokens::insert(c, &row).await?;
     Ok((row, plain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_hashed() {
+        let a = generate();
+        assert!(looks_like_token(&a));
+        assert_eq!(a.len(), 3 + 43);
+        assert_ne!(a, generate());
+        assert_eq!(hash(&a), hash(&a));
+        assert_ne!(hash(&a), a);
+        assert_eq!(display_prefix(&a).len(), 9);
+    }
 }

@@ -36,7 +36,9 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL `{0}`: expected sqlite://... or postgres://...")]
+    #[error(
+        "DATABASE_URL `{0}` is not supported: expected sqlite://PATH or postgres://USER@HOST/DB"
+    )]
     UnsupportedUrl(String),
     #[error("cannot prepare data directory {path}: {source}")]
     DataDir {

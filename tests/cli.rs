@@ -1,0 +1,548 @@
+//! The `sluice` binary as an operator meets it: help, settings and their errors, first start,
+//! the token and admin commands, and logs that never carry a secret.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn sluice(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SLUICE_DATA_DIR", dir)
+        .current_dir(dir);
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `sluice serve` child process with its output going to files.
+struct Serve {
+    child: Child,
+    base: String,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let out = dir.join(format!("stdout-{port}"));
+        let err = dir.join(format!("stderr-{port}"));
+        let mut c = sluice(dir);
+        c.arg("serve")
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("sluice starts");
+        let s = Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            out,
+            err,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http("GET", &format!("{}/healthz", s.base), None, None).is_some() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "sluice serve did not come up: {}",
+            std::fs::read_to_string(&s.err).unwrap_or_default()
+        );
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> (String, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        (self.stdout(), self.stderr())
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 client (status, JSON body), so these tests need no runtime.
+fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> Option<(u16, Value)> {
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut s = std::net::TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, payload) = resp.split_once("\r\n\r\n")?;
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
+    Some((
+        status,
+        serde_json::from_str(&payload).unwrap_or(Value::Null),
+    ))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn login(base: &str, user: &str, pw: &str) -> Option<String> {
+    let (st, v) = http(
+        "POST",
+        &format!("{base}/v1/auth/login"),
+        None,
+        Some(json!({"username": user, "password": pw})),
+    )?;
+    (st == 200).then(|| v["token"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn help_lists_commands_and_every_setting_with_its_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["serve", "token", "admin"] {
+        assert!(text.contains(cmd), "{cmd} in {text}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for var in [
+        "HTTP_ADDR",
+        "SLUICE_DATA_DIR",
+        "DATABASE_URL",
+        "ADMIN_USERNAME",
+        "ADMIN_PASSWORD",
+        "ADMIN_JWT_SECRET",
+        "SSH_PROXY_PORT",
+        "SLUICE_PUBLIC_HOST",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+    ] {
+        assert!(
+            text.contains(&format!("env: {var}")),
+            "{var} missing in serve --help:\n{text}"
+        );
+    }
+    for default in ["0.0.0.0:8080", "./data", "2222", "admin", "text", "info"] {
+        assert!(
+            text.contains(&format!("default: {default}")),
+            "default {default} missing"
+        );
+    }
+}
+
+#[test]
+fn wrong_settings_name_the_variable_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("HTTP_ADDR", "not-an-address"),
+        ("SSH_PROXY_PORT", "99999"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "loud[["),
+        ("ADMIN_USERNAME", "Bad Name"),
+        ("ADMIN_PASSWORD", "short"),
+        ("ADMIN_JWT_SECRET", "too-short"),
+        ("SLUICE_PUBLIC_HOST", "http://x/"),
+        ("DATABASE_URL", "mysql://db/sluice"),
+    ] {
+        let out = sluice(dir.path())
+            .arg("serve")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(var),
+            "{var}={value}: error does not name it: {err}"
+        );
+    }
+    // The config file: unknown keys are named, and its values are checked like the variables.
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, "htp_addr = \"127.0.0.1:1\"\n").unwrap();
+    let out = sluice(dir.path())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("htp_addr") && err.contains("http_addr"),
+        "{err}"
+    );
+    std::fs::write(&cfg, "ssh_proxy_port = 70000\n").unwrap();
+    let out = sluice(dir.path())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SSH_PROXY_PORT"));
+}
+
+#[test]
+fn config_file_overlays_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!("http_addr = \"127.0.0.1:{port}\"\nadmin_password = \"from-the-file-1\"\nlog_format = \"json\"\n"),
+    )
+    .unwrap();
+    let mut child = sluice(dir.path())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("HTTP_ADDR", "127.0.0.1:1")
+        .env("ADMIN_PASSWORD", "from-the-environment")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..300 {
+        if http("GET", &format!("{base}/healthz"), None, None).is_some() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "serve did not listen on the file's address");
+    assert!(login(&base, "admin", "from-the-file-1").is_some());
+    assert!(login(&base, "admin", "from-the-environment").is_none());
+    let _ = child.kill();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<Value>(first).is_ok(),
+        "json logs expected: {first}"
+    );
+    let _ = child.wait();
+}
+
+#[test]
+fn first_start_prints_the_admin_password_once_and_logs_carry_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("LOG_LEVEL", "debug"),
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+    ];
+    let s = Serve::start(dir.path(), &env);
+    let out = s.stdout();
+    let admin_pw = out
+        .lines()
+        .find_map(|l| l.split("with password: ").nth(1))
+        .expect("the generated admin password is printed")
+        .trim()
+        .to_string();
+    assert_eq!(admin_pw.len(), 20);
+    let secret_file = dir.path().join("jwt_secret");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secret_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let jwt_secret = std::fs::read_to_string(&secret_file).unwrap();
+
+    let (st, health) = http("GET", &format!("{}/healthz", s.base), None, None).unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(health["checks"]["docker"], "unavailable", "{health}");
+
+    // Make every kind of secret pass through the server.
+    let admin = login(&s.base, "admin", &admin_pw).expect("admin login with the printed password");
+    let b = &s.base;
+    let (_, u) = http(
+        "POST",
+        &format!("{b}/v1/admin/users"),
+        Some(&admin),
+        Some(json!({"username": "alice"})),
+    )
+    .unwrap();
+    let user_pw = u["data"]["password"].as_str().unwrap().to_string();
+    let uid = u["data"]["id"].as_str().unwrap().to_string();
+    let (_, k) = http(
+        "POST",
+        &format!("{b}/v1/admin/users/{uid}/ssh-keys/generate"),
+        Some(&admin),
+        Some(json!({})),
+    )
+    .unwrap();
+    let private_key = k["data"]["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let (_, t) = http(
+        "POST",
+        &format!("{b}/v1/admin/tokens"),
+        Some(&admin),
+        Some(json!({"name": "ci", "abilities": ["*"]})),
+    )
+    .unwrap();
+    let api_token = t["data"]["token"].as_str().unwrap().to_string();
+    let wg_private = "4HV0OMx1ELdM1FkdrBFfK2b1KaQnOPBuYZt9HnmVYXY=";
+    let (st, _) = http("POST", &format!("{b}/v1/admin/egress-ips"), Some(&api_token), Some(json!({
+        "label": "wg", "ip_address": "203.0.113.10", "tunnel_type": "wireguard",
+        "wg_endpoint": "198.51.100.2:51820", "wg_public_key": "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        "wg_dns_server": "10.64.0.1", "wg_peer_address": "10.64.0.2/32", "wg_private_key": wg_private,
+    }))).unwrap();
+    assert_eq!(st, 201);
+    let (st, _) = http("POST", &format!("{b}/v1/admin/egress-ips"), Some(&admin), Some(json!({
+        "label": "ss", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+        "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "aes-256-gcm", "password": "ss-password-secret"},
+    }))).unwrap();
+    assert_eq!(st, 201);
+    let (_, h) = http(
+        "POST",
+        &format!("{b}/v1/admin/hosts"),
+        Some(&admin),
+        Some(json!({"user_id": uid})),
+    )
+    .unwrap();
+    let ssh_pw = h["data"]["ssh_password"].as_str().unwrap().to_string();
+    let user_token = login(b, "alice", &user_pw).unwrap();
+    let (st, _) = http(
+        "POST",
+        &format!("{b}/v1/user/change-password"),
+        Some(&user_token),
+        Some(json!({"old_password": user_pw, "new_password": "alice-new-secret"})),
+    )
+    .unwrap();
+    assert_eq!(st, 204);
+    let (st, _) = http(
+        "POST",
+        &format!("{b}/v1/auth/login"),
+        None,
+        Some(json!({"username": "alice", "password": "wrong-guess-secret"})),
+    )
+    .unwrap();
+    assert_eq!(st, 401);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (_, log) = s.stop();
+    assert!(
+        log.contains("Sluice API listening"),
+        "the log is captured: {log}"
+    );
+    for secret in [
+        admin_pw.as_str(),
+        user_pw.as_str(),
+        "alice-new-secret",
+        "wrong-guess-secret",
+        &private_key,
+        &api_token,
+        wg_private,
+        "ss-password-secret",
+        &ssh_pw,
+        &admin,
+        &user_token,
+        jwt_secret.trim(),
+    ] {
+        assert!(!log.contains(secret), "secret `{secret}` found in the log");
+    }
+
+    // A second start prints no password and keeps the secret.
+    let s = Serve::start(dir.path(), &env);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!s.stdout().contains("password"), "{}", s.stdout());
+    assert!(
+        login(&s.base, "admin", &admin_pw).is_some(),
+        "tokens and passwords survive a restart"
+    );
+    let (st, _) = http(
+        "GET",
+        &format!("{}/v1/admin/users", s.base),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "login tokens survive a restart (same JWT secret)");
+    drop(s);
+}
+
+#[test]
+fn token_and_admin_commands_work_on_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &[("ADMIN_PASSWORD", "first-password")]);
+
+    let out = sluice(dir.path())
+        .args([
+            "token",
+            "create",
+            "--name",
+            "deploy",
+            "--ability",
+            "host:read",
+            "--ability",
+            "task:read",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("sl_"));
+    let (st, _) = http(
+        "GET",
+        &format!("{}/v1/admin/hosts", s.base),
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+    let (st, _) = http(
+        "GET",
+        &format!("{}/v1/admin/users", s.base),
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 403);
+
+    let out = sluice(dir.path()).args(["token", "list"]).output().unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        list.contains("deploy") && list.contains("host:read,task:read"),
+        "{list}"
+    );
+    assert!(!list.contains(&token));
+    let id = list
+        .lines()
+        .find(|l| l.contains("deploy"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let out = sluice(dir.path())
+        .args(["token", "create", "--name", "x", "--ability", "host:fly"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ability"));
+
+    let out = sluice(dir.path())
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (st, _) = http(
+        "GET",
+        &format!("{}/v1/admin/hosts", s.base),
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 401);
+
+    // Reset from stdin, then generated.
+    let old = login(&s.base, "admin", "first-password").unwrap();
+    let mut child = sluice(dir.path())
+        .args(["admin", "reset-password", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"second-password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(login(&s.base, "admin", "second-password").is_some());
+    let (st, _) = http(
+        "GET",
+        &format!("{}/v1/admin/users", s.base),
+        Some(&old),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 401, "a reset revokes older login tokens");
+    let out = sluice(dir.path())
+        .args(["admin", "reset-password"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(login(&s.base, "admin", &generated).is_some());
+    let out = sluice(dir.path())
+        .args(["admin", "reset-password", "--username", "ghost"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
+}
