@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
-use super::extract::{Admin, JsonBody, Paging, can, parse_id};
+use super::extract::{Admin, JsonBody, Paging, can, parse_id, query_map};
 use super::users::find_user;
 use crate::auth::password;
 use crate::events::{self, NewEvent};
@@ -175,6 +175,23 @@ fn bounded_i64(
     }
 }
 
+/// `?user_id` of the host list, validated.
+pub struct HostQuery {
+    user_id: Option<Uuid>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for HostQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let user_id = query_map(parts)
+            .get("user_id")
+            .map(|v| Uuid::parse_str(v).map_err(|_| ApiError::field("user_id", "must be a UUID")))
+            .transpose()?;
+        Ok(HostQuery { user_id })
+    }
+}
+
 pub async fn find_host(c: Conn<'_>, id: Uuid) -> ApiResult<HostRow> {
     store::hosts::get(c, id)
         .await?
@@ -190,14 +207,8 @@ pub async fn list(
     _: Admin<can::HostRead>,
     PublicHost(ph): PublicHost,
     paging: Paging,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    HostQuery { user_id }: HostQuery,
 ) -> ApiResult<axum::Json<Page<Host>>> {
-    let user_id = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(k, _)| k == "user_id")
-        .map(|(_, v)| Uuid::parse_str(&v).map_err(|_| ApiError::field("user_id", "must be a UUID")))
-        .transpose()?;
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::hosts::list(db.conn(), user_id, paging.req).await?;
     let port = state.ssh_port;
@@ -267,22 +278,25 @@ pub async fn create(
         }
     };
 
-    let ssh_password = generate_password();
-    let ssh_password_hash = password::hash(&ssh_password).await?;
-    let mut tx = state.store.begin().await?;
+    let mut db = state.store.acquire().await?;
     if let Some(uid) = user_id
-        && find_user(tx.conn(), uid).await.is_err()
+        && find_user(db.conn(), uid).await.is_err()
     {
         errs.add("user_id", "no such user");
     }
     if let Some(eid) = egress_ip_id
-        && store::egress::get(tx.conn(), eid).await?.is_none()
+        && store::egress::get(db.conn(), eid).await?.is_none()
     {
         errs.add("egress_ip_id", "no such egress IP");
     }
+    drop(db);
     let Some(user_id) = user_id.filter(|_| errs.is_empty()) else {
         return Err(ApiError::invalid(errs));
     };
+    // Hash before taking the write transaction; foreign keys still guard the references.
+    let ssh_password = generate_password();
+    let ssh_password_hash = password::hash(&ssh_password).await?;
+    let mut tx = state.store.begin().await?;
 
     let now = crate::clock::now();
     let host_id = Uuid::now_v7();
@@ -380,6 +394,8 @@ pub async fn queue_step(
     }
     let status = HostStatus::parse(&host.status).unwrap_or(HostStatus::Error);
     match (status, kind) {
+        // Deleting again is fine: the new task finds whatever is left.
+        (HostStatus::Deleting, Kind::Delete) => {}
         (HostStatus::Deleting, _) => {
             return Err(ApiError::Conflict(format!(
                 "host {} is being deleted",
@@ -435,28 +451,9 @@ pub async fn delete(
     State(state): State<AppState>,
     caller: Admin<can::HostWrite>,
     Path(id): Path<String>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
-    // Deleting twice is fine: the second request queues a delete that finds nothing left.
-    let mut db = state.store.acquire().await?;
-    let host = find_host(db.conn(), id).await?;
-    drop(db);
-    if host.status == HostStatus::Deleting.as_str() {
-        let mut tx = state.store.begin().await?;
-        let task_id =
-            tasks::enqueue(tx.conn(), Kind::Delete, id, json!({}), &caller.actor()).await?;
-        tx.commit().await?;
-        state.queue.wake();
-        return Ok((
-            StatusCode::ACCEPTED,
-            data(TaskQueued {
-                task_id,
-                host_id: id,
-            }),
-        )
-            .into_response());
-    }
-    Ok(queue_step(
+    queue_step(
         &state,
         id,
         Kind::Delete,
@@ -465,8 +462,7 @@ pub async fn delete(
         caller.source(),
         None,
     )
-    .await?
-    .into_response())
+    .await
 }
 
 /// Start a host.

@@ -1,12 +1,12 @@
 //! Cross-cutting layers of the API: authentication (bearer credential to [`Principal`]) and
 //! rate limiting (per credential, per source address, per login name).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -87,13 +87,6 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
-}
-
-/// The peer address of a request.
-pub fn peer_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
 }
 
 /// Shrinks the limiters' state every few minutes, for the life of the process.

@@ -53,6 +53,8 @@ pub async fn login(
     }
     check(&state.limits.login, &(ip.0, username.to_lowercase()))?;
     let result = state.auth.login(&username, &password).await;
+    // The name as typed goes into the event; bound its length.
+    let shown: String = username.chars().take(64).collect();
     let mut db = state.store.acquire().await?;
     let (action, user_id, reason) = match &result {
         Ok(l) => ("auth.login", Some(l.user_id), None),
@@ -67,10 +69,10 @@ pub async fn login(
     };
     events::record(
         db.conn(),
-        NewEvent::new(format!("login:{username}"), action, "user")
+        NewEvent::new(format!("login:{shown}"), action, "user")
             .user(user_id)
             .source(ip.to_option_string())
-            .details(json!({"username": username, "reason": reason})),
+            .details(json!({"username": shown, "reason": reason})),
     )
     .await?;
     match result {

@@ -32,11 +32,17 @@ pub async fn verify(password: &str, phc: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// A hash of a random password, for comparisons against unknown accounts so that a wrong
-/// user name costs as much time as a wrong password.
-pub fn decoy_hash() -> &'static str {
+/// Spends the time of a failed verification, for an unknown account, so that a wrong user
+/// name costs as much as a wrong password.
+pub async fn verify_decoy(password: &str) {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_blocking(&crate::users::generate_password()).unwrap_or_default())
+    let password = password.to_owned();
+    let _ = tokio::task::spawn_blocking(move || {
+        let decoy = DECOY
+            .get_or_init(|| hash_blocking(&crate::users::generate_password()).unwrap_or_default());
+        Argon2::default().verify_password(password.as_bytes(), decoy.as_str())
+    })
+    .await;
 }
 
 #[cfg(test)]

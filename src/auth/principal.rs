@@ -154,7 +154,7 @@ impl Authenticator {
         let user = store::users::get_by_username(db.conn(), username).await?;
         drop(db);
         let Some(user) = user else {
-            let _ = password::verify(pw, password::decoy_hash()).await;
+            password::verify_decoy(pw).await;
             return Err(AuthError::Invalid);
         };
         if !password::verify(pw, &user.password_hash).await {
