@@ -16,13 +16,14 @@ use crate::auth::{Authenticator, password};
 use crate::config::ServeSettings;
 use crate::events::{self, NewEvent};
 use crate::runtime::HostRuntime;
-use crate::runtime::docker::Engine;
 use crate::store::{self, Store, StoreError, users::UserRow};
 use crate::tasks::{self, Queue, Worker};
 use crate::users::{Role, UserStatus, generate_password};
 
 /// How often accounts past their expiry are marked expired.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(20);
+/// How often Docker is brought back in line with the database.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 /// Why Sluice could not start.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,7 @@ pub async fn start(
 
     let stop = CancellationToken::new();
     let queue = Queue::default();
-    let worker = Arc::new(Worker::new(store.clone(), runtime, queue.clone()));
+    let worker = Arc::new(Worker::new(store.clone(), runtime.clone(), queue.clone()));
     let requeued = worker.recover().await?;
     if requeued > 0 {
         tracing::warn!(
@@ -117,6 +118,13 @@ pub async fn start(
         EXPIRY_SWEEP,
         stop.clone(),
     ));
+    tokio::spawn(tasks::reconcile::run(
+        store.clone(),
+        runtime.clone(),
+        queue.clone(),
+        RECONCILE_EVERY,
+        stop.clone(),
+    ));
 
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
@@ -125,7 +133,7 @@ pub async fn start(
         store: store.clone(),
         limits,
         queue,
-        engine: Engine::local(),
+        runtime: runtime.clone(),
         public_host: settings.public_host.clone(),
         ssh_port: settings.ssh_proxy_port,
     }));

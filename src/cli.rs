@@ -32,6 +32,19 @@ pub enum Command {
     /// Administrator account maintenance.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The managed user image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the managed user image (from images/managed-user, compiled into this binary) if
+    /// it is missing. Needs the base image debian:bookworm-slim (scripts/base-image.sh).
+    Build {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

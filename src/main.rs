@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use time::format_description::well_known::Rfc3339;
 
-use sluice::cli::{AdminCommand, Cli, Command, StoreArgs, TokenCommand};
+use sluice::cli::{AdminCommand, Cli, Command, ImageCommand, StoreArgs, TokenCommand};
 use sluice::config::{LogFormat, LogSettings, overlay_from_file};
 use sluice::store::Store;
+use sluice::runtime::docker::DockerRuntime;
 use sluice::{app, auth, clock, runtime, store, users};
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +54,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => serve(*settings).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Image(ImageCommand::Build { store }) => {
+            init_logging(&LogSettings {
+                log_format: LogFormat::Text,
+                log_level: "info".into(),
+            });
+            let runtime = DockerRuntime::new(&store.store.data_dir)?;
+            let tag = runtime::image::tag();
+            if build_image(&runtime).await? {
+                eprintln!("Built {tag}.");
+            } else {
+                eprintln!("{tag} is already present.");
+            }
+            Ok(())
+        }
         Command::Admin(AdminCommand::ResetPassword {
             username,
             password_stdin,
@@ -63,9 +78,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log);
-    let runtime = Arc::new(runtime::Unavailable {
-        reason: "this build of Sluice has no container runtime yet (the Docker runtime is the next milestone)".into(),
-    });
+    let runtime = Arc::new(
+        DockerRuntime::new(&settings.store.data_dir)
+            .with_context(|| format!("cannot use data directory {}", settings.store.data_dir.display()))?,
+    );
+    // The managed image is built on the first start, with a progress display; without a
+    // reachable engine Sluice still serves, and host tasks say what is missing.
+    if let Err(e) = build_image(&runtime).await {
+        tracing::error!(error = %e, "the managed image is not available; hosts cannot start until it is");
+    }
     let running = app::start(&settings, runtime, None).await?;
     if let Some(pw) = &running.generated_admin_password {
         println!(
@@ -82,6 +103,48 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     });
     running.wait().await;
     Ok(())
+}
+
+/// Builds the managed image if missing, showing the build's steps: a progress bar on a
+/// terminal, log lines otherwise.
+async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeError> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(1);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} building {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(runtime::image::tag());
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let result = runtime
+        .ensure_image(|ev| match (&bar, ev) {
+            (Some(b), runtime::image::BuildEvent::Step { n, total, instruction }) => {
+                b.set_length(u64::from(total));
+                b.set_position(u64::from(n));
+                b.set_message(instruction);
+            }
+            (Some(b), runtime::image::BuildEvent::Output(line)) => {
+                b.set_message(line.chars().take(100).collect::<String>());
+            }
+            (None, runtime::image::BuildEvent::Step { n, total, instruction }) => {
+                tracing::info!("building the managed image: step {n}/{total}: {instruction}");
+            }
+            (None, runtime::image::BuildEvent::Output(_)) => {}
+        })
+        .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Ok(true) = result {
+        tracing::info!(image = %runtime::image::tag(), "managed image built");
+    }
+    result
 }
 
 async fn shutdown_signal() {

@@ -44,6 +44,10 @@ pub async fn stats(
     State(state): State<AppState>,
     _: Admin<can::HostRead>,
 ) -> ApiResult<axum::Json<Data<Stats>>> {
+    Ok(data(collect(&state).await?))
+}
+
+async fn collect(state: &AppState) -> ApiResult<Stats> {
     let mut db = state.store.acquire().await?;
     let users = store::users::count_by_role(db.conn(), Role::User.as_str()).await?;
     let mut by_status: BTreeMap<String, i64> = HostStatus::ALL
@@ -60,13 +64,39 @@ pub async fn stats(
         running: store::tasks::count(db.conn(), "running", None).await?,
         failed_last_24h: store::tasks::count(db.conn(), "failed", Some(day_ago)).await?,
     };
-    Ok(data(Stats {
+    Ok(Stats {
         users,
         hosts: HostStats {
             total: by_status.values().sum(),
             by_status,
         },
         egress_ips,
+        tasks,
+    })
+}
+
+/// The control plane's view of itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// The container engine and the managed image.
+    pub docker: crate::runtime::RuntimeStatus,
+    pub hosts: HostStats,
+    /// Tasks waiting and running.
+    pub tasks: TaskStats,
+}
+
+/// Docker reachability and version, the managed image, host counts and the task backlog.
+#[utoipa::path(get, path = "/v1/admin/status", tag = "dashboard",
+    responses((status = 200, body = Data<Status>)), security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    _: Admin<can::HostRead>,
+) -> ApiResult<axum::Json<Data<Status>>> {
+    let docker = state.runtime.status().await;
+    let Stats { hosts, tasks, .. } = collect(&state).await?;
+    Ok(data(Status {
+        docker,
+        hosts,
         tasks,
     }))
 }

@@ -27,16 +27,16 @@ pub struct HealthChecks {
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (db, docker) = tokio::join!(
+    let (db, runtime) = tokio::join!(
         tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping()),
-        state.engine.version()
+        state.runtime.status()
     );
     let database_ok = matches!(db, Ok(Ok(())));
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
         checks: HealthChecks {
             database: if database_ok { "ok" } else { "unavailable" },
-            docker: if docker.is_ok() { "ok" } else { "unavailable" },
+            docker: if runtime.reachable { "ok" } else { "unavailable" },
         },
     };
     let code = if database_ok {

@@ -50,6 +50,10 @@ pub struct Host {
     pub pids_limit: i64,
     pub egress_ip_id: Option<Uuid>,
     pub binding_id: Option<Uuid>,
+    /// The managed image the container was made from.
+    pub image: Option<String>,
+    /// Whether a newer managed image exists: a rebuild moves the host onto it.
+    pub image_outdated: bool,
     pub access: Access,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -95,8 +99,9 @@ impl FromRequestParts<AppState> for PublicHost {
     }
 }
 
-pub fn host_view(h: HostRow, public_host: &str, ssh_port: u16) -> Host {
+pub fn host_view(h: HostRow, public_host: &str, ssh_port: u16, current_image: Option<&str>) -> Host {
     let (entry_command, ssh_command) = rules::access_commands(public_host, ssh_port, &h.short_id);
+    let image_outdated = matches!((h.image.as_deref(), current_image), (Some(a), Some(b)) if a != b);
     Host {
         id: h.id,
         short_id: h.short_id,
@@ -109,6 +114,8 @@ pub fn host_view(h: HostRow, public_host: &str, ssh_port: u16) -> Host {
         pids_limit: h.pids_limit,
         egress_ip_id: h.egress_ip_id,
         binding_id: h.binding_id,
+        image: h.image,
+        image_outdated,
         access: Access {
             entry_command,
             ssh_command,
@@ -212,9 +219,10 @@ pub async fn list(
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::hosts::list(db.conn(), user_id, paging.req).await?;
     let port = state.ssh_port;
+    let image = state.runtime.image();
     Ok(page(
         &paging,
-        rows.into_iter().map(|h| host_view(h, &ph, port)).collect(),
+        rows.into_iter().map(|h| host_view(h, &ph, port, image.as_deref())).collect(),
         total,
     ))
 }
@@ -352,7 +360,7 @@ pub async fn create(
     Ok((
         StatusCode::ACCEPTED,
         data(CreatedHost {
-            host: host_view(row, &ph, state.ssh_port),
+            host: host_view(row, &ph, state.ssh_port, state.runtime.image().as_deref()),
             task_id,
             ssh_password,
         }),
@@ -374,6 +382,7 @@ pub async fn get(
         find_host(db.conn(), id).await?,
         &ph,
         state.ssh_port,
+        state.runtime.image().as_deref(),
     )))
 }
 
@@ -428,6 +437,7 @@ pub async fn queue_step(
         Kind::Delete => "host.delete_requested",
         Kind::Create => "host.create_requested",
         Kind::BindEgress => "host.bind_requested",
+        Kind::Suspend => "host.suspend_requested",
     };
     events::record(
         tx.conn(),
@@ -751,4 +761,98 @@ pub async fn unbind(
         }
         None => StatusCode::NO_CONTENT.into_response(),
     })
+}
+
+/// Stop a host and refuse starts and logins until it is unsuspended.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/suspend", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Data<TaskQueued>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn suspend(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(&id, "host")?;
+    queue_step(&state, id, Kind::Suspend, json!({}), caller.actor(), caller.source(), None).await
+}
+
+/// Lift a suspension: the host becomes `stopped`, and can be started again.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/unsuspend", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<Host>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn unsuspend(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    PublicHost(ph): PublicHost,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<Host>>> {
+    let id = parse_id(&id, "host")?;
+    let mut tx = state.store.begin().await?;
+    let host = find_host(tx.conn(), id).await?;
+    if host.status != HostStatus::Suspended.as_str() {
+        return Err(ApiError::Conflict(format!(
+            "host {} is {}, not suspended",
+            host.short_id, host.status
+        )));
+    }
+    store::hosts::set_status(tx.conn(), id, HostStatus::Stopped.as_str(), None, crate::clock::now()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "host.unsuspended", "host")
+            .target(id)
+            .host(id)
+            .user(host.user_id)
+            .source(caller.source())
+            .details(json!({"short_id": host.short_id})),
+    )
+    .await?;
+    let row = find_host(tx.conn(), id).await?;
+    tx.commit().await?;
+    Ok(data(host_view(row, &ph, state.ssh_port, state.runtime.image().as_deref())))
+}
+
+/// The last lines a host's container printed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostLogs {
+    pub lines: Vec<String>,
+}
+
+/// Largest `tail` of the logs route.
+pub const LOG_TAIL_MAX: u32 = 1000;
+
+/// Read the last `tail` lines (default 100, at most 1000) of a host's container output.
+#[utoipa::path(get, path = "/v1/admin/hosts/{id}/logs", tag = "hosts",
+    params(("id" = Uuid, Path), ("tail" = Option<u32>, Query)),
+    responses((status = 200, body = Data<HostLogs>), (status = 404), (status = 409), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(state): State<AppState>,
+    _: Admin<can::HostRead>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> ApiResult<axum::Json<Data<HostLogs>>> {
+    let id = parse_id(&id, "host")?;
+    let tail = match serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "tail")
+    {
+        None => 100,
+        Some((_, v)) => match v.parse::<u32>() {
+            Ok(n) if (1..=LOG_TAIL_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::field(
+                    "tail",
+                    format!("must be a whole number from 1 to {LOG_TAIL_MAX}"),
+                ));
+            }
+        },
+    };
+    let spec = crate::tasks::host_spec(&state.store, id)
+        .await?
+        .ok_or(ApiError::NotFound("host"))?;
+    let lines = state
+        .runtime
+        .logs(&spec, tail)
+        .await
+        .map_err(|e| ApiError::Conflict(format!("no logs for host {}: {}", spec.short_id, e.message)))?;
+    Ok(data(HostLogs { lines }))
 }

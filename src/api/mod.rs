@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
-use crate::runtime::docker::Engine;
+use crate::runtime::HostRuntime;
 use crate::store::Store;
 use crate::tasks::Queue;
 
@@ -53,7 +53,7 @@ pub struct Shared {
     pub auth: Authenticator,
     pub limits: Arc<layers::RateLimits>,
     pub queue: Queue,
-    pub engine: Engine,
+    pub runtime: Arc<dyn HostRuntime>,
     /// Host name for access commands; `None` uses the request's Host header.
     pub public_host: Option<String>,
     pub ssh_port: u16,
@@ -126,6 +126,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hosts::stop))
         .routes(routes!(hosts::rebuild))
         .routes(routes!(hosts::rotate_ssh_password))
+        .routes(routes!(hosts::suspend))
+        .routes(routes!(hosts::unsuspend))
+        .routes(routes!(hosts::logs))
+        .routes(routes!(dashboard::status))
         .routes(routes!(hosts::bind))
         .routes(routes!(hosts::unbind))
         .routes(routes!(tasks::list))

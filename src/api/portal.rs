@@ -85,9 +85,10 @@ pub async fn list_hosts(
     let mut db = state.store.acquire().await?;
     let (rows, total) = store::hosts::list(db.conn(), Some(caller.id), paging.req).await?;
     let port = state.ssh_port;
+    let image = state.runtime.image();
     Ok(page(
         &paging,
-        rows.into_iter().map(|h| host_view(h, &ph, port)).collect(),
+        rows.into_iter().map(|h| host_view(h, &ph, port, image.as_deref())).collect(),
         total,
     ))
 }
@@ -107,7 +108,7 @@ pub async fn get_host(
     if host.user_id != Some(caller.id) {
         return Err(ApiError::NotFound("host"));
     }
-    Ok(data(host_view(host, &ph, state.ssh_port)))
+    Ok(data(host_view(host, &ph, state.ssh_port, state.runtime.image().as_deref())))
 }
 
 /// Rebuild one of my hosts.

@@ -1,32 +1,553 @@
-//! The Docker engine, through bollard: reachability and version, for health and status.
+//! The Docker implementation of [`HostRuntime`], through bollard: one container per host
+//! (`sluice-<short id>`, network mode `none`, capabilities cut to what sshd needs), one home
+//! volume per host (`sluice-home-<host id>`), Sluice's files bind-mounted read-only.
+//!
+//! Containers carry the label `sluice.instance`, so two Sluice installs (or two test servers)
+//! on one engine never touch each other's containers.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, OnceCell};
+use uuid::Uuid;
 
-/// A handle on the local Docker engine (the socket named by `DOCKER_HOST`, or the default).
-#[derive(Clone)]
-pub struct Engine {
-    client: Option<Docker>,
+use super::hostfiles::HostFiles;
+use super::image::{self, BuildEvent};
+use super::{
+    HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, netns,
+};
+use crate::egress::EgressSettings;
+
+/// Capabilities a host keeps: what sshd and the entrypoint need, and nothing that touches
+/// the network (no NET_ADMIN, NET_RAW) or the kernel (no SYS_ADMIN).
+pub const CAPABILITIES: [&str; 8] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+const LABEL_INSTANCE: &str = "sluice.instance";
+const LABEL_HOST: &str = "sluice.host_id";
+const LABEL_SHORT: &str = "sluice.short_id";
+/// How long sshd gets to answer after the container starts.
+const SSHD_WAIT: Duration = Duration::from_secs(30);
+
+/// Hosts as Docker containers.
+pub struct DockerRuntime {
+    docker: OnceCell<Docker>,
+    data_dir: PathBuf,
+    instance: String,
+    image: String,
+    build_lock: Mutex<()>,
 }
 
-impl Engine {
-    /// Connects lazily: a missing socket is reported by [`Engine::version`], not here.
-    pub fn local() -> Self {
-        Self {
-            client: Docker::connect_with_local_defaults().ok(),
+pub fn container_name(short_id: &str) -> String {
+    format!("sluice-{short_id}")
+}
+
+pub fn volume_name(host_id: Uuid) -> String {
+    format!("sluice-home-{host_id}")
+}
+
+/// Transient: the engine could not be reached or timed out. Everything else is permanent.
+fn classify(e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            let message = message.trim().to_string();
+            if status_code == 502 || status_code == 503 {
+                RuntimeError::transient(format!("Docker engine busy: {message}"))
+            } else {
+                RuntimeError::permanent(format!("Docker refused: {message}"))
+            }
+        }
+        DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::RequestTimeoutError => {
+            RuntimeError::transient(format!("Docker engine unreachable: {e}"))
+        }
+        other => RuntimeError::permanent(format!("Docker error: {other}")),
+    }
+}
+
+fn not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRuntime {
+    /// A runtime keeping its per-host files under `data_dir`. The engine is contacted (and its
+    /// API version negotiated) on first use, so Sluice starts even while Docker is down.
+    pub fn new(data_dir: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            docker: OnceCell::new(),
+            data_dir: data_dir.to_path_buf(),
+            instance: instance_id(data_dir)?,
+            image: image::tag(),
+            build_lock: Mutex::new(()),
+        })
+    }
+
+    /// This install's id, carried by every container it makes.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The negotiated engine client.
+    pub async fn docker(&self) -> Result<&Docker, RuntimeError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let d = Docker::connect_with_local_defaults().map_err(classify)?;
+                tokio::time::timeout(Duration::from_secs(10), d.negotiate_version())
+                    .await
+                    .map_err(|_| RuntimeError::transient("Docker engine did not answer within 10 s"))?
+                    .map_err(classify)
+            })
+            .await
+    }
+
+    /// Builds the managed image if it is missing, reporting steps to `on_event`.
+    pub async fn ensure_image(
+        &self,
+        on_event: impl FnMut(BuildEvent),
+    ) -> Result<bool, RuntimeError> {
+        let docker = self.docker().await?;
+        let _guard = self.build_lock.lock().await;
+        if image::exists(docker, &self.image).await.map_err(classify)? {
+            return Ok(false);
+        }
+        image::build(docker, on_event)
+            .await
+            .map_err(|e| RuntimeError::permanent(e.to_string()))?;
+        Ok(true)
+    }
+
+    fn files(&self, host: &HostSpec) -> HostFiles {
+        HostFiles::new(&self.data_dir, host.id)
+    }
+
+    /// The resolver a host's container uses: its WireGuard egress's DNS server, or nothing
+    /// reachable (loopback) while it has no egress.
+    fn nameserver(host: &HostSpec) -> String {
+        match host.egress.as_ref().map(|e| &e.settings) {
+            Some(EgressSettings::Wireguard(w)) => w.dns_server.clone(),
+            _ => "127.0.0.1".into(),
         }
     }
 
-    /// The engine's version, or why it cannot be reached (within 3 seconds).
-    pub async fn version(&self) -> Result<String, String> {
-        let Some(client) = &self.client else {
-            return Err("no Docker socket configured".into());
-        };
-        let v = tokio::time::timeout(Duration::from_secs(3), client.version())
+    async fn inspect(
+        &self,
+        name: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, RuntimeError> {
+        match self.docker().await?.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker().await?.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            // A removal already under way finishes on its own.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn remove_volume(&self, host_id: Uuid) -> Result<(), RuntimeError> {
+        let opts = RemoveVolumeOptions { force: true };
+        match self
+            .docker()
+            .await?
+            .remove_volume(&volume_name(host_id), Some(opts))
             .await
-            .map_err(|_| "Docker engine did not answer within 3 s".to_string())?
-            .map_err(|e| format!("Docker engine unreachable: {e}"))?;
-        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    fn labels(&self, host: &HostSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+            (LABEL_HOST.to_string(), host.id.to_string()),
+            (LABEL_SHORT.to_string(), host.short_id.clone()),
+        ])
+    }
+
+    /// Makes the container (files, image and volume first), replacing any stale one.
+    async fn create_container(
+        &self,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
+        let username = host
+            .username
+            .clone()
+            .ok_or_else(|| RuntimeError::permanent("the host has no owner"))?;
+        let files = self.files(host);
+        files
+            .prepare(&username, &host.owner_keys, &Self::nameserver(host))
+            .map_err(|e| RuntimeError::permanent(format!("cannot write the host's files: {e}")))?;
+        let docker = self.docker().await?;
+        if !image::exists(docker, &self.image).await.map_err(classify)? {
+            progress
+                .report("building the managed image (first use; this takes a few minutes)")
+                .await;
+        }
+        self.ensure_image(|ev| {
+            if let BuildEvent::Step { n, total, instruction } = ev {
+                tracing::info!(step = n, total, %instruction, "building the managed image");
+            }
+        })
+        .await?;
+        progress.report("creating the home volume").await;
+        docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume_name(host.id)),
+                labels: Some(self.labels(host)),
+                ..Default::default()
+            })
+            .await
+            .map_err(classify)?;
+
+        let name = container_name(&host.short_id);
+        self.remove_container(&name).await?;
+        progress.report("creating the container").await;
+        let bind = |source: &Path, target: &str| Mount {
+            source: Some(source.display().to_string()),
+            target: Some(target.to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let memory = host.memory_mb.saturating_mul(1024 * 1024);
+        let host_config = HostConfig {
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            sysctls: Some(HashMap::from([
+                ("net.ipv6.conf.all.disable_ipv6".to_string(), "1".to_string()),
+                ("net.ipv6.conf.default.disable_ipv6".to_string(), "1".to_string()),
+            ])),
+            init: Some(true),
+            pids_limit: Some(host.pids_limit),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((host.cpus * 1e9).round() as i64),
+            mounts: Some(vec![
+                Mount {
+                    source: Some(volume_name(host.id)),
+                    target: Some(format!("/home/{username}")),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                },
+                bind(&files.etc(), "/etc/sluice"),
+                bind(&files.resolv_conf(), "/etc/resolv.conf"),
+            ]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            hostname: Some(host.short_id.clone()),
+            labels: Some(self.labels(host)),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        if let Err(e) = docker.create_container(Some(opts), body).await {
+            // Leave nothing half-made behind.
+            let _ = self.remove_container(&name).await;
+            return Err(classify(e));
+        }
+        Ok(())
+    }
+
+    /// Starts the container and waits until sshd answers inside it.
+    async fn start_and_wait(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        let name = container_name(&host.short_id);
+        let docker = self.docker().await?;
+        progress.report("starting the container").await;
+        match docker.start_container(&name, None).await {
+            Ok(()) => {}
+            // 304: already running.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(classify(e)),
+        }
+        progress.report("waiting for sshd").await;
+        let deadline = tokio::time::Instant::now() + SSHD_WAIT;
+        loop {
+            let state = self
+                .inspect(&name)
+                .await?
+                .and_then(|c| c.state)
+                .ok_or_else(|| RuntimeError::permanent("the container vanished while starting"))?;
+            if state.running != Some(true) {
+                let logs = self.tail(&name, 10).await.unwrap_or_default().join("\n");
+                return Err(RuntimeError::permanent(format!(
+                    "the container exited (code {}): {}",
+                    state.exit_code.unwrap_or(-1),
+                    if logs.is_empty() { state.error.unwrap_or_default() } else { logs }
+                )));
+            }
+            if let Some(pid) = state.pid.filter(|p| *p > 0)
+                && sshd_answers(pid).await
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(RuntimeError::permanent(format!(
+                    "sshd did not answer within {} s",
+                    SSHD_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn tail(&self, name: &str, n: u32) -> Result<Vec<String>, RuntimeError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&n.to_string())
+            .build();
+        let mut stream = self.docker().await?.logs(name, Some(opts));
+        let mut lines = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(out) => lines.extend(
+                    out.to_string()
+                        .lines()
+                        .map(|l| l.to_string()),
+                ),
+                Err(e) if not_found(&e) => break,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// Whether sshd greets on 127.0.0.1:22 in the namespace of process `pid`.
+pub async fn sshd_answers(pid: i64) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], 22).into();
+    let Ok(mut s) = netns::connect_tcp(pid, addr, Duration::from_secs(1)).await else {
+        return false;
+    };
+    let mut buf = [0u8; 8];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"SSH-2.0-"
+    )
+}
+
+/// The id of this install, kept in the data directory.
+fn instance_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let id = Uuid::now_v7().simple().to_string();
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+#[async_trait]
+impl HostRuntime for DockerRuntime {
+    async fn create(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        self.create_container(host, progress).await?;
+        self.start_and_wait(host, progress).await
+    }
+
+    async fn start(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        let name = container_name(&host.short_id);
+        if self.inspect(&name).await?.is_some() {
+            // Keep the container (an outdated image is shown, and replaced by a rebuild);
+            // refresh the files, since keys or the egress may have changed.
+            let username = host.username.clone().unwrap_or_default();
+            self.files(host)
+                .prepare(&username, &host.owner_keys, &Self::nameserver(host))
+                .map_err(|e| RuntimeError::permanent(format!("cannot write the host's files: {e}")))?;
+        } else {
+            progress.report("the container is missing: making it again").await;
+            self.create_container(host, progress).await?;
+        }
+        self.start_and_wait(host, progress).await
+    }
+
+    async fn stop(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        let name = container_name(&host.short_id);
+        progress.report("stopping the container").await;
+        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        match self.docker().await?.stop_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn rebuild(
+        &self,
+        host: &HostSpec,
+        wipe_home: bool,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
+        progress.report("removing the old container").await;
+        self.remove_container(&container_name(&host.short_id)).await?;
+        if wipe_home {
+            progress.report("wiping the home volume").await;
+            self.remove_volume(host.id).await?;
+        }
+        self.create_container(host, progress).await?;
+        self.start_and_wait(host, progress).await
+    }
+
+    async fn delete(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        progress.report("removing the container").await;
+        self.remove_container(&container_name(&host.short_id)).await?;
+        progress.report("removing the home volume").await;
+        self.remove_volume(host.id).await?;
+        self.files(host)
+            .remove()
+            .map_err(|e| RuntimeError::permanent(format!("cannot remove the host's files: {e}")))
+    }
+
+    async fn bind_egress(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        // The data plane (a TUN in the container's namespace) is not built yet, so a host has
+        // no route out whatever it is bound to: it fails closed. Its resolver follows the
+        // binding already.
+        progress.report("pointing the resolver at the egress").await;
+        self.files(host)
+            .write_resolv_conf(&Self::nameserver(host))
+            .map_err(|e| RuntimeError::permanent(format!("cannot write resolv.conf: {e}")))
+    }
+
+    async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker()
+            .await?
+            .list_containers(Some(opts))
+            .await
+            .map_err(classify)?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let host_id = c.labels.as_ref()?.get(LABEL_HOST)?.parse().ok()?;
+                let running = matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                );
+                Some(Observed { host_id, running })
+            })
+            .collect())
+    }
+
+    async fn remove_orphan(&self, host_id: Uuid) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_INSTANCE}={}", self.instance),
+                format!("{LABEL_HOST}={host_id}"),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker()
+            .await?
+            .list_containers(Some(opts))
+            .await
+            .map_err(classify)?;
+        for c in list {
+            if let Some(id) = c.id {
+                self.remove_container(&id).await?;
+            }
+        }
+        self.remove_volume(host_id).await?;
+        HostFiles::new(&self.data_dir, host_id)
+            .remove()
+            .map_err(|e| RuntimeError::permanent(format!("cannot remove the host's files: {e}")))
+    }
+
+    async fn logs(&self, host: &HostSpec, tail: u32) -> Result<Vec<String>, RuntimeError> {
+        let name = container_name(&host.short_id);
+        if self.inspect(&name).await?.is_none() {
+            return Err(RuntimeError::permanent("the host has no container"));
+        }
+        self.tail(&name, tail).await
+    }
+
+    async fn status(&self) -> RuntimeStatus {
+        let mut s = RuntimeStatus {
+            image: Some(self.image.clone()),
+            ..Default::default()
+        };
+        match self.docker().await {
+            Ok(d) => match tokio::time::timeout(Duration::from_secs(3), d.version()).await {
+                Ok(Ok(v)) => {
+                    s.reachable = true;
+                    s.version = v.version;
+                    s.image_present = image::exists(d, &self.image).await.unwrap_or(false);
+                }
+                Ok(Err(e)) => s.error = Some(classify(e).message),
+                Err(_) => s.error = Some("Docker engine did not answer within 3 s".into()),
+            },
+            Err(e) => s.error = Some(e.message),
+        }
+        s
+    }
+
+    fn image(&self) -> Option<String> {
+        Some(self.image.clone())
     }
 }

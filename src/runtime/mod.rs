@@ -1,5 +1,6 @@
 //! Runtime: what makes a host real. The task worker drives hosts through the [`HostRuntime`]
-//! trait; the Docker implementation lives behind it, and tests use a recording double.
+//! trait; the Docker implementation (docker.rs) lives behind it, and the API tests use a
+//! recording double.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -7,6 +8,9 @@ use uuid::Uuid;
 use crate::egress::EgressSettings;
 
 pub mod docker;
+pub mod hostfiles;
+pub mod image;
+pub mod netns;
 
 /// What the runtime needs to know about a host.
 #[derive(Debug, Clone)]
@@ -18,6 +22,8 @@ pub struct HostSpec {
     pub memory_mb: i64,
     pub cpus: f64,
     pub pids_limit: i64,
+    /// The owner's SSH public keys, for the host's authorized_keys.
+    pub owner_keys: Vec<String>,
     /// The egress the host is bound to, if any.
     pub egress: Option<EgressSpec>,
 }
@@ -82,33 +88,51 @@ pub trait HostRuntime: Send + Sync + 'static {
         host: &HostSpec,
         progress: &dyn Progress,
     ) -> Result<(), RuntimeError>;
-}
 
-/// The runtime of a build without container support: every operation fails with a clear
-/// reason, so hosts end in `error` rather than pretending to run.
-pub struct Unavailable {
-    pub reason: String,
-}
+    /// The hosts this Sluice has containers for, and whether each runs.
+    async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
+        Ok(vec![])
+    }
 
-#[async_trait]
-impl HostRuntime for Unavailable {
-    async fn create(&self, _: &HostSpec, _: &dyn Progress) -> Result<(), RuntimeError> {
-        Err(RuntimeError::permanent(&self.reason))
-    }
-    async fn start(&self, _: &HostSpec, _: &dyn Progress) -> Result<(), RuntimeError> {
-        Err(RuntimeError::permanent(&self.reason))
-    }
-    async fn stop(&self, _: &HostSpec, _: &dyn Progress) -> Result<(), RuntimeError> {
-        Err(RuntimeError::permanent(&self.reason))
-    }
-    async fn rebuild(&self, _: &HostSpec, _: bool, _: &dyn Progress) -> Result<(), RuntimeError> {
-        Err(RuntimeError::permanent(&self.reason))
-    }
-    async fn delete(&self, _: &HostSpec, _: &dyn Progress) -> Result<(), RuntimeError> {
-        // Nothing was ever created, so there is nothing to remove.
+    /// Removes a container (and its volume) whose host no longer exists.
+    async fn remove_orphan(&self, _host_id: Uuid) -> Result<(), RuntimeError> {
         Ok(())
     }
-    async fn bind_egress(&self, _: &HostSpec, _: &dyn Progress) -> Result<(), RuntimeError> {
-        Err(RuntimeError::permanent(&self.reason))
+
+    /// The last `tail` lines of a host's container output.
+    async fn logs(&self, _host: &HostSpec, _tail: u32) -> Result<Vec<String>, RuntimeError> {
+        Err(RuntimeError::permanent("this runtime keeps no logs"))
     }
+
+    /// The engine and image, for the status page.
+    async fn status(&self) -> RuntimeStatus {
+        RuntimeStatus::default()
+    }
+
+    /// The image new containers are made from, if this runtime uses images.
+    fn image(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A container the runtime found.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub host_id: Uuid,
+    pub running: bool,
+}
+
+/// The runtime's view of its engine and image.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct RuntimeStatus {
+    /// Whether the container engine answers.
+    pub reachable: bool,
+    /// The engine's version, when it answers.
+    pub version: Option<String>,
+    /// Why the engine cannot be used, when it cannot.
+    pub error: Option<String>,
+    /// The image new hosts are built from.
+    pub image: Option<String>,
+    /// Whether that image is present in the engine.
+    pub image_present: bool,
 }

@@ -19,6 +19,8 @@ pub struct HostRow {
     pub cpus: f64,
     pub pids_limit: i64,
     pub ssh_password_hash: String,
+    /// The managed image the container was last made from.
+    pub image: Option<String>,
     pub binding_id: Option<Uuid>,
     pub egress_ip_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
@@ -48,7 +50,7 @@ pub struct BindingRow {
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.status, h.status_reason,
-        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, b.id AS binding_id, b.egress_ip_id,
+        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, h.image, b.id AS binding_id, b.egress_ip_id,
         h.created_at, h.updated_at
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
@@ -216,4 +218,23 @@ pub async fn short_id_taken(c: Conn<'_>, short_id: &str) -> Result<bool> {
     .fetch_one(&mut *c)
     .await)?;
     Ok(n > 0)
+}
+
+pub async fn set_image(c: Conn<'_>, id: Uuid, image: &str) -> Result<()> {
+    on_conn!(c, |c| sqlx::query("UPDATE hosts SET image = $2 WHERE id = $1")
+        .bind(id)
+        .bind(image)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// What the reconciler needs of every host: id, status, and the owner's account status.
+pub async fn reconcile_view(c: Conn<'_>) -> Result<Vec<(Uuid, String, Option<String>)>> {
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, (Uuid, String, Option<String>)>(
+        "SELECT h.id, h.status, u.status FROM hosts h LEFT JOIN users u ON u.id = h.user_id ORDER BY h.id"
+    )
+    .fetch_all(&mut *c)
+    .await)?)
 }

@@ -65,3 +65,13 @@ pub async fn delete(c: Conn<'_>, user_id: Uuid, id: Uuid) -> Result<Option<SshKe
     .fetch_optional(&mut *c)
     .await)?)
 }
+
+/// Every public key of a user, oldest first.
+pub async fn public_keys(c: Conn<'_>, user_id: Uuid) -> Result<Vec<String>> {
+    Ok(on_conn!(c, |c| sqlx::query_scalar::<_, String>(
+        "SELECT public_key FROM ssh_keys WHERE user_id = $1 ORDER BY id"
+    )
+    .bind(user_id)
+    .fetch_all(&mut *c)
+    .await)?)
+}

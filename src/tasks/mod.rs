@@ -18,6 +18,8 @@ use crate::runtime::{EgressSpec, HostRuntime, HostSpec, Progress, RuntimeError};
 use crate::store::tasks::TaskRow;
 use crate::store::{self, Conn, Store, StoreError};
 
+pub mod reconcile;
+
 /// What a task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -27,16 +29,18 @@ pub enum Kind {
     Rebuild,
     Delete,
     BindEgress,
+    Suspend,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Create,
         Kind::Start,
         Kind::Stop,
         Kind::Rebuild,
         Kind::Delete,
         Kind::BindEgress,
+        Kind::Suspend,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +50,7 @@ impl Kind {
             Kind::Rebuild => "rebuild",
             Kind::Delete => "delete",
             Kind::BindEgress => "bind_egress",
+            Kind::Suspend => "suspend",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -196,7 +201,7 @@ impl Worker {
     }
 
     async fn run_host_task(&self, task: &TaskRow, kind: Kind, host_id: Uuid) -> Result<(), String> {
-        let spec = self.host_spec(host_id).await.map_err(|e| e.to_string())?;
+        let spec = host_spec(&self.store, host_id).await.map_err(|e| e.to_string())?;
         let Some(spec) = spec else {
             // The host is gone: deleting it again has nothing to do; anything else cannot run.
             return match kind {
@@ -224,7 +229,7 @@ impl Worker {
             let r = match kind {
                 Kind::Create => self.runtime.create(&spec, &progress).await,
                 Kind::Start => self.runtime.start(&spec, &progress).await,
-                Kind::Stop => self.runtime.stop(&spec, &progress).await,
+                Kind::Stop | Kind::Suspend => self.runtime.stop(&spec, &progress).await,
                 Kind::Rebuild => self.runtime.rebuild(&spec, wipe_home, &progress).await,
                 Kind::Delete => self.runtime.delete(&spec, &progress).await,
                 Kind::BindEgress => self.runtime.bind_egress(&spec, &progress).await,
@@ -251,8 +256,12 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string()),
             (Ok(()), Kind::BindEgress) => Ok(()),
+            (Ok(()), Kind::Suspend) => self
+                .set_host_status(host_id, HostStatus::Suspended, None)
+                .await
+                .map_err(|e| e.to_string()),
             (Ok(()), _) => self
-                .set_host_status(host_id, HostStatus::Running, None)
+                .host_running(host_id, matches!(kind, Kind::Create | Kind::Rebuild))
                 .await
                 .map_err(|e| e.to_string()),
             (Err(e), _) => Err(e.message.clone()),
@@ -267,32 +276,6 @@ impl Worker {
             }
         }
         outcome
-    }
-
-    async fn host_spec(&self, host_id: Uuid) -> store::Result<Option<HostSpec>> {
-        let mut db = self.store.acquire().await?;
-        let Some(h) = store::hosts::get(db.conn(), host_id).await? else {
-            return Ok(None);
-        };
-        let egress = match h.egress_ip_id {
-            Some(eid) => store::egress::get(db.conn(), eid)
-                .await?
-                .map(|e| EgressSpec {
-                    id: e.id,
-                    ip_address: e.ip_address,
-                    settings: e.settings.0,
-                }),
-            None => None,
-        };
-        Ok(Some(HostSpec {
-            id: h.id,
-            short_id: h.short_id,
-            username: h.username,
-            memory_mb: h.memory_mb,
-            cpus: h.cpus,
-            pids_limit: h.pids_limit,
-            egress,
-        }))
     }
 
     async fn set_host_status(
@@ -312,6 +295,18 @@ impl Worker {
         .await
     }
 
+    /// Marks a host running; after a create or rebuild, records the image it now runs.
+    async fn host_running(&self, host_id: Uuid, new_container: bool) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        let now = crate::clock::now();
+        store::hosts::set_status(tx.conn(), host_id, HostStatus::Running.as_str(), None, now)
+            .await?;
+        if new_container && let Some(image) = self.runtime.image() {
+            store::hosts::set_image(tx.conn(), host_id, &image).await?;
+        }
+        tx.commit().await
+    }
+
     async fn remove_host(&self, spec: &HostSpec) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         store::hosts::delete(tx.conn(), spec.id).await?;
@@ -325,6 +320,38 @@ impl Worker {
         .await?;
         tx.commit().await
     }
+}
+
+/// What the runtime needs to know about a host, from the database; `None` when it is gone.
+pub async fn host_spec(store: &Store, host_id: Uuid) -> store::Result<Option<HostSpec>> {
+    let mut db = store.acquire().await?;
+    let Some(h) = store::hosts::get(db.conn(), host_id).await? else {
+        return Ok(None);
+    };
+    let egress = match h.egress_ip_id {
+        Some(eid) => store::egress::get(db.conn(), eid)
+            .await?
+            .map(|e| EgressSpec {
+                id: e.id,
+                ip_address: e.ip_address,
+                settings: e.settings.0,
+            }),
+        None => None,
+    };
+    let owner_keys = match h.user_id {
+        Some(uid) => store::ssh_keys::public_keys(db.conn(), uid).await?,
+        None => vec![],
+    };
+    Ok(Some(HostSpec {
+        owner_keys,
+        id: h.id,
+        short_id: h.short_id,
+        username: h.username,
+        memory_mb: h.memory_mb,
+        cpus: h.cpus,
+        pids_limit: h.pids_limit,
+        egress,
+    }))
 }
 
 struct TaskProgress {

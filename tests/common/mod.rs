@@ -72,6 +72,8 @@ pub struct Recorder {
     pub fail: Mutex<Vec<(String, String)>>,
     /// Operations that never finish (to simulate a crash mid-task).
     pub hang: Mutex<Vec<String>>,
+    /// Hosts with a "container", and whether it runs.
+    pub containers: Mutex<std::collections::HashMap<uuid::Uuid, bool>>,
 }
 
 /// A runtime double that records each call and succeeds unless told otherwise.
@@ -115,10 +117,23 @@ impl RecordingRuntime {
             .iter()
             .find(|(o, _)| o == op)
             .map(|(_, m)| m.clone());
-        match failure {
-            Some(m) => Err(RuntimeError::permanent(m)),
-            None => Ok(()),
+        if let Some(m) = failure {
+            return Err(RuntimeError::permanent(m));
         }
+        let mut containers = self.0.containers.lock().unwrap();
+        match op {
+            "create" | "start" | "rebuild" | "rebuild_wipe" => {
+                containers.insert(host.id, true);
+            }
+            "stop" => {
+                containers.insert(host.id, false);
+            }
+            "delete" => {
+                containers.remove(&host.id);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -144,6 +159,19 @@ impl HostRuntime for RecordingRuntime {
     }
     async fn delete(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
         self.op("delete", h, p).await
+    }
+    async fn observe(&self) -> Result<Vec<sluice::runtime::Observed>, RuntimeError> {
+        Ok(self
+            .0
+            .containers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, running)| sluice::runtime::Observed { host_id: *id, running: *running })
+            .collect())
+    }
+    fn image(&self) -> Option<String> {
+        Some("recording:1".into())
     }
     async fn bind_egress(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
         let egress = h
