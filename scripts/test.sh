@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs Sluice's whole test suite: unit tests, and the API tests against real HTTP on SQLite
-# and on a PostgreSQL server this script starts (and stops) itself.
+# Runs Sluice's whole test suite: unit tests, the API tests against real HTTP on SQLite and on
+# a PostgreSQL server this script starts (and stops) itself, and the host tests on the real
+# Docker engine (started if needed) with a base image made locally (scripts/base-image.sh).
 #
 # Needs root on Debian (it installs what is missing with apt-get). Usage: scripts/test.sh
 # [extra cargo-nextest arguments]
@@ -8,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/ensure-docker.sh
+scripts/base-image.sh
 
 # A throwaway PostgreSQL cluster on a private port, owned by the postgres user.
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)

@@ -9,8 +9,8 @@ use time::format_description::well_known::Rfc3339;
 
 use sluice::cli::{AdminCommand, Cli, Command, ImageCommand, StoreArgs, TokenCommand};
 use sluice::config::{LogFormat, LogSettings, overlay_from_file};
-use sluice::store::Store;
 use sluice::runtime::docker::DockerRuntime;
+use sluice::store::Store;
 use sluice::{app, auth, clock, runtime, store, users};
 
 fn main() -> anyhow::Result<()> {
@@ -79,8 +79,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log);
     let runtime = Arc::new(
-        DockerRuntime::new(&settings.store.data_dir)
-            .with_context(|| format!("cannot use data directory {}", settings.store.data_dir.display()))?,
+        DockerRuntime::new(&settings.store.data_dir).with_context(|| {
+            format!(
+                "cannot use data directory {}",
+                settings.store.data_dir.display()
+            )
+        })?,
     );
     // The managed image is built on the first start, with a progress display; without a
     // reachable engine Sluice still serves, and host tasks say what is missing.
@@ -113,8 +117,10 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(1);
         b.set_style(
-            ProgressStyle::with_template("{spinner} building {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} building {prefix} [{bar:30}] {pos}/{len} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b.set_prefix(runtime::image::tag());
         b.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -124,7 +130,14 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
     };
     let result = runtime
         .ensure_image(|ev| match (&bar, ev) {
-            (Some(b), runtime::image::BuildEvent::Step { n, total, instruction }) => {
+            (
+                Some(b),
+                runtime::image::BuildEvent::Step {
+                    n,
+                    total,
+                    instruction,
+                },
+            ) => {
                 b.set_length(u64::from(total));
                 b.set_position(u64::from(n));
                 b.set_message(instruction);
@@ -132,7 +145,14 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
             (Some(b), runtime::image::BuildEvent::Output(line)) => {
                 b.set_message(line.chars().take(100).collect::<String>());
             }
-            (None, runtime::image::BuildEvent::Step { n, total, instruction }) => {
+            (
+                None,
+                runtime::image::BuildEvent::Step {
+                    n,
+                    total,
+                    instruction,
+                },
+            ) => {
                 tracing::info!("building the managed image: step {n}/{total}: {instruction}");
             }
             (None, runtime::image::BuildEvent::Output(_)) => {}

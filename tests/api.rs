@@ -1471,7 +1471,8 @@ async fn pagination(b: Backend) {
 }
 
 async fn rate_limits(b: Backend) {
-    let s = Server::start(b).await;
+    // The default limit of 120 requests a minute per credential.
+    let s = Server::start_configured(b, |s| s.api_rate_limit = 120).await;
     // Login: 5 a minute per source address and user name.
     for _ in 0..5 {
         let (st, _) = s

@@ -15,8 +15,10 @@ if ! getent passwd "$SLUICE_USER" >/dev/null; then
     usermod -p '*' "$SLUICE_USER"
 fi
 mkdir -p "$home"
+# A fresh home volume gets the skeleton files, owned by the account.
 if [ ! -e "$home/.profile" ]; then
     cp -a /etc/skel/. "$home/"
+    chown -R "$SLUICE_UID:$SLUICE_UID" "$home"
 fi
 chown "$SLUICE_UID:$SLUICE_UID" "$home"
 chmod 0750 "$home"

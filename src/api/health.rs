@@ -36,7 +36,11 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
         status: if database_ok { "ok" } else { "degraded" },
         checks: HealthChecks {
             database: if database_ok { "ok" } else { "unavailable" },
-            docker: if runtime.reachable { "ok" } else { "unavailable" },
+            docker: if runtime.reachable {
+                "ok"
+            } else {
+                "unavailable"
+            },
         },
     };
     let code = if database_ok {

@@ -99,9 +99,15 @@ impl FromRequestParts<AppState> for PublicHost {
     }
 }
 
-pub fn host_view(h: HostRow, public_host: &str, ssh_port: u16, current_image: Option<&str>) -> Host {
+pub fn host_view(
+    h: HostRow,
+    public_host: &str,
+    ssh_port: u16,
+    current_image: Option<&str>,
+) -> Host {
     let (entry_command, ssh_command) = rules::access_commands(public_host, ssh_port, &h.short_id);
-    let image_outdated = matches!((h.image.as_deref(), current_image), (Some(a), Some(b)) if a != b);
+    let image_outdated =
+        matches!((h.image.as_deref(), current_image), (Some(a), Some(b)) if a != b);
     Host {
         id: h.id,
         short_id: h.short_id,
@@ -222,7 +228,9 @@ pub async fn list(
     let image = state.runtime.image();
     Ok(page(
         &paging,
-        rows.into_iter().map(|h| host_view(h, &ph, port, image.as_deref())).collect(),
+        rows.into_iter()
+            .map(|h| host_view(h, &ph, port, image.as_deref()))
+            .collect(),
         total,
     ))
 }
@@ -772,7 +780,16 @@ pub async fn suspend(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
-    queue_step(&state, id, Kind::Suspend, json!({}), caller.actor(), caller.source(), None).await
+    queue_step(
+        &state,
+        id,
+        Kind::Suspend,
+        json!({}),
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await
 }
 
 /// Lift a suspension: the host becomes `stopped`, and can be started again.
@@ -793,7 +810,14 @@ pub async fn unsuspend(
             host.short_id, host.status
         )));
     }
-    store::hosts::set_status(tx.conn(), id, HostStatus::Stopped.as_str(), None, crate::clock::now()).await?;
+    store::hosts::set_status(
+        tx.conn(),
+        id,
+        HostStatus::Stopped.as_str(),
+        None,
+        crate::clock::now(),
+    )
+    .await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "host.unsuspended", "host")
@@ -806,7 +830,12 @@ pub async fn unsuspend(
     .await?;
     let row = find_host(tx.conn(), id).await?;
     tx.commit().await?;
-    Ok(data(host_view(row, &ph, state.ssh_port, state.runtime.image().as_deref())))
+    Ok(data(host_view(
+        row,
+        &ph,
+        state.ssh_port,
+        state.runtime.image().as_deref(),
+    )))
 }
 
 /// The last lines a host's container printed.
@@ -849,10 +878,8 @@ pub async fn logs(
     let spec = crate::tasks::host_spec(&state.store, id)
         .await?
         .ok_or(ApiError::NotFound("host"))?;
-    let lines = state
-        .runtime
-        .logs(&spec, tail)
-        .await
-        .map_err(|e| ApiError::Conflict(format!("no logs for host {}: {}", spec.short_id, e.message)))?;
+    let lines = state.runtime.logs(&spec, tail).await.map_err(|e| {
+        ApiError::Conflict(format!("no logs for host {}: {}", spec.short_id, e.message))
+    })?;
     Ok(data(HostLogs { lines }))
 }

@@ -88,7 +88,9 @@ pub async fn list_hosts(
     let image = state.runtime.image();
     Ok(page(
         &paging,
-        rows.into_iter().map(|h| host_view(h, &ph, port, image.as_deref())).collect(),
+        rows.into_iter()
+            .map(|h| host_view(h, &ph, port, image.as_deref()))
+            .collect(),
         total,
     ))
 }
@@ -108,7 +110,12 @@ pub async fn get_host(
     if host.user_id != Some(caller.id) {
         return Err(ApiError::NotFound("host"));
     }
-    Ok(data(host_view(host, &ph, state.ssh_port, state.runtime.image().as_deref())))
+    Ok(data(host_view(
+        host,
+        &ph,
+        state.ssh_port,
+        state.runtime.image().as_deref(),
+    )))
 }
 
 /// Rebuild one of my hosts.

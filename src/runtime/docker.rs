@@ -25,9 +25,7 @@ use uuid::Uuid;
 
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
-use super::{
-    HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, netns,
-};
+use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, netns};
 use crate::egress::EgressSettings;
 
 /// Capabilities a host keeps: what sshd and the entrypoint need, and nothing that touches
@@ -124,7 +122,9 @@ impl DockerRuntime {
                 let d = Docker::connect_with_local_defaults().map_err(classify)?;
                 tokio::time::timeout(Duration::from_secs(10), d.negotiate_version())
                     .await
-                    .map_err(|_| RuntimeError::transient("Docker engine did not answer within 10 s"))?
+                    .map_err(|_| {
+                        RuntimeError::transient("Docker engine did not answer within 10 s")
+                    })?
                     .map_err(classify)
             })
             .await
@@ -172,7 +172,12 @@ impl DockerRuntime {
 
     async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker().await?.remove_container(name, Some(opts)).await {
+        match self
+            .docker()
+            .await?
+            .remove_container(name, Some(opts))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
             // A removal already under way finishes on its own.
@@ -226,7 +231,12 @@ impl DockerRuntime {
                 .await;
         }
         self.ensure_image(|ev| {
-            if let BuildEvent::Step { n, total, instruction } = ev {
+            if let BuildEvent::Step {
+                n,
+                total,
+                instruction,
+            } = ev
+            {
                 tracing::info!(step = n, total, %instruction, "building the managed image");
             }
         })
@@ -258,8 +268,14 @@ impl DockerRuntime {
             cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             sysctls: Some(HashMap::from([
-                ("net.ipv6.conf.all.disable_ipv6".to_string(), "1".to_string()),
-                ("net.ipv6.conf.default.disable_ipv6".to_string(), "1".to_string()),
+                (
+                    "net.ipv6.conf.all.disable_ipv6".to_string(),
+                    "1".to_string(),
+                ),
+                (
+                    "net.ipv6.conf.default.disable_ipv6".to_string(),
+                    "1".to_string(),
+                ),
             ])),
             init: Some(true),
             pids_limit: Some(host.pids_limit),
@@ -295,7 +311,11 @@ impl DockerRuntime {
     }
 
     /// Starts the container and waits until sshd answers inside it.
-    async fn start_and_wait(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+    async fn start_and_wait(
+        &self,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
         let name = container_name(&host.short_id);
         let docker = self.docker().await?;
         progress.report("starting the container").await;
@@ -320,7 +340,11 @@ impl DockerRuntime {
                 return Err(RuntimeError::permanent(format!(
                     "the container exited (code {}): {}",
                     state.exit_code.unwrap_or(-1),
-                    if logs.is_empty() { state.error.unwrap_or_default() } else { logs }
+                    if logs.is_empty() {
+                        state.error.unwrap_or_default()
+                    } else {
+                        logs
+                    }
                 )));
             }
             if let Some(pid) = state.pid.filter(|p| *p > 0)
@@ -348,11 +372,7 @@ impl DockerRuntime {
         let mut lines = Vec::new();
         while let Some(item) = stream.next().await {
             match item {
-                Ok(out) => lines.extend(
-                    out.to_string()
-                        .lines()
-                        .map(|l| l.to_string()),
-                ),
+                Ok(out) => lines.extend(out.to_string().lines().map(|l| l.to_string())),
                 Err(e) if not_found(&e) => break,
                 Err(e) => return Err(classify(e)),
             }
@@ -404,9 +424,13 @@ impl HostRuntime for DockerRuntime {
             let username = host.username.clone().unwrap_or_default();
             self.files(host)
                 .prepare(&username, &host.owner_keys, &Self::nameserver(host))
-                .map_err(|e| RuntimeError::permanent(format!("cannot write the host's files: {e}")))?;
+                .map_err(|e| {
+                    RuntimeError::permanent(format!("cannot write the host's files: {e}"))
+                })?;
         } else {
-            progress.report("the container is missing: making it again").await;
+            progress
+                .report("the container is missing: making it again")
+                .await;
             self.create_container(host, progress).await?;
         }
         self.start_and_wait(host, progress).await
@@ -433,7 +457,8 @@ impl HostRuntime for DockerRuntime {
         progress: &dyn Progress,
     ) -> Result<(), RuntimeError> {
         progress.report("removing the old container").await;
-        self.remove_container(&container_name(&host.short_id)).await?;
+        self.remove_container(&container_name(&host.short_id))
+            .await?;
         if wipe_home {
             progress.report("wiping the home volume").await;
             self.remove_volume(host.id).await?;
@@ -444,7 +469,8 @@ impl HostRuntime for DockerRuntime {
 
     async fn delete(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
         progress.report("removing the container").await;
-        self.remove_container(&container_name(&host.short_id)).await?;
+        self.remove_container(&container_name(&host.short_id))
+            .await?;
         progress.report("removing the home volume").await;
         self.remove_volume(host.id).await?;
         self.files(host)
@@ -452,7 +478,11 @@ impl HostRuntime for DockerRuntime {
             .map_err(|e| RuntimeError::permanent(format!("cannot remove the host's files: {e}")))
     }
 
-    async fn bind_egress(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+    async fn bind_egress(
+        &self,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
         // The data plane (a TUN in the container's namespace) is not built yet, so a host has
         // no route out whatever it is bound to: it fails closed. Its resolver follows the
         // binding already.

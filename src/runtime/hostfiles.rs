@@ -57,7 +57,8 @@ impl HostFiles {
         set_mode(&self.etc(), 0o755)?;
         let host_key = self.etc().join("ssh_host_ed25519_key");
         if !host_key.exists() {
-            let (private, public) = sshkey::generate("sluice-host").map_err(std::io::Error::other)?;
+            let (private, public) =
+                sshkey::generate("sluice-host").map_err(std::io::Error::other)?;
             write_file(&host_key, private.as_bytes(), 0o600)?;
             write_file(&self.host_key_pub(), public.public_key.as_bytes(), 0o644)?;
         }
@@ -137,8 +138,12 @@ mod tests {
     fn keys_are_made_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let f = HostFiles::new(dir.path(), uuid::Uuid::now_v7());
-        f.prepare("alice", &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7zX9 me".into()], "127.0.0.1")
-            .unwrap();
+        f.prepare(
+            "alice",
+            &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7zX9 me".into()],
+            "127.0.0.1",
+        )
+        .unwrap();
         let key = std::fs::read_to_string(f.host_key_pub()).unwrap();
         let internal = std::fs::read(f.internal_key()).unwrap();
         f.prepare("alice", &[], "10.64.0.1").unwrap();
@@ -146,10 +151,17 @@ mod tests {
         assert_eq!(std::fs::read(f.internal_key()).unwrap(), internal);
         let meta = std::fs::metadata(f.etc().join("ssh_host_ed25519_key")).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(f.internal_key()).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(f.internal_key()).unwrap().mode() & 0o777,
+            0o600
+        );
         let auth = std::fs::read_to_string(f.etc().join("authorized_keys")).unwrap();
         assert_eq!(auth.lines().count(), 1, "owner keys replaced: {auth}");
-        assert!(std::fs::read_to_string(f.resolv_conf()).unwrap().contains("nameserver 10.64.0.1"));
+        assert!(
+            std::fs::read_to_string(f.resolv_conf())
+                .unwrap()
+                .contains("nameserver 10.64.0.1")
+        );
         f.remove().unwrap();
         assert!(!f.root.exists());
         f.remove().unwrap();

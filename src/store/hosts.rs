@@ -221,20 +221,24 @@ pub async fn short_id_taken(c: Conn<'_>, short_id: &str) -> Result<bool> {
 }
 
 pub async fn set_image(c: Conn<'_>, id: Uuid, image: &str) -> Result<()> {
-    on_conn!(c, |c| sqlx::query("UPDATE hosts SET image = $2 WHERE id = $1")
-        .bind(id)
-        .bind(image)
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE hosts SET image = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(image)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// What the reconciler needs of every host: id, status, and the owner's account status.
 pub async fn reconcile_view(c: Conn<'_>) -> Result<Vec<(Uuid, String, Option<String>)>> {
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, (Uuid, String, Option<String>)>(
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as::<_, (Uuid, String, Option<String>)>(
         "SELECT h.id, h.status, u.status FROM hosts h LEFT JOIN users u ON u.id = h.user_id ORDER BY h.id"
     )
     .fetch_all(&mut *c)
-    .await)?)
+    .await
+    })?)
 }

@@ -201,7 +201,9 @@ impl Worker {
     }
 
     async fn run_host_task(&self, task: &TaskRow, kind: Kind, host_id: Uuid) -> Result<(), String> {
-        let spec = host_spec(&self.store, host_id).await.map_err(|e| e.to_string())?;
+        let spec = host_spec(&self.store, host_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(spec) = spec else {
             // The host is gone: deleting it again has nothing to do; anything else cannot run.
             return match kind {

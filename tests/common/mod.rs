@@ -167,7 +167,10 @@ impl HostRuntime for RecordingRuntime {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, running)| sluice::runtime::Observed { host_id: *id, running: *running })
+            .map(|(id, running)| sluice::runtime::Observed {
+                host_id: *id,
+                running: *running,
+            })
             .collect())
     }
     fn image(&self) -> Option<String> {
@@ -207,7 +210,8 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         admin_jwt_secret: None,
         ssh_proxy_port: 2222,
         public_host: Some("sluice.test".into()),
-        api_rate_limit: 120,
+        // High, so that polling tests do not trip it; the rate-limit test sets the default.
+        api_rate_limit: 100_000,
         log: LogSettings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -217,9 +221,18 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
 
 impl Server {
     pub async fn start(backend: Backend) -> Server {
+        Self::start_configured(backend, |_| {}).await
+    }
+
+    /// Starts a server whose settings `tweak` adjusts.
+    pub async fn start_configured(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ServeSettings),
+    ) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let url = database_url(backend, tmp.path()).await;
-        let s = settings(tmp.path(), url);
+        let mut s = settings(tmp.path(), url);
+        tweak(&mut s);
         let dir = tmp.path().to_path_buf();
         Self::start_with(s, RecordingRuntime::default(), dir, Some(tmp)).await
     }
@@ -230,15 +243,27 @@ impl Server {
         dir: PathBuf,
         tmp: Option<tempfile::TempDir>,
     ) -> Server {
+        let dynamic: Arc<dyn HostRuntime> = Arc::new(runtime.clone());
+        Self::start_on(settings, dynamic, runtime, dir, tmp).await
+    }
+
+    /// Starts a server driving `runtime` (the recorder then stays unused).
+    pub async fn start_on(
+        settings: ServeSettings,
+        runtime: Arc<dyn HostRuntime>,
+        recorder: RecordingRuntime,
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = sluice::app::start(&settings, Arc::new(runtime.clone()), Some(listener))
+        let running = sluice::app::start(&settings, runtime, Some(listener))
             .await
             .expect("server starts");
         let addr = running.addr;
         Server {
             base: format!("http://{addr}"),
             addr,
-            runtime,
+            runtime: recorder,
             running: Some(running),
             settings,
             http: reqwest::Client::new(),
@@ -332,18 +357,28 @@ impl Server {
         (id.clone(), self.login(username, &pw).await)
     }
 
-    /// Polls a task until it finishes; answers it.
+    /// Polls a task until it finishes (within two minutes); answers it.
     pub async fn wait_task(&self, admin: &str, task_id: &str) -> Value {
-        for _ in 0..200 {
+        self.wait_task_for(admin, task_id, Duration::from_secs(120))
+            .await
+    }
+
+    /// Polls a task until it finishes within `limit`; answers it.
+    pub async fn wait_task_for(&self, admin: &str, task_id: &str, limit: Duration) -> Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
             let (s, v) = self.get(&format!("/v1/admin/tasks/{task_id}"), admin).await;
             assert_eq!(s, StatusCode::OK, "{v}");
             let st = v["data"]["status"].as_str().unwrap().to_string();
             if st == "succeeded" || st == "failed" {
                 return v["data"].clone();
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "task {task_id} did not finish: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("task {task_id} did not finish");
     }
 
     /// Creates a host for a user and waits for its creation task.

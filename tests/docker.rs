@@ -1,0 +1,665 @@
+//! Hosts on the real Docker engine: the managed image, container shape, lifecycle, the
+//! reconciler, and recovery after `kill -9`. Needs a Docker engine and the base image
+//! debian:bookworm-slim (scripts/test.sh makes both); never skipped.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, RecordingRuntime, Server};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sluice::runtime::HostRuntime;
+use sluice::runtime::docker::{DockerRuntime, container_name, volume_name};
+
+/// Builds the managed image once for all test processes (they run in parallel).
+async fn ensure_image(runtime: &DockerRuntime) {
+    let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
+        .await
+        .unwrap();
+    runtime.ensure_image(|_| {}).await.expect(
+        "the managed image builds (is debian:bookworm-slim present? scripts/base-image.sh)",
+    );
+    drop(lock);
+}
+
+/// Removes every container and volume of one Sluice instance, whatever the test did.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=sluice.instance={}", self.0);
+        for (list, rm) in [
+            (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+            (
+                vec!["volume", "ls", "-q", "--filter", &filter],
+                vec!["volume", "rm", "-f"],
+            ),
+        ] {
+            let out = Command::new("docker").args(&list).output().unwrap();
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(&rm).args(&ids).output();
+            }
+        }
+    }
+}
+
+struct Lab {
+    server: Server,
+    runtime: Arc<DockerRuntime>,
+    admin: String,
+    _cleanup: Cleanup,
+}
+
+async fn lab(backend: Backend) -> Lab {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(backend, tmp.path()).await;
+    let settings = common::settings(tmp.path(), url);
+    let runtime = Arc::new(DockerRuntime::new(tmp.path()).unwrap());
+    ensure_image(&runtime).await;
+    let cleanup = Cleanup(runtime.instance().to_string());
+    let dir = tmp.path().to_path_buf();
+    let dynamic: Arc<dyn HostRuntime> = runtime.clone();
+    let server = Server::start_on(
+        settings,
+        dynamic,
+        RecordingRuntime::default(),
+        dir,
+        Some(tmp),
+    )
+    .await;
+    let admin = server.admin().await;
+    Lab {
+        server,
+        runtime,
+        admin,
+        _cleanup: cleanup,
+    }
+}
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn inspect(name: &str) -> Option<Value> {
+    let (ok, out) = docker(&["inspect", name]);
+    ok.then(|| serde_json::from_str::<Value>(&out).unwrap()[0].clone())
+}
+
+fn volume_exists(name: &str) -> bool {
+    docker(&["volume", "inspect", name]).0
+}
+
+/// Runs a command in the host as its user, through the host's sshd: entering the container's
+/// network namespace and logging in with the internal key, as the SSH proxy will.
+fn ssh(lab: &Lab, host: &Value, command: &str) -> (bool, String) {
+    let name = container_name(host["short_id"].as_str().unwrap());
+    let pid = inspect(&name).unwrap()["State"]["Pid"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let key = lab
+        .server
+        .dir
+        .join("hosts")
+        .join(host["id"].as_str().unwrap())
+        .join("internal_key");
+    let known = lab.server.dir.join(format!(
+        "known_hosts_{}",
+        host["short_id"].as_str().unwrap()
+    ));
+    let pinned = std::fs::read_to_string(
+        lab.server
+            .dir
+            .join("hosts")
+            .join(host["id"].as_str().unwrap())
+            .join("etc/ssh_host_ed25519_key.pub"),
+    )
+    .unwrap();
+    std::fs::write(&known, format!("127.0.0.1 {pinned}")).unwrap();
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid,
+            "-n",
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-i")
+        .arg(&key)
+        .arg(format!("{}@127.0.0.1", host["username"].as_str().unwrap()))
+        .arg(command)
+        .output()
+        .expect("nsenter and ssh");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn step(lab: &Lab, host: &Value, path: &str, body: Value) -> Value {
+    let id = host["id"].as_str().unwrap();
+    let (st, v) = lab
+        .server
+        .post(&format!("/v1/admin/hosts/{id}/{path}"), &lab.admin, body)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{path}: {v}");
+    let task = lab
+        .server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "succeeded", "{path}: {task}");
+    task
+}
+
+async fn host_status(lab: &Lab, host: &Value) -> Value {
+    lab.server
+        .get(
+            &format!("/v1/admin/hosts/{}", host["id"].as_str().unwrap()),
+            &lab.admin,
+        )
+        .await
+        .1["data"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_is_a_locked_down_container_reachable_only_inside_its_namespace() {
+    let lab = lab(Backend::Sqlite).await;
+    let (uid, _) = lab.server.user(&lab.admin, "alice").await;
+    let (line, _) = keygen();
+    let (st, _) = lab
+        .server
+        .post(
+            &format!("/v1/admin/users/{uid}/ssh-keys"),
+            &lab.admin,
+            json!({"public_key": line}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let host = lab
+        .server
+        .host(
+            &lab.admin,
+            &uid,
+            json!({"memory_mb": 256, "cpus": 0.5, "pids_limit": 128}),
+        )
+        .await;
+    let h = host_status(&lab, &host).await;
+    assert_eq!(h["status"], "running", "{h}");
+    assert_eq!(h["image_outdated"], false);
+    assert_eq!(h["image"], sluice::runtime::image::tag().as_str());
+
+    let short = host["short_id"].as_str().unwrap();
+    let c = inspect(&container_name(short)).expect("the container exists");
+    let hc = &c["HostConfig"];
+    assert_eq!(hc["NetworkMode"], "none");
+    assert_eq!(hc["CapDrop"], json!(["ALL"]));
+    let caps: Vec<&str> = hc["CapAdd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for forbidden in ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"] {
+        assert!(
+            !caps.iter().any(|c| c.contains(forbidden)),
+            "{forbidden} in {caps:?}"
+        );
+    }
+    assert_eq!(hc["Memory"], 256 * 1024 * 1024);
+    assert_eq!(hc["PidsLimit"], 128);
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["Init"], true);
+    assert!(hc["SecurityOpt"].to_string().contains("no-new-privileges"));
+    assert_eq!(hc["Sysctls"]["net.ipv6.conf.all.disable_ipv6"], "1");
+    assert_eq!(c["Config"]["Labels"]["sluice.host_id"], host["id"]);
+    assert_eq!(c["Config"]["Hostname"], short);
+    let mounts = c["Mounts"].as_array().unwrap();
+    let home = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/home/alice")
+        .expect("home mount");
+    assert_eq!(home["Type"], "volume");
+    assert_eq!(
+        home["Name"],
+        volume_name(host["id"].as_str().unwrap().parse().unwrap()).as_str()
+    );
+    let resolv = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/etc/resolv.conf")
+        .expect("resolv.conf mount");
+    assert_eq!(
+        (resolv["Type"].as_str(), resolv["RW"].as_bool()),
+        (Some("bind"), Some(false))
+    );
+    // The container has only loopback.
+    let (_, links) = docker(&["exec", &container_name(short), "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = links
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{links}");
+
+    // Inside: no network or admin capability, even for root; resolv.conf is read-only.
+    let (ok, status) = docker(&["exec", &container_name(short), "cat", "/proc/1/status"]);
+    assert!(ok, "{status}");
+    let cap_eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    let cap_eff = u64::from_str_radix(cap_eff, 16).unwrap();
+    for (bit, name) in [(12, "NET_ADMIN"), (13, "NET_RAW"), (21, "SYS_ADMIN")] {
+        assert_eq!(
+            cap_eff & (1 << bit),
+            0,
+            "{name} effective in pid 1: {cap_eff:x}"
+        );
+    }
+    let (ok, out) = docker(&[
+        "exec",
+        &container_name(short),
+        "sh",
+        "-c",
+        "echo nameserver 8.8.8.8 > /etc/resolv.conf",
+    ]);
+    assert!(!ok, "resolv.conf was writable: {out}");
+
+    // sshd answers on 127.0.0.1:22 inside the namespace, with the pinned host key, for the
+    // internal key, as the owner.
+    let pid = c["State"]["Pid"].as_i64().unwrap();
+    assert!(sluice::runtime::docker::sshd_answers(pid).await);
+    let (ok, out) = ssh(
+        &lab,
+        &host,
+        "id -un; stat -c %U ~; cat ~/.ssh/authorized_keys 2>/dev/null | wc -l; grep -c . /etc/sluice/authorized_keys",
+    );
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["alice", "alice"], "{out}");
+    assert_eq!(lines[3], "2", "internal key and the owner's key: {out}");
+
+    // Logs and status.
+    let id = host["id"].as_str().unwrap();
+    let (st, v) = lab
+        .server
+        .get(&format!("/v1/admin/hosts/{id}/logs?tail=50"), &lab.admin)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        v["data"]["lines"]
+            .to_string()
+            .contains("Server listening on 127.0.0.1 port 22"),
+        "{v}"
+    );
+    for bad in ["tail=0", "tail=1001", "tail=x"] {
+        let (st, _) = lab
+            .server
+            .get(&format!("/v1/admin/hosts/{id}/logs?{bad}"), &lab.admin)
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (st, v) = lab.server.get("/v1/admin/status", &lab.admin).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["data"]["docker"]["reachable"], true);
+    assert_eq!(v["data"]["docker"]["image_present"], true);
+    assert_eq!(v["data"]["hosts"]["by_status"]["running"], 1);
+    let (_, health) = lab.server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(health["checks"]["docker"], "ok");
+}
+
+fn keygen() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (public.trim().to_string(), String::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_survives_stop_start_and_rebuild_and_a_wipe_clears_it() {
+    let lab = lab(Backend::Postgres).await;
+    let (uid, _) = lab.server.user(&lab.admin, "bob").await;
+    let host = lab
+        .server
+        .host(&lab.admin, &uid, json!({"memory_mb": 256}))
+        .await;
+    let (ok, out) = ssh(&lab, &host, "echo kept > ~/notes.txt");
+    assert!(ok, "{out}");
+    let host_key = |lab: &Lab| {
+        let pid =
+            inspect(&container_name(host["short_id"].as_str().unwrap())).unwrap()["State"]["Pid"]
+                .as_i64()
+                .unwrap();
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "ssh-keyscan",
+                "-t",
+                "ed25519",
+                "127.0.0.1",
+            ])
+            .output()
+            .unwrap();
+        let _ = lab;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let key_before = host_key(&lab);
+    assert!(!key_before.is_empty());
+
+    step(&lab, &host, "stop", json!({})).await;
+    assert_eq!(host_status(&lab, &host).await["status"], "stopped");
+    let c = inspect(&container_name(host["short_id"].as_str().unwrap())).unwrap();
+    assert_eq!(c["State"]["Running"], false);
+    step(&lab, &host, "start", json!({})).await;
+    assert_eq!(ssh(&lab, &host, "cat ~/notes.txt").1.trim(), "kept");
+
+    step(&lab, &host, "rebuild", json!({})).await;
+    assert_eq!(ssh(&lab, &host, "cat ~/notes.txt").1.trim(), "kept");
+    assert_eq!(
+        host_key(&lab),
+        key_before,
+        "a rebuild keeps the pinned host key"
+    );
+
+    step(&lab, &host, "rebuild", json!({"wipe_home": true})).await;
+    let (ok, out) = ssh(
+        &lab,
+        &host,
+        "test -e ~/notes.txt && echo present || echo gone; stat -c %U ~/.bashrc",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["gone", "bob"]);
+
+    // Suspend stops the container and refuses a start until unsuspended.
+    step(&lab, &host, "suspend", json!({})).await;
+    assert_eq!(host_status(&lab, &host).await["status"], "suspended");
+    assert_eq!(
+        inspect(&container_name(host["short_id"].as_str().unwrap())).unwrap()["State"]["Running"],
+        false
+    );
+    let id = host["id"].as_str().unwrap();
+    let (st, _) = lab
+        .server
+        .post(
+            &format!("/v1/admin/hosts/{id}/start"),
+            &lab.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, v) = lab
+        .server
+        .post(
+            &format!("/v1/admin/hosts/{id}/unsuspend"),
+            &lab.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["status"], "stopped");
+    step(&lab, &host, "start", json!({})).await;
+    assert_eq!(host_status(&lab, &host).await["status"], "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_leaves_nothing_and_a_failed_create_leaves_no_container() {
+    let lab = lab(Backend::Sqlite).await;
+    let (uid, _) = lab.server.user(&lab.admin, "carol").await;
+    let host = lab
+        .server
+        .host(&lab.admin, &uid, json!({"memory_mb": 128}))
+        .await;
+    let id = host["id"].as_str().unwrap().to_string();
+    let name = container_name(host["short_id"].as_str().unwrap());
+    let files = lab.server.dir.join("hosts").join(&id);
+    assert!(inspect(&name).is_some() && files.exists());
+    let (st, v) = lab
+        .server
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/hosts/{id}"),
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let task = lab
+        .server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert!(inspect(&name).is_none(), "container left behind");
+    assert!(
+        !volume_exists(&volume_name(id.parse().unwrap())),
+        "volume left behind"
+    );
+    assert!(!files.exists(), "files left behind");
+
+    // More CPUs than the machine has: Docker refuses the container.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        cores < 64,
+        "this check needs a machine with fewer than 64 cores"
+    );
+    let (st, v) = lab
+        .server
+        .post(
+            "/v1/admin/hosts",
+            &lab.admin,
+            json!({"user_id": uid, "cpus": 64}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let task = lab
+        .server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "failed");
+    let h = host_status(&lab, &v["data"]).await;
+    assert_eq!(h["status"], "error");
+    assert!(
+        h["status_reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("cpu"),
+        "{h}"
+    );
+    assert!(
+        inspect(&container_name(v["data"]["short_id"].as_str().unwrap())).is_none(),
+        "no orphan container"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_restores_hosts_removes_orphans_and_stops_disabled_users() {
+    let lab = lab(Backend::Sqlite).await;
+    let (uid, _) = lab.server.user(&lab.admin, "dora").await;
+    let a = lab
+        .server
+        .host(&lab.admin, &uid, json!({"memory_mb": 128}))
+        .await;
+    let (uid2, _) = lab.server.user(&lab.admin, "emil").await;
+    let b = lab
+        .server
+        .host(&lab.admin, &uid2, json!({"memory_mb": 128}))
+        .await;
+
+    // A container killed behind Sluice's back, and one removed outright.
+    let (ok, out) = docker(&["kill", &container_name(a["short_id"].as_str().unwrap())]);
+    assert!(ok, "{out}");
+    // An orphan: a container of this install for a host that does not exist.
+    let ghost = uuid::Uuid::now_v7();
+    let (ok, out) = docker(&[
+        "create",
+        "--network",
+        "none",
+        "--label",
+        &format!("sluice.instance={}", lab.runtime.instance()),
+        "--label",
+        &format!("sluice.host_id={ghost}"),
+        "--name",
+        &format!("sluice-ghost-{}", &ghost.simple().to_string()[..8]),
+        &sluice::runtime::image::tag(),
+    ]);
+    assert!(ok, "{out}");
+    // A container of another install is left alone.
+    let (ok, out) = docker(&[
+        "create",
+        "--network",
+        "none",
+        "--label",
+        "sluice.instance=someone-else",
+        "--label",
+        &format!("sluice.host_id={ghost}"),
+        "--name",
+        &format!("other-{}", &ghost.simple().to_string()[..8]),
+        &sluice::runtime::image::tag(),
+    ]);
+    assert!(ok, "{out}");
+    let other = format!("other-{}", &ghost.simple().to_string()[..8]);
+    // Disable emil: his running host must stop.
+    let (st, _) = lab
+        .server
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/users/{uid2}"),
+            Some(&lab.admin),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    let store = lab.server.running.as_ref().unwrap().store.clone();
+    let report = sluice::tasks::reconcile::once(
+        &store,
+        lab.runtime.as_ref(),
+        &sluice::tasks::Queue::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.orphans_removed, 1, "{report:?}");
+    assert_eq!(report.restarts_queued, 1, "{report:?}");
+    assert_eq!(report.stops_queued, 1, "{report:?}");
+    assert!(
+        inspect(&format!(
+            "sluice-ghost-{}",
+            &ghost.simple().to_string()[..8]
+        ))
+        .is_none()
+    );
+    assert!(
+        inspect(&other).is_some(),
+        "another install's container was touched"
+    );
+    docker(&["rm", "-f", &other]);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ha = host_status(&lab, &a).await;
+        let hb = host_status(&lab, &b).await;
+        let a_up = inspect(&container_name(a["short_id"].as_str().unwrap())).unwrap()["State"]["Running"]
+            == true;
+        if ha["status"] == "running" && a_up && hb["status"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reconciled: {ha} {hb}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        inspect(&container_name(b["short_id"].as_str().unwrap())).unwrap()["State"]["Running"],
+        false
+    );
+    let actions = lab.server.actions(&lab.admin).await;
+    assert!(actions.contains(&"host.orphan_removed".to_string()));
+    // A second pass has nothing to do.
+    let report = sluice::tasks::reconcile::once(
+        &store,
+        lab.runtime.as_ref(),
+        &sluice::tasks::Queue::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report, Default::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_hosts_created_at_once_all_run() {
+    let lab = lab(Backend::Sqlite).await;
+    let (uid, _) = lab.server.user(&lab.admin, "fred").await;
+    let mut tasks = vec![];
+    for _ in 0..20 {
+        let (st, v) = lab
+            .server
+            .post(
+                "/v1/admin/hosts",
+                &lab.admin,
+                json!({"user_id": uid, "memory_mb": 64, "cpus": 0.1}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        tasks.push(v["data"]["task_id"].as_str().unwrap().to_string());
+    }
+    for t in &tasks {
+        let task = lab
+            .server
+            .wait_task_for(&lab.admin, t, Duration::from_secs(300))
+            .await;
+        assert_eq!(task["status"], "succeeded", "{task}");
+    }
+    let (_, v) = lab
+        .server
+        .get("/v1/admin/hosts?per_page=100", &lab.admin)
+        .await;
+    let hosts = v["data"].as_array().unwrap();
+    assert_eq!(hosts.len(), 20);
+    assert!(hosts.iter().all(|h| h["status"] == "running"));
+    let observed = lab.runtime.observe().await.unwrap();
+    assert_eq!(observed.iter().filter(|o| o.running).count(), 20);
+}
