@@ -663,3 +663,193 @@ async fn twenty_hosts_created_at_once_all_run() {
     let observed = lab.runtime.observe().await.unwrap();
     assert_eq!(observed.iter().filter(|o| o.running).count(), 20);
 }
+
+/// `sluice serve` as a child process.
+struct ServeProcess(std::process::Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_serve(dir: &std::path::Path, port: u16) -> ServeProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
+    ServeProcess(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .env("SLUICE_DATA_DIR", dir)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+            .env("LOG_LEVEL", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sluice serve starts"),
+    )
+}
+
+async fn wait_up(http: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sluice serve did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_creation_sluice_converges_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let runtime = DockerRuntime::new(dir).unwrap();
+    ensure_image(&runtime).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut serve = spawn_serve(dir, port);
+    wait_up(&http, &base).await;
+
+    let login = || async {
+        let v: Value = http
+            .post(format!("{base}/v1/auth/login"))
+            .json(&json!({"username": "admin", "password": common::ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    };
+    let admin = login().await;
+    let v: Value = http
+        .post(format!("{base}/v1/admin/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "gus"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uid = v["data"]["id"].as_str().unwrap().to_string();
+    let mut hosts = vec![];
+    for _ in 0..5 {
+        let v: Value = http
+            .post(format!("{base}/v1/admin/hosts"))
+            .bearer_auth(&admin)
+            .json(&json!({"user_id": uid, "memory_mb": 64}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        hosts.push(v["data"]["id"].as_str().unwrap().to_string());
+    }
+    // Kill it while tasks are in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = http
+            .get(format!("{base}/v1/admin/tasks?status=running"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["meta"]["total"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no task ever ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unsafe { libc::kill(serve.0.id() as i32, libc::SIGKILL) };
+    let _ = serve.0.wait();
+    drop(serve);
+
+    let _serve = spawn_serve(dir, port);
+    wait_up(&http, &base).await;
+    let admin = login().await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let v: Value = http
+            .get(format!("{base}/v1/admin/hosts?per_page=100"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let statuses: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap().to_string())
+            .collect();
+        if statuses.len() == 5 && statuses.iter().all(|s| s == "running") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hosts did not converge: {statuses:?}\n{}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for status in ["running", "queued"] {
+        let v: Value = http
+            .get(format!("{base}/v1/admin/tasks?status={status}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["meta"]["total"], 0, "{status} tasks left: {v}");
+    }
+    // At least one create was cut off and run again.
+    let v: Value = http
+        .get(format!("{base}/v1/admin/tasks?kind=create"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["attempts"].as_i64() >= Some(2)),
+        "no task was interrupted: {v}"
+    );
+    // Exactly one running container per host, and nothing else of this install.
+    let observed = runtime.observe().await.unwrap();
+    let mut ids: Vec<String> = observed
+        .iter()
+        .filter(|o| o.running)
+        .map(|o| o.host_id.to_string())
+        .collect();
+    ids.sort();
+    hosts.sort();
+    assert_eq!(ids, hosts);
+    assert_eq!(observed.len(), 5, "orphan containers: {observed:?}");
+}

@@ -78,7 +78,7 @@ pub enum BuildEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(
-        "the base image {BASE_IMAGE} is missing: make it with scripts/base-image.sh (debootstrap + docker import) or pull it"
+        "the base image {BASE_IMAGE} is missing and could not be pulled: make it with scripts/base-image.sh (debootstrap + docker import)"
     )]
     BaseMissing,
     #[error("image build failed: {0}")]
@@ -103,9 +103,9 @@ pub async fn build(
     docker: &Docker,
     mut on_event: impl FnMut(BuildEvent),
 ) -> Result<String, ImageError> {
-    if !exists(docker, BASE_IMAGE).await? {
-        return Err(ImageError::BaseMissing);
-    }
+    // The classic builder pulls a missing base image where a registry is reachable; where none
+    // is, the error says how to make it locally.
+    let base_present = exists(docker, BASE_IMAGE).await?;
     let tag = tag();
     let tar = context_tar().map_err(|e| ImageError::Build(e.to_string()))?;
     let options = BuildImageOptionsBuilder::default()
@@ -122,10 +122,14 @@ pub async fn build(
     let mut last_lines: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| match e {
+            _ if !base_present => ImageError::BaseMissing,
             bollard::errors::Error::DockerStreamError { error } => ImageError::Build(error),
             other => ImageError::Docker(other),
         })?;
         if let Some(detail) = info.error_detail {
+            if !base_present {
+                return Err(ImageError::BaseMissing);
+            }
             let msg = detail.message.unwrap_or_else(|| "unknown error".into());
             let context = last_lines.join("\n");
             return Err(ImageError::Build(format!("{msg}\n{context}")));
