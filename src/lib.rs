@@ -12,6 +12,7 @@ pub mod config;
 pub mod egress;
 pub mod events;
 pub mod hosts;
+pub mod netns;
 pub mod runtime;
 pub mod store;
 pub mod tasks;

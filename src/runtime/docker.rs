@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
-use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, netns};
+use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus};
+use crate::netns;
 use crate::egress::EgressSettings;
 
 /// Capabilities a host keeps: what sshd and the entrypoint need, and nothing that touches

@@ -10,7 +10,6 @@ use crate::egress::EgressSettings;
 pub mod docker;
 pub mod hostfiles;
 pub mod image;
-pub mod netns;
 
 /// What the runtime needs to know about a host.
 #[derive(Debug, Clone)]
