@@ -1,8 +1,12 @@
 //! Egress: the ways out that hosts are bound to. This module owns what an egress *is*: its
 //! WireGuard or proxy settings, their validation, secret masking, and client key generation.
-//! The data plane that carries traffic lands here as the egress engine.
+//! The data plane: `engine.rs` keeps one session per host, `tun.rs` makes the host's TUN in
+//! its namespace, `wireguard.rs` runs a WireGuard tunnel over boringtun.
 
+pub mod engine;
 pub mod settings;
+pub mod tun;
+pub mod wireguard;
 
 pub use settings::{EgressInput, EgressSettings, ProxyConfig, ValidEgress, WireguardSettings};
 

@@ -28,6 +28,9 @@ use super::image::{self, BuildEvent};
 use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus};
 use crate::netns;
 use crate::egress::EgressSettings;
+use crate::egress::engine::Engine;
+use crate::netns::NetNs;
+use std::sync::Arc;
 
 /// Capabilities a host keeps: what sshd and the entrypoint need, and nothing that touches
 /// the network (no NET_ADMIN, NET_RAW) or the kernel (no SYS_ADMIN).
@@ -55,6 +58,7 @@ pub struct DockerRuntime {
     instance: String,
     image: String,
     build_lock: Mutex<()>,
+    engine: Arc<Engine>,
 }
 
 pub fn container_name(short_id: &str) -> String {
@@ -108,7 +112,34 @@ impl DockerRuntime {
             instance: instance_id(data_dir)?,
             image: image::tag(),
             build_lock: Mutex::new(()),
+            engine: Arc::new(Engine::new()),
         })
+    }
+
+    /// The egress engine holding this runtime's hosts' data planes.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Attaches a running host's namespace to its egress, or detaches it when it has none.
+    async fn attach_egress(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        let Some(egress) = &host.egress else {
+            self.engine.detach(host.id).await;
+            return Ok(());
+        };
+        let pid = self
+            .inspect(&container_name(&host.short_id))
+            .await?
+            .and_then(|c| c.state)
+            .filter(|s| s.running == Some(true))
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| RuntimeError::permanent("the container is not running"))?;
+        progress.report("attaching the egress").await;
+        self.engine
+            .attach(host.id, &NetNs::Pid(pid), egress.id, &egress.settings)
+            .await
+            .map_err(|e| RuntimeError::permanent(format!("egress attach failed: {e}")))
     }
 
     /// This install's id, carried by every container it makes.
@@ -414,7 +445,8 @@ fn instance_id(data_dir: &Path) -> std::io::Result<String> {
 impl HostRuntime for DockerRuntime {
     async fn create(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
         self.create_container(host, progress).await?;
-        self.start_and_wait(host, progress).await
+        self.start_and_wait(host, progress).await?;
+        self.attach_egress(host, progress).await
     }
 
     async fn start(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
@@ -434,11 +466,13 @@ impl HostRuntime for DockerRuntime {
                 .await;
             self.create_container(host, progress).await?;
         }
-        self.start_and_wait(host, progress).await
+        self.start_and_wait(host, progress).await?;
+        self.attach_egress(host, progress).await
     }
 
     async fn stop(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
         let name = container_name(&host.short_id);
+        self.engine.detach(host.id).await;
         progress.report("stopping the container").await;
         let opts = StopContainerOptionsBuilder::default().t(10).build();
         match self.docker().await?.stop_container(&name, Some(opts)).await {
@@ -457,6 +491,7 @@ impl HostRuntime for DockerRuntime {
         wipe_home: bool,
         progress: &dyn Progress,
     ) -> Result<(), RuntimeError> {
+        self.engine.detach(host.id).await;
         progress.report("removing the old container").await;
         self.remove_container(&container_name(&host.short_id))
             .await?;
@@ -465,10 +500,12 @@ impl HostRuntime for DockerRuntime {
             self.remove_volume(host.id).await?;
         }
         self.create_container(host, progress).await?;
-        self.start_and_wait(host, progress).await
+        self.start_and_wait(host, progress).await?;
+        self.attach_egress(host, progress).await
     }
 
     async fn delete(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+        self.engine.detach(host.id).await;
         progress.report("removing the container").await;
         self.remove_container(&container_name(&host.short_id))
             .await?;
@@ -484,13 +521,23 @@ impl HostRuntime for DockerRuntime {
         host: &HostSpec,
         progress: &dyn Progress,
     ) -> Result<(), RuntimeError> {
-        // The data plane (a TUN in the container's namespace) is not built yet, so a host has
-        // no route out whatever it is bound to: it fails closed. Its resolver follows the
-        // binding already.
+        // Resolver first: it names the new egress's DNS server, reachable only through it.
         progress.report("pointing the resolver at the egress").await;
         self.files(host)
             .write_resolv_conf(&Self::nameserver(host))
-            .map_err(|e| RuntimeError::permanent(format!("cannot write resolv.conf: {e}")))
+            .map_err(|e| RuntimeError::permanent(format!("cannot write resolv.conf: {e}")))?;
+        let running = self
+            .inspect(&container_name(&host.short_id))
+            .await?
+            .and_then(|c| c.state)
+            .is_some_and(|s| s.running == Some(true));
+        if running {
+            self.attach_egress(host, progress).await
+        } else {
+            // It attaches when it starts.
+            self.engine.detach(host.id).await;
+            Ok(())
+        }
     }
 
     async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
@@ -508,17 +555,28 @@ impl HostRuntime for DockerRuntime {
             .list_containers(Some(opts))
             .await
             .map_err(classify)?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let host_id = c.labels.as_ref()?.get(LABEL_HOST)?.parse().ok()?;
-                let running = matches!(
-                    c.state,
-                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
-                );
-                Some(Observed { host_id, running })
-            })
-            .collect())
+        let mut observed = Vec::with_capacity(list.len());
+        for c in list {
+            let Some(host_id) = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_HOST))
+                .and_then(|h| h.parse().ok())
+            else {
+                continue;
+            };
+            let running = matches!(
+                c.state,
+                Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+            );
+            let egress_attached = self.engine.session(host_id).await.is_some();
+            observed.push(Observed {
+                host_id,
+                running,
+                egress_attached,
+            });
+        }
+        Ok(observed)
     }
 
     async fn remove_orphan(&self, host_id: Uuid) -> Result<(), RuntimeError> {

@@ -119,6 +119,8 @@ pub trait HostRuntime: Send + Sync + 'static {
 pub struct Observed {
     pub host_id: Uuid,
     pub running: bool,
+    /// Whether the host's egress data plane is up in this process.
+    pub egress_attached: bool,
 }
 
 /// The runtime's view of its engine and image.

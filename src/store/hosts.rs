@@ -232,13 +232,18 @@ pub async fn set_image(c: Conn<'_>, id: Uuid, image: &str) -> Result<()> {
     Ok(())
 }
 
-/// What the reconciler needs of every host: id, status, and the owner's account status.
-pub async fn reconcile_view(c: Conn<'_>) -> Result<Vec<(Uuid, String, Option<String>)>> {
+/// What the reconciler needs of every host: id, status, the owner's account status, and the
+/// bound egress.
+pub async fn reconcile_view(
+    c: Conn<'_>,
+) -> Result<Vec<(Uuid, String, Option<String>, Option<Uuid>)>> {
     Ok(on_conn!(c, |c| {
-        sqlx::query_as::<_, (Uuid, String, Option<String>)>(
-        "SELECT h.id, h.status, u.status FROM hosts h LEFT JOIN users u ON u.id = h.user_id ORDER BY h.id"
-    )
-    .fetch_all(&mut *c)
-    .await
+        sqlx::query_as::<_, (Uuid, String, Option<String>, Option<Uuid>)>(
+            "SELECT h.id, h.status, u.status, b.egress_ip_id FROM hosts h
+             LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id
+             ORDER BY h.id",
+        )
+        .fetch_all(&mut *c)
+        .await
     })?)
 }

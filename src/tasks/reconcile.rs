@@ -1,7 +1,8 @@
 //! The reconciler: at start and every 30 s, brings the runtime back in line with the
 //! database. Containers with no host row are removed; hosts that should run but whose
 //! container is gone or stopped get a start task (which fails into `error` with the reason if
-//! they cannot come back); hosts of disabled or expired users are stopped. Hosts with a task
+//! they cannot come back); running hosts whose egress data plane is not attached (after a
+//! restart of Sluice) get it attached again; hosts of disabled or expired users are stopped. Hosts with a task
 //! queued or running are left to that task.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::{Kind, Queue, enqueue};
 use crate::events::{self, NewEvent};
 use crate::hosts::HostStatus;
-use crate::runtime::HostRuntime;
+use crate::runtime::{HostRuntime, Observed};
 use crate::store::{self, Store};
 use crate::users::UserStatus;
 
@@ -25,6 +26,7 @@ pub struct Report {
     pub orphans_removed: usize,
     pub restarts_queued: usize,
     pub stops_queued: usize,
+    pub reattaches_queued: usize,
 }
 
 /// Runs [`once`] now and every `every`, until `stop`.
@@ -63,11 +65,11 @@ pub async fn once(
     runtime: &dyn HostRuntime,
     queue: &Queue,
 ) -> Result<Report, ReconcileError> {
-    let observed: HashMap<Uuid, bool> = runtime
+    let observed: HashMap<Uuid, Observed> = runtime
         .observe()
         .await?
         .into_iter()
-        .map(|o| (o.host_id, o.running))
+        .map(|o| (o.host_id, o))
         .collect();
     let hosts = {
         let mut db = store.acquire().await?;
@@ -77,7 +79,7 @@ pub async fn once(
 
     // Containers of this install whose host is gone.
     for host_id in observed.keys() {
-        if hosts.iter().any(|(id, _, _)| id == host_id) {
+        if hosts.iter().any(|(id, ..)| id == host_id) {
             continue;
         }
         runtime.remove_orphan(*host_id).await?;
@@ -92,16 +94,20 @@ pub async fn once(
         report.orphans_removed += 1;
     }
 
-    for (host_id, status, owner) in &hosts {
+    for (host_id, status, owner, egress) in &hosts {
         if status != HostStatus::Running.as_str() {
             continue;
         }
         let owner_active = owner.as_deref() == Some(UserStatus::Active.as_str());
-        let running = observed.get(host_id).copied().unwrap_or(false);
-        let kind = match (owner_active, running) {
-            (false, _) => Kind::Stop,
-            (true, false) => Kind::Start,
-            (true, true) => continue,
+        let seen = observed.get(host_id);
+        let running = seen.is_some_and(|o| o.running);
+        let attached = seen.is_some_and(|o| o.egress_attached);
+        let kind = match (owner_active, running, egress.is_some() && !attached) {
+            (false, ..) => Kind::Stop,
+            (true, false, _) => Kind::Start,
+            // Running without its data plane (Sluice restarted): attach it again.
+            (true, true, true) => Kind::BindEgress,
+            (true, true, false) => continue,
         };
         let mut tx = store.begin().await?;
         if store::tasks::host_busy(tx.conn(), *host_id).await? {
@@ -110,6 +116,7 @@ pub async fn once(
         let task_id = enqueue(tx.conn(), kind, *host_id, json!({}), events::SYSTEM).await?;
         let (action, why) = match kind {
             Kind::Stop => ("host.stop_requested", "the owner's account is not active"),
+            Kind::BindEgress => ("host.bind_requested", "the egress data plane is not attached"),
             _ => ("host.start_requested", "the container is gone or stopped"),
         };
         events::record(
@@ -123,10 +130,11 @@ pub async fn once(
         tx.commit().await?;
         match kind {
             Kind::Stop => report.stops_queued += 1,
+            Kind::BindEgress => report.reattaches_queued += 1,
             _ => report.restarts_queued += 1,
         }
     }
-    if report.restarts_queued + report.stops_queued > 0 {
+    if report.restarts_queued + report.stops_queued + report.reattaches_queued > 0 {
         queue.wake();
     }
     Ok(report)

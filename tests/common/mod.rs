@@ -170,6 +170,7 @@ impl HostRuntime for RecordingRuntime {
             .map(|(id, running)| sluice::runtime::Observed {
                 host_id: *id,
                 running: *running,
+                egress_attached: true,
             })
             .collect())
     }

@@ -1,0 +1,133 @@
+//! The egress engine: one data-plane session per host, attached to the host's network
+//! namespace. A session owns the host's TUN; detaching (or the engine dying) closes it, and
+//! the host is left with no route at all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::settings::EgressSettings;
+use super::wireguard::{self, Counters, Peer};
+use super::tun;
+use crate::netns::NetNs;
+
+/// Why a host could not be attached to its egress.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("invalid egress settings: {0}")]
+    Settings(String),
+    #[error("cannot make the TUN device in the host's namespace: {0}")]
+    Tun(std::io::Error),
+    #[error("cannot open the tunnel's UDP socket: {0}")]
+    Udp(std::io::Error),
+    #[error("{0} egress is not supported yet")]
+    Unsupported(&'static str),
+}
+
+struct Session {
+    egress_id: Uuid,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+/// A live session, as reported.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub egress_id: Uuid,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    /// Unix seconds of the last handshake, 0 if none yet.
+    pub last_handshake: u64,
+}
+
+/// All sessions of this process.
+#[derive(Default)]
+pub struct Engine {
+    sessions: Mutex<HashMap<Uuid, Session>>,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attaches host `host_id` (whose namespace is `ns`) to an egress, replacing any session
+    /// it had: the old TUN closes before the new one opens, so nothing flows outside either.
+    pub async fn attach(
+        &self,
+        host_id: Uuid,
+        ns: &NetNs,
+        egress_id: Uuid,
+        settings: &EgressSettings,
+    ) -> Result<(), EgressError> {
+        let mut sessions = self.sessions.lock().await;
+        if let Some(old) = sessions.remove(&host_id) {
+            stop_session(old).await;
+        }
+        let session = match settings {
+            EgressSettings::Wireguard(w) => {
+                let peer = Peer::from_settings(w).await.map_err(EgressError::Settings)?;
+                let address = w
+                    .peer_address
+                    .parse()
+                    .map_err(|_| EgressError::Settings(format!("bad peer address {}", w.peer_address)))?;
+                let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
+                let udp = UdpSocket::bind(("0.0.0.0", 0)).await.map_err(EgressError::Udp)?;
+                let counters = Arc::new(Counters::default());
+                let stop = CancellationToken::new();
+                let task = tokio::spawn({
+                    let (counters, stop) = (counters.clone(), stop.clone());
+                    async move {
+                        match wireguard::run(peer, Arc::new(device), udp, counters, stop).await {
+                            Ok(()) => tracing::info!(host = %host_id, "egress detached"),
+                            Err(e) => tracing::warn!(host = %host_id, error = %e, "egress session ended"),
+                        }
+                    }
+                });
+                Session {
+                    egress_id,
+                    stop,
+                    task,
+                    counters,
+                }
+            }
+            EgressSettings::Proxy { .. } => return Err(EgressError::Unsupported("proxy")),
+        };
+        tracing::info!(host = %host_id, egress = %egress_id, "egress attached");
+        sessions.insert(host_id, session);
+        Ok(())
+    }
+
+    /// Ends a host's session, if any; its TUN and route disappear.
+    pub async fn detach(&self, host_id: Uuid) {
+        let session = self.sessions.lock().await.remove(&host_id);
+        if let Some(s) = session {
+            stop_session(s).await;
+        }
+    }
+
+    /// The host's live session, if it has one.
+    pub async fn session(&self, host_id: Uuid) -> Option<SessionInfo> {
+        let sessions = self.sessions.lock().await;
+        let s = sessions.get(&host_id).filter(|s| !s.task.is_finished())?;
+        use std::sync::atomic::Ordering::Relaxed;
+        Some(SessionInfo {
+            egress_id: s.egress_id,
+            tx_packets: s.counters.tx_packets.load(Relaxed),
+            rx_packets: s.counters.rx_packets.load(Relaxed),
+            last_handshake: s.counters.last_handshake.load(Relaxed),
+        })
+    }
+}
+
+async fn stop_session(s: Session) {
+    s.stop.cancel();
+    // Waiting for the task closes the TUN before anything else happens to the namespace.
+    let _ = s.task.await;
+}

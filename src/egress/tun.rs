@@ -1,0 +1,72 @@
+//! The TUN device of a host's egress, made inside the host's network namespace: address, MTU,
+//! and the default route through it. When its file descriptor closes, the device and its
+//! route vanish, so a dead engine leaves the namespace without any route: it fails closed.
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::netns::NetNs;
+
+/// Name of the device inside the namespace.
+pub const DEVICE: &str = "sluice0";
+/// MTU of the tunnel (WireGuard over IPv4 leaves 1420 of a 1500 link).
+pub const MTU: u16 = 1420;
+
+/// Opens the TUN in `ns` with `address`, and routes everything through it.
+pub async fn open(ns: &NetNs, address: Ipv4Net) -> std::io::Result<tun_rs::AsyncDevice> {
+    let dev = ns
+        .run(move || {
+            let dev = tun_rs::DeviceBuilder::new()
+                .name(DEVICE)
+                .ipv4(address.addr(), address.prefix_len(), None)
+                .mtu(MTU)
+                .packet_information(false)
+                .build_sync()?;
+            add_default_route(DEVICE)?;
+            Ok(dev)
+        })
+        .await?;
+    tun_rs::AsyncDevice::new(dev)
+}
+
+/// `ip route add default dev NAME`, through the classic routing ioctl (on the calling thread's
+/// namespace).
+fn add_default_route(device: &str) -> std::io::Result<()> {
+    let name = CString::new(device).map_err(std::io::Error::other)?;
+    // SAFETY: a plain datagram socket used only for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let any = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+    // SAFETY: rtentry is a plain C struct; zero is a valid value for every field.
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = any;
+    rt.rt_genmask = any;
+    rt.rt_flags = libc::RTF_UP;
+    rt.rt_dev = name.as_ptr() as *mut libc::c_char;
+    // SAFETY: `rt` and the name it points to outlive the call.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCADDRT, &rt) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if r < 0 && err.raw_os_error() != Some(libc::EEXIST) {
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
