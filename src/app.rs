@@ -53,20 +53,24 @@ pub struct Running {
     /// The generated admin password, when this start created the admin account without one.
     pub generated_admin_password: Option<String>,
     pub store: Store,
+    runtime: Arc<dyn HostRuntime>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Waits until the server stops (after [`Running::shutdown`] or a fatal error).
+    /// Waits until the server stops (after its stop token is cancelled or a fatal error),
+    /// then ends the runtime's data planes.
     pub async fn wait(self) {
         let _ = self.server.await;
+        self.runtime.shutdown().await;
     }
 
-    /// Stops serving and the background work.
+    /// Stops serving and the background work; the runtime's data planes end too.
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.server.await;
+        self.runtime.shutdown().await;
     }
 
     /// A token that stops everything when cancelled.
@@ -152,6 +156,7 @@ pub async fn start(
         addr,
         generated_admin_password,
         store,
+        runtime,
         stop,
         server,
     })

@@ -29,7 +29,8 @@ impl NetNs {
     /// value or a clone of it is.
     pub async fn create() -> std::io::Result<NetNs> {
         run_on_thread(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
             let f = File::open("/proc/thread-self/ns/net")?;
             Ok(NetNs::Held(Arc::new(f)))
         })

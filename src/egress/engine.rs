@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::settings::EgressSettings;
-use super::wireguard::{self, Counters, Peer};
 use super::tun;
+use super::wireguard::{self, Counters, Peer};
 use crate::netns::NetNs;
 
 /// Why a host could not be attached to its egress.
@@ -72,13 +72,16 @@ impl Engine {
         }
         let session = match settings {
             EgressSettings::Wireguard(w) => {
-                let peer = Peer::from_settings(w).await.map_err(EgressError::Settings)?;
-                let address = w
-                    .peer_address
-                    .parse()
-                    .map_err(|_| EgressError::Settings(format!("bad peer address {}", w.peer_address)))?;
+                let peer = Peer::from_settings(w)
+                    .await
+                    .map_err(EgressError::Settings)?;
+                let address = w.peer_address.parse().map_err(|_| {
+                    EgressError::Settings(format!("bad peer address {}", w.peer_address))
+                })?;
                 let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
-                let udp = UdpSocket::bind(("0.0.0.0", 0)).await.map_err(EgressError::Udp)?;
+                let udp = UdpSocket::bind(("0.0.0.0", 0))
+                    .await
+                    .map_err(EgressError::Udp)?;
                 let counters = Arc::new(Counters::default());
                 let stop = CancellationToken::new();
                 let task = tokio::spawn({
@@ -86,7 +89,9 @@ impl Engine {
                     async move {
                         match wireguard::run(peer, Arc::new(device), udp, counters, stop).await {
                             Ok(()) => tracing::info!(host = %host_id, "egress detached"),
-                            Err(e) => tracing::warn!(host = %host_id, error = %e, "egress session ended"),
+                            Err(e) => {
+                                tracing::warn!(host = %host_id, error = %e, "egress session ended")
+                            }
                         }
                     }
                 });
@@ -108,6 +113,14 @@ impl Engine {
     pub async fn detach(&self, host_id: Uuid) {
         let session = self.sessions.lock().await.remove(&host_id);
         if let Some(s) = session {
+            stop_session(s).await;
+        }
+    }
+
+    /// Ends every session (Sluice is stopping; the hosts fail closed until it is back).
+    pub async fn detach_all(&self) {
+        let sessions: Vec<Session> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        for s in sessions {
             stop_session(s).await;
         }
     }

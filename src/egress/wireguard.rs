@@ -50,7 +50,11 @@ impl Peer {
         Ok(Peer {
             private: StaticSecret::from(key(&w.private_key, "the private key")?),
             public: PublicKey::from(key(&w.public_key, "the server's public key")?),
-            preshared: w.preshared_key.as_deref().map(|k| key(k, "the preshared key")).transpose()?,
+            preshared: w
+                .preshared_key
+                .as_deref()
+                .map(|k| key(k, "the preshared key"))
+                .transpose()?,
             endpoint,
         })
     }

@@ -26,9 +26,9 @@ use uuid::Uuid;
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
 use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus};
-use crate::netns;
 use crate::egress::EgressSettings;
 use crate::egress::engine::Engine;
+use crate::netns;
 use crate::netns::NetNs;
 use std::sync::Arc;
 
@@ -122,7 +122,11 @@ impl DockerRuntime {
     }
 
     /// Attaches a running host's namespace to its egress, or detaches it when it has none.
-    async fn attach_egress(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
+    async fn attach_egress(
+        &self,
+        host: &HostSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
         let Some(egress) = &host.egress else {
             self.engine.detach(host.id).await;
             return Ok(());
@@ -638,5 +642,9 @@ impl HostRuntime for DockerRuntime {
 
     fn image(&self) -> Option<String> {
         Some(self.image.clone())
+    }
+
+    async fn shutdown(&self) {
+        self.engine.detach_all().await;
     }
 }

@@ -112,6 +112,9 @@ pub trait HostRuntime: Send + Sync + 'static {
     fn image(&self) -> Option<String> {
         None
     }
+
+    /// Called when Sluice stops: data planes end with the process (hosts fail closed).
+    async fn shutdown(&self) {}
 }
 
 /// A container the runtime found.

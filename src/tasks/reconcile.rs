@@ -116,7 +116,10 @@ pub async fn once(
         let task_id = enqueue(tx.conn(), kind, *host_id, json!({}), events::SYSTEM).await?;
         let (action, why) = match kind {
             Kind::Stop => ("host.stop_requested", "the owner's account is not active"),
-            Kind::BindEgress => ("host.bind_requested", "the egress data plane is not attached"),
+            Kind::BindEgress => (
+                "host.bind_requested",
+                "the egress data plane is not attached",
+            ),
             _ => ("host.start_requested", "the container is gone or stopped"),
         };
         events::record(

@@ -1,0 +1,285 @@
+//! WireGuard egress from inside real containers, through a lab of network namespaces with
+//! wireguard-go as the server (tests/lab). Needs Docker, the base image, wireguard-go, wg,
+//! iptables and iproute2 (scripts/test.sh installs them); never skipped.
+
+mod common;
+mod lab;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{RecordingRuntime, Server};
+use lab::Lab;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sluice::runtime::HostRuntime;
+use sluice::runtime::docker::{DockerRuntime, container_name};
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs a command in the host's container (as root, on the container's network path).
+fn exec(host: &Value, cmd: &str) -> (bool, String) {
+    docker(&[
+        "exec",
+        &container_name(host["short_id"].as_str().unwrap()),
+        "sh",
+        "-c",
+        cmd,
+    ])
+}
+
+async fn ensure_image(runtime: &DockerRuntime) {
+    let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
+        .await
+        .unwrap();
+    runtime
+        .ensure_image(|_| {})
+        .await
+        .expect("the managed image builds");
+    drop(lock);
+}
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=sluice.instance={}", self.0);
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        let out = Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter", &filter])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+async fn start_server(dir: &std::path::Path, url: &str) -> (Server, Arc<DockerRuntime>) {
+    let settings = common::settings(dir, url.to_string());
+    let runtime = Arc::new(DockerRuntime::new(dir).unwrap());
+    ensure_image(&runtime).await;
+    let dynamic: Arc<dyn HostRuntime> = runtime.clone();
+    let server = Server::start_on(
+        settings,
+        dynamic,
+        RecordingRuntime::default(),
+        dir.to_path_buf(),
+        None,
+    )
+    .await;
+    (server, runtime)
+}
+
+/// Creates a WireGuard egress for lab server `i`; answers (egress id, client public key).
+async fn wg_egress(
+    s: &Server,
+    admin: &str,
+    lab: &Lab,
+    i: u8,
+    server_public: Option<&str>,
+) -> (String, String) {
+    let exit = if i == 0 { lab::EXIT_WG0 } else { lab::EXIT_WG1 };
+    let (st, v) = s
+        .post("/v1/admin/egress-ips", admin, json!({
+            "label": format!("lab-wg{i}"),
+            "ip_address": exit,
+            "tunnel_type": "wireguard",
+            "wg_endpoint": lab.endpoint(i),
+            // The server key is set below once the server runs (it needs the client's key).
+            "wg_public_key": server_public.unwrap_or("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+            "wg_dns_server": lab.dns(),
+            "wg_peer_address": format!("10.{}.0.2/32", 64 + i),
+        }))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    (
+        v["data"]["id"].as_str().unwrap().to_string(),
+        v["data"]["wg_client_public_key"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// An egress whose WireGuard server runs in the lab.
+async fn lab_egress(s: &Server, admin: &str, lab: &mut Lab, i: u8) -> String {
+    let (id, client) = wg_egress(s, admin, lab, i, None).await;
+    let server_public = lab.start_wireguard(i, &client);
+    let (st, v) = s
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/egress-ips/{id}"),
+            Some(admin),
+            Some(json!({"wg_public_key": server_public})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    id
+}
+
+/// Polls `cmd` in the host until its output (trimmed) is `want`, within `limit`.
+fn wait_output(host: &Value, cmd: &str, want: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, out) = exec(host, cmd);
+        if out.trim() == want {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{cmd}` gave {out:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (mut s, runtime) = start_server(tmp.path(), &url).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress0 = lab_egress(&s, &admin, &mut lab, 0).await;
+    let (uid, _) = s.user(&admin, "wendy").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress0, "memory_mb": 256}),
+        )
+        .await;
+    let (_, h) = s
+        .get(
+            &format!("/v1/admin/hosts/{}", host["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
+    assert_eq!(h["data"]["status"], "running", "{h}");
+
+    // HTTP and DNS from inside the container leave through the tunnel's exit.
+    let curl = format!("curl -s --max-time 5 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
+    let (ok, out) = exec(&host, "dig +short +time=3 +tries=1 whoami.lab.test A");
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        lab::EXIT_WG0,
+        "the resolver saw the egress side"
+    );
+    assert!(
+        lab.resolvers_for("whoami.lab.test")
+            .iter()
+            .all(|ip| ip.to_string() == lab::EXIT_WG0)
+    );
+    let (_, resolv) = exec(&host, "cat /etc/resolv.conf");
+    assert!(
+        resolv.contains(&format!("nameserver {}", lab.dns())),
+        "{resolv}"
+    );
+
+    // Hot swap to a second egress: a new exit address, the same container.
+    let started = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.StartedAt}}",
+        &container_name(host["short_id"].as_str().unwrap()),
+    ])
+    .1;
+    let egress1 = lab_egress(&s, &admin, &mut lab, 1).await;
+    let binding = h["data"]["binding_id"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/bindings/{binding}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    s.wait_task(&admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    // Unbound: no route at all, so nothing gets out.
+    let (ok, out) = exec(&host, &curl);
+    assert!(!ok, "traffic left without an egress: {out}");
+    let (st, v) = s
+        .post(
+            "/v1/admin/bindings",
+            &admin,
+            json!({"host_id": host["id"], "egress_ip_id": egress1}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let task = s
+        .wait_task(&admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    wait_output(&host, &curl, lab::EXIT_WG1, Duration::from_secs(20));
+    let started_after = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.StartedAt}}",
+        &container_name(host["short_id"].as_str().unwrap()),
+    ])
+    .1;
+    assert_eq!(started, started_after, "the container was restarted");
+
+    // Kill switch: Sluice goes away, the TUN with it; nothing gets out. After a restart the
+    // reconciler attaches the host again with no human action.
+    s.stop().await;
+    drop(runtime);
+    let (ok, out) = exec(&host, &curl);
+    assert!(!ok, "traffic left while Sluice was down: {out}");
+    let (s2, runtime2) = start_server(tmp.path(), &url).await;
+    let _cleanup2 = Cleanup(runtime2.instance().to_string());
+    wait_output(&host, &curl, lab::EXIT_WG1, Duration::from_secs(60));
+    let admin = s2.admin().await;
+    assert!(
+        s2.actions(&admin)
+            .await
+            .contains(&"host.bind_requested".to_string())
+    );
+
+    // The WireGuard server dies: traffic fails (it does not fall back to anything).
+    lab.stop_wireguard();
+    let (ok, out) = exec(&host, &curl);
+    assert!(!ok, "traffic left with the WireGuard server down: {out}");
+}

@@ -1,0 +1,380 @@
+//! The tests' own little internet, in network namespaces this test makes (and removes):
+//!
+//! ```text
+//!  host ns ── <p>h 198.18.K.1/30 ═ veth ═ 198.18.K.2/30 <p>e ── exit ns ── <p>x 10.99.0.1/30 ═ veth ═ 10.99.0.2/30 <p>n ── net ns
+//!                                         wireguard-go <p>w0 10.64.0.1/24 :51820 (SNAT -> 203.0.113.10)      echo   198.18.K.80:80
+//!                                         wireguard-go <p>w1 10.65.0.1/24 :51821 (SNAT -> 203.0.113.11)      whoami 198.18.K.90:53
+//!                                         host's direct traffic            (SNAT -> 198.51.100.1)
+//! ```
+//!
+//! The echo server answers each HTTP request with the caller's address; the DNS server answers
+//! any name with the querying address (A and TXT) and logs every query's source. Both run in
+//! this test process, on a thread inside the net namespace. Traffic goes nowhere else.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+
+/// What the DNS server saw: (source address, queried name).
+pub type QueryLog = Arc<Mutex<Vec<(IpAddr, String)>>>;
+
+pub struct Lab {
+    pub prefix: String,
+    /// Third octet of this lab's 198.18.K.0/24.
+    pub k: u8,
+    wg: Vec<Child>,
+    pub queries: QueryLog,
+    dir: tempfile::TempDir,
+}
+
+/// Exit addresses the lab's router gives each path.
+pub const EXIT_WG0: &str = "203.0.113.10";
+pub const EXIT_WG1: &str = "203.0.113.11";
+pub const EXIT_DIRECT: &str = "198.51.100.1";
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        // A lab per test process; K from the pid keeps parallel labs apart.
+        let k = (std::process::id() % 200 + 20) as u8;
+        let prefix = format!("sl{:04x}", std::process::id() % 0xffff);
+        let p = &prefix;
+        let (exit, net) = (format!("{p}e"), format!("{p}n"));
+        // Leftovers of an earlier run with the same pid.
+        let _ = Command::new("ip").args(["netns", "del", &exit]).output();
+        let _ = Command::new("ip").args(["netns", "del", &net]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{p}h")])
+            .output();
+        let lab = Lab {
+            prefix: prefix.clone(),
+            k,
+            wg: vec![],
+            queries: Arc::new(Mutex::new(vec![])),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let s = |x: &str| x.to_string();
+        let h = format!("{p}h");
+        let e = format!("{p}e");
+        let x = format!("{p}x");
+        let n = format!("{p}n");
+        run(&["ip", "netns", "add", &exit]);
+        run(&["ip", "netns", "add", &net]);
+        // host <-> exit
+        run(&["ip", "link", "add", &h, "type", "veth", "peer", "name", &e]);
+        run(&["ip", "link", "set", &e, "netns", &exit]);
+        run(&["ip", "addr", "add", &format!("198.18.{k}.1/30"), "dev", &h]);
+        run(&["ip", "link", "set", &h, "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &exit,
+            "addr",
+            "add",
+            &format!("198.18.{k}.2/30"),
+            "dev",
+            &e,
+        ]);
+        run(&["ip", "-n", &exit, "link", "set", &e, "up"]);
+        run(&["ip", "-n", &exit, "link", "set", "lo", "up"]);
+        // exit <-> net
+        run(&[
+            "ip", "-n", &exit, "link", "add", &x, "type", "veth", "peer", "name", &n,
+        ]);
+        run(&["ip", "-n", &exit, "link", "set", &n, "netns", &net]);
+        run(&["ip", "-n", &exit, "addr", "add", "10.99.0.1/30", "dev", &x]);
+        run(&["ip", "-n", &exit, "link", "set", &x, "up"]);
+        run(&["ip", "-n", &net, "addr", "add", "10.99.0.2/30", "dev", &n]);
+        run(&["ip", "-n", &net, "link", "set", &n, "up"]);
+        run(&["ip", "-n", &net, "link", "set", "lo", "up"]);
+        for a in [80, 90] {
+            run(&[
+                "ip",
+                "-n",
+                &net,
+                "addr",
+                "add",
+                &format!("198.18.{k}.{a}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        // Routes: the servers sit behind the exit router; the net side routes the exit
+        // addresses back to it.
+        run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("198.18.{k}.64/26"),
+            "via",
+            &format!("198.18.{k}.2"),
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &exit,
+            "route",
+            "add",
+            &format!("198.18.{k}.64/26"),
+            "via",
+            "10.99.0.2",
+        ]);
+        for back in ["203.0.113.0/24", "198.51.100.0/24"] {
+            run(&["ip", "-n", &net, "route", "add", back, "via", "10.99.0.1"]);
+        }
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &exit,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let nat = |src: &str, to: &str| {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &exit,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                src,
+                "-o",
+                &x,
+                "-j",
+                "SNAT",
+                "--to-source",
+                to,
+            ]);
+        };
+        nat("10.64.0.0/24", EXIT_WG0);
+        nat("10.65.0.0/24", EXIT_WG1);
+        nat(&format!("198.18.{k}.0/30"), EXIT_DIRECT);
+        let _ = s;
+        lab.start_servers();
+        lab
+    }
+
+    pub fn exit_ns(&self) -> String {
+        format!("{}e", self.prefix)
+    }
+    pub fn net_ns(&self) -> String {
+        format!("{}n", self.prefix)
+    }
+    /// The host side of the lab link, where a capture sees what leaves the host.
+    pub fn host_link(&self) -> String {
+        format!("{}h", self.prefix)
+    }
+    pub fn echo(&self) -> String {
+        format!("198.18.{}.80", self.k)
+    }
+    pub fn dns(&self) -> String {
+        format!("198.18.{}.90", self.k)
+    }
+    /// The WireGuard endpoint of server `i` (0 or 1).
+    pub fn endpoint(&self, i: u8) -> String {
+        format!("198.18.{}.2:{}", self.k, 51820 + u16::from(i))
+    }
+
+    /// Starts WireGuard server `i` (0 or 1) with `client_public` as its peer; answers the
+    /// server's public key. The client's tunnel address is 10.64.0.2 (server 0) or 10.65.0.2.
+    pub fn start_wireguard(&mut self, i: u8, client_public: &str) -> String {
+        let iface = format!("{}w{i}", self.prefix);
+        let private = sluice::egress::settings::generate_private_key();
+        let public = sluice::egress::settings::public_key_of(&private).unwrap();
+        let key_file = self.dir.path().join(format!("wg{i}.key"));
+        std::fs::write(&key_file, &private).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.exit_ns(),
+                "wireguard-go",
+                "-f",
+                &iface,
+            ])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("wireguard-go");
+        self.wg.push(child);
+        let sock = format!("/var/run/wireguard/{iface}.sock");
+        for _ in 0..100 {
+            if std::path::Path::new(&sock).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let net = 64 + i;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.exit_ns(),
+            "wg",
+            "set",
+            &iface,
+            "private-key",
+            key_file.to_str().unwrap(),
+            "listen-port",
+            &(51820 + u16::from(i)).to_string(),
+            "peer",
+            client_public,
+            "allowed-ips",
+            &format!("10.{net}.0.2/32"),
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &self.exit_ns(),
+            "addr",
+            "add",
+            &format!("10.{net}.0.1/24"),
+            "dev",
+            &iface,
+        ]);
+        run(&["ip", "-n", &self.exit_ns(), "link", "set", &iface, "up"]);
+        public
+    }
+
+    /// Stops every WireGuard server.
+    pub fn stop_wireguard(&mut self) {
+        for mut c in self.wg.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn start_servers(&self) {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.net_ns())).unwrap();
+        let echo: SocketAddr = (self.echo().parse::<Ipv4Addr>().unwrap(), 80).into();
+        let dns: SocketAddr = (self.dns().parse::<Ipv4Addr>().unwrap(), 53).into();
+        let queries = self.queries.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let http = tokio::net::TcpListener::bind(echo).await.unwrap();
+                let udp = tokio::net::UdpSocket::bind(dns).await.unwrap();
+                tx.send(()).unwrap();
+                tokio::spawn(serve_echo(http));
+                serve_dns(udp, queries).await;
+            });
+        });
+        rx.recv().unwrap();
+    }
+
+    /// Sources of the DNS queries seen so far for names containing `part`.
+    pub fn resolvers_for(&self, part: &str) -> Vec<IpAddr> {
+        self.queries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.contains(part))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_wireguard();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.exit_ns()])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.net_ns()])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link()])
+            .output();
+        let _ = Command::new("ip")
+            .args(["route", "del", &format!("198.18.{}.64/26", self.k)])
+            .output();
+    }
+}
+
+async fn serve_echo(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, peer)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = peer.ip().to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+async fn serve_dns(udp: tokio::net::UdpSocket, log: QueryLog) {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::{A, TXT};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Ok(req) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+        resp.metadata.recursion_desired = req.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        resp.metadata.authoritative = true;
+        for q in &req.queries {
+            log.lock()
+                .unwrap()
+                .push((from.ip(), q.name().to_ascii().to_lowercase()));
+            resp.add_query(q.clone());
+            let rdata = match (q.query_type(), from.ip()) {
+                (RecordType::A, IpAddr::V4(ip)) => Some(RData::A(A(ip))),
+                (RecordType::TXT, ip) => Some(RData::TXT(TXT::new(vec![ip.to_string()]))),
+                _ => None,
+            };
+            if let Some(rdata) = rdata {
+                resp.add_answer(Record::from_rdata(q.name().clone(), 0, rdata));
+            }
+        }
+        resp.metadata.response_code = ResponseCode::NoError;
+        if let Ok(bytes) = resp.to_vec() {
+            let _ = udp.send_to(&bytes, from).await;
+        }
+    }
+}
