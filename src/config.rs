@@ -125,8 +125,57 @@ pub struct ServeSettings {
     )]
     pub api_rate_limit: u32,
 
+    /// URL fetched by the egress test's connectivity check (http://).
+    #[arg(
+        long = "probe-url",
+        env = "SLUICE_PROBE_URL",
+        value_name = "SLUICE_PROBE_URL",
+        default_value = "http://api.ipify.org/",
+        value_parser = parse_http_url
+    )]
+    pub probe_url: String,
+
+    /// IP echo services for the exit-IP check, comma-separated (http://).
+    #[arg(
+        long = "probe-ip-urls",
+        env = "SLUICE_PROBE_IP_URLS",
+        value_name = "SLUICE_PROBE_IP_URLS",
+        default_value = "http://api.ipify.org/,http://ifconfig.me/ip",
+        value_delimiter = ',',
+        value_parser = parse_http_url
+    )]
+    pub probe_ip_urls: Vec<String>,
+
+    /// Whoami name for the DNS-leak check (answered with the resolver's address); a leading
+    /// `*.` is replaced by a random label per test.
+    #[arg(
+        long = "probe-dns-name",
+        env = "SLUICE_PROBE_DNS_NAME",
+        value_name = "SLUICE_PROBE_DNS_NAME",
+        default_value = "o-o.myaddr.l.google.com"
+    )]
+    pub probe_dns_name: String,
+
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+impl ServeSettings {
+    /// What the egress checks probe.
+    pub fn probe_targets(&self) -> crate::probe::Targets {
+        crate::probe::Targets {
+            url: self.probe_url.clone(),
+            ip_urls: self.probe_ip_urls.clone(),
+            dns_name: self.probe_dns_name.clone(),
+        }
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    match s.trim().strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(s.trim().to_string()),
+        _ => Err("expected an http:// URL".into()),
+    }
 }
 
 /// How Sluice logs.

@@ -1095,6 +1095,31 @@ async fn bindings_one_egress_per_host(b: Backend) {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(v["data"]["task_id"], Value::Null);
+    // A WireGuard egress carries one host: a second one is refused, naming the first.
+    let other = s.host(&admin, &user, json!({})).await;
+    let (st, v) = s
+        .post(
+            "/v1/admin/bindings",
+            &admin,
+            json!({"host_id": other["id"], "egress_ip_id": e1}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains(host["short_id"].as_str().unwrap()),
+        "{v}"
+    );
+    let (st, _) = s
+        .post(
+            "/v1/admin/hosts",
+            &admin,
+            json!({"user_id": user, "egress_ip_id": e1}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
     let actions = s.actions(&admin).await;
     assert_eq!(
         actions.iter().filter(|a| *a == "binding.created").count(),

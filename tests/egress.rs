@@ -91,8 +91,12 @@ impl Drop for Cleanup {
     }
 }
 
-async fn start_server(dir: &std::path::Path, url: &str) -> (Server, Arc<DockerRuntime>) {
-    let settings = common::settings(dir, url.to_string());
+async fn start_server(dir: &std::path::Path, url: &str, lab: &Lab) -> (Server, Arc<DockerRuntime>) {
+    let mut settings = common::settings(dir, url.to_string());
+    // The probes go to the lab's services only.
+    settings.probe_url = format!("http://{}/", lab.echo());
+    settings.probe_ip_urls = vec![format!("http://{}/", lab.echo())];
+    settings.probe_dns_name = "*.whoami.lab.test".into();
     let runtime = Arc::new(DockerRuntime::new(dir).unwrap());
     ensure_image(&runtime).await;
     let dynamic: Arc<dyn HostRuntime> = runtime.clone();
@@ -175,7 +179,7 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let (mut s, runtime) = start_server(tmp.path(), &url).await;
+    let (mut s, runtime) = start_server(tmp.path(), &url, &lab).await;
     let _cleanup = Cleanup(runtime.instance().to_string());
     let admin = s.admin().await;
     let egress0 = lab_egress(&s, &admin, &mut lab, 0).await;
@@ -268,7 +272,7 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
     drop(runtime);
     let (ok, out) = exec(&host, &curl);
     assert!(!ok, "traffic left while Sluice was down: {out}");
-    let (s2, runtime2) = start_server(tmp.path(), &url).await;
+    let (s2, runtime2) = start_server(tmp.path(), &url, &lab).await;
     let _cleanup2 = Cleanup(runtime2.instance().to_string());
     wait_output(&host, &curl, lab::EXIT_WG1, Duration::from_secs(60));
     let admin = s2.admin().await;
@@ -282,4 +286,164 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
     lab.stop_wireguard();
     let (ok, out) = exec(&host, &curl);
     assert!(!ok, "traffic left with the WireGuard server down: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_a_leak() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
+
+    // Unbound: through a throwaway namespace of its own.
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/egress-ips/{egress}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let r = &v["data"];
+    assert_eq!(r["status"], "passed", "{r}");
+    assert_eq!(r["checks"]["exit_ip"]["observed"], lab::EXIT_WG0);
+    assert_eq!(r["checks"]["exit_ip"]["expected"], lab::EXIT_WG0);
+    assert_eq!(r["checks"]["dns_leak"]["resolvers"], json!([lab::EXIT_WG0]));
+    assert_eq!(r["checks"]["dns_leak"]["direct_address"], lab::EXIT_DIRECT);
+    assert!(r["checks"]["connectivity"]["latency_ms"].as_u64().is_some());
+    // Kept as the egress's last result, with an event.
+    let (_, e) = s
+        .get(&format!("/v1/admin/egress-ips/{egress}"), &admin)
+        .await;
+    assert_eq!(e["data"]["last_test"]["status"], "passed");
+    assert!(
+        s.actions(&admin)
+            .await
+            .contains(&"egress.tested".to_string())
+    );
+    // The queries reached the whoami server from the egress side only.
+    let seen = lab.resolvers_for("whoami.lab.test");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|ip| ip.to_string() == lab::EXIT_WG0),
+        "{seen:?}"
+    );
+
+    // A wrong declared address fails the exit-IP check, and is not rewritten.
+    let (st, _) = s
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/egress-ips/{egress}"),
+            Some(&admin),
+            Some(json!({"ip_address": "203.0.113.99"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, v) = s
+        .post(
+            &format!("/v1/admin/egress-ips/{egress}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"]["status"], "failed", "{v}");
+    assert_eq!(v["data"]["checks"]["exit_ip"]["passed"], false);
+    assert_eq!(v["data"]["checks"]["exit_ip"]["observed"], lab::EXIT_WG0);
+    assert_eq!(v["data"]["checks"]["exit_ip"]["expected"], "203.0.113.99");
+    let (_, e) = s
+        .get(&format!("/v1/admin/egress-ips/{egress}"), &admin)
+        .await;
+    assert_eq!(e["data"]["ip_address"], "203.0.113.99");
+    let (st, _) = s
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/egress-ips/{egress}"),
+            Some(&admin),
+            Some(json!({"ip_address": lab::EXIT_WG0})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    // Bound to a running host: the same checks from inside its container, on its real path.
+    let (uid, _) = s.user(&admin, "xena").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 128}),
+        )
+        .await;
+    let hid = host["id"].as_str().unwrap();
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/hosts/{hid}/egress-check"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["status"], "passed", "{v}");
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/egress-ips/{egress}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        v["data"]["status"], "passed",
+        "through the host's own session: {v}"
+    );
+    // The host still gets out after the test (its session was used, not stolen).
+    let (_, out) = exec(
+        &host,
+        &format!("curl -s --max-time 5 http://{}/", lab.echo()),
+    );
+    assert_eq!(out.trim(), lab::EXIT_WG0);
+
+    // Test the test: DNS pointed around the tunnel (queried from Sluice's own path) is a leak.
+    let targets = sluice::probe::Targets {
+        url: format!("http://{}/", lab.echo()),
+        ip_urls: vec![format!("http://{}/", lab.echo())],
+        dns_name: "*.whoami.lab.test".into(),
+    };
+    let around = sluice::probe::Path {
+        ns: None,
+        dns: Some(lab.dns().parse().unwrap()),
+    };
+    let report = sluice::probe::run(
+        &targets,
+        &around,
+        &sluice::probe::Path::direct(),
+        lab::EXIT_WG0,
+    )
+    .await;
+    assert_eq!(report.status, "failed");
+    assert!(!report.checks.dns_leak.passed);
+    assert_eq!(
+        report.checks.dns_leak.leaked,
+        vec![lab::EXIT_DIRECT.to_string()]
+    );
+    assert!(
+        !report.checks.exit_ip.passed,
+        "the direct path exits from the host's own address"
+    );
+
+    // A host without an egress has nothing to check.
+    let (uid2, _) = s.user(&admin, "yuri").await;
+    let bare = s.host(&admin, &uid2, json!({"memory_mb": 128})).await;
+    let (st, v) = s
+        .post(
+            &format!(
+                "/v1/admin/hosts/{}/egress-check",
+                bare["id"].as_str().unwrap()
+            ),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
 }

@@ -247,3 +247,114 @@ pub async fn delete(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Runs the three checks through a path and answers the report.
+async fn probe_through(
+    state: &AppState,
+    ns: crate::netns::NetNs,
+    settings: &EgressSettings,
+    expected: &str,
+) -> ApiResult<crate::probe::Report> {
+    let dns = match settings {
+        EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
+        EgressSettings::Proxy { .. } => None,
+    };
+    let path = crate::probe::Path { ns: Some(ns), dns };
+    Ok(crate::probe::run(&state.probe, &path, &crate::probe::Path::direct(), expected).await)
+}
+
+/// Test an egress: connectivity, exit IP (against the declared address) and DNS leak, through
+/// the egress's own data plane: the attached host's session when one is bound and running,
+/// otherwise a throwaway namespace. The result is kept as the egress's `last_test`.
+#[utoipa::path(post, path = "/v1/admin/egress-ips/{id}/test", tag = "egress", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<crate::probe::Report>), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Admin<can::EgressTest>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<crate::probe::Report>>> {
+    let id = parse_id(&id, "egress IP")?;
+    let (row, bound) = {
+        let mut db = state.store.acquire().await?;
+        let row = find(db.conn(), id).await?;
+        let bound = store::egress::bound_host_ids(db.conn(), id).await?;
+        (row, bound)
+    };
+    let engine = state
+        .runtime
+        .engine()
+        .ok_or_else(|| ApiError::Conflict("this Sluice runs no egress data plane".into()))?;
+    let mut live = None;
+    for host_id in bound {
+        if let Some(spec) = crate::tasks::host_spec(&state.store, host_id).await?
+            && let Some(ns) = state.runtime.egress_netns(&spec).await
+        {
+            live = Some(ns);
+            break;
+        }
+    }
+    let (ns, _throwaway) = match live {
+        Some(ns) => (ns, None),
+        None => {
+            let t = engine
+                .throwaway(&row.settings.0)
+                .await
+                .map_err(|e| ApiError::Conflict(format!("cannot bring the egress up: {e}")))?;
+            (t.ns.clone(), Some(t))
+        }
+    };
+    let report = probe_through(&state, ns, &row.settings.0, &row.ip_address).await?;
+    let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut tx = state.store.begin().await?;
+    store::egress::set_last_test(tx.conn(), id, &value).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "egress.tested", "egress_ip")
+            .target(id)
+            .source(caller.source())
+            .details(json!({"label": row.label, "status": report.status,
+                "exit_ip": report.checks.exit_ip.observed, "resolvers": report.checks.dns_leak.resolvers})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(data(report))
+}
+
+/// Run the egress checks from inside a host's container, through its real path.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/egress-check", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Data<crate::probe::Report>), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn host_check(
+    State(state): State<AppState>,
+    caller: Admin<can::EgressTest>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Data<crate::probe::Report>>> {
+    let id = parse_id(&id, "host")?;
+    let spec = crate::tasks::host_spec(&state.store, id)
+        .await?
+        .ok_or(ApiError::NotFound("host"))?;
+    let egress = spec
+        .egress
+        .clone()
+        .ok_or_else(|| ApiError::Conflict(format!("host {} has no egress bound", spec.short_id)))?;
+    let ns = state.runtime.egress_netns(&spec).await.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "host {} has no egress attached: is it running?",
+            spec.short_id
+        ))
+    })?;
+    let report = probe_through(&state, ns, &egress.settings, &egress.ip_address).await?;
+    let mut db = state.store.acquire().await?;
+    events::record(
+        db.conn(),
+        NewEvent::new(caller.actor(), "host.egress_checked", "host")
+            .target(id)
+            .host(id)
+            .source(caller.source())
+            .details(json!({"short_id": spec.short_id, "status": report.status,
+                "exit_ip": report.checks.exit_ip.observed})),
+    )
+    .await?;
+    Ok(data(report))
+}

@@ -300,10 +300,16 @@ pub async fn create(
     {
         errs.add("user_id", "no such user");
     }
-    if let Some(eid) = egress_ip_id
-        && store::egress::get(db.conn(), eid).await?.is_none()
-    {
-        errs.add("egress_ip_id", "no such egress IP");
+    if let Some(eid) = egress_ip_id {
+        match store::egress::get(db.conn(), eid).await? {
+            None => errs.add("egress_ip_id", "no such egress IP"),
+            Some(e) => {
+                let bound = store::egress::bound_hosts(db.conn(), eid).await?;
+                if let Some(err) = one_host_per_peer(&e.tunnel_type, &bound) {
+                    return Err(err);
+                }
+            }
+        }
     }
     drop(db);
     let Some(user_id) = user_id.filter(|_| errs.is_empty()) else {
@@ -616,6 +622,16 @@ fn uuid_field(errs: &mut FieldErrors, field: &str, v: Option<&str>) -> Option<Uu
     }
 }
 
+/// A WireGuard egress is one peer with one tunnel address: it carries one host at a time.
+fn one_host_per_peer(tunnel_type: &str, bound: &[String]) -> Option<ApiError> {
+    (tunnel_type == "wireguard" && !bound.is_empty()).then(|| {
+        ApiError::Conflict(format!(
+            "this WireGuard egress already carries host {}: a WireGuard peer has one tunnel address, so it serves one host",
+            bound.join(", ")
+        ))
+    })
+}
+
 /// Whether a host in this status has a live data plane to move.
 fn is_live(status: &str) -> bool {
     status == HostStatus::Running.as_str() || status == HostStatus::Provisioning.as_str()
@@ -640,9 +656,11 @@ pub async fn bind(
     if host_id.is_some() && host.is_none() {
         errs.add("host_id", "no such host");
     }
-    if let Some(eid) = egress_id
-        && store::egress::get(tx.conn(), eid).await?.is_none()
-    {
+    let egress = match egress_id {
+        Some(eid) => store::egress::get(tx.conn(), eid).await?,
+        None => None,
+    };
+    if egress_id.is_some() && egress.is_none() {
         errs.add("egress_ip_id", "no such egress IP");
     }
     let (Some(host), Some(egress_ip_id)) = (host.filter(|_| errs.is_empty()), egress_id) else {
@@ -659,6 +677,12 @@ pub async fn bind(
             "host {} is being deleted",
             host.short_id
         )));
+    }
+    if let Some(e) = &egress {
+        let bound = store::egress::bound_hosts(tx.conn(), e.id).await?;
+        if let Some(err) = one_host_per_peer(&e.tunnel_type, &bound) {
+            return Err(err);
+        }
     }
     let row = BindingRow {
         id: Uuid::now_v7(),

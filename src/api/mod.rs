@@ -57,6 +57,8 @@ pub struct Shared {
     /// Host name for access commands; `None` uses the request's Host header.
     pub public_host: Option<String>,
     pub ssh_port: u16,
+    /// What the egress checks probe.
+    pub probe: crate::probe::Targets,
 }
 
 #[derive(Clone)]
@@ -120,6 +122,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ssh_keys::admin_delete))
         .routes(routes!(egress::list, egress::create))
         .routes(routes!(egress::get, egress::update, egress::delete))
+        .routes(routes!(egress::test))
+        .routes(routes!(egress::host_check))
         .routes(routes!(hosts::list, hosts::create))
         .routes(routes!(hosts::get, hosts::delete))
         .routes(routes!(hosts::start))

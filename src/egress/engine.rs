@@ -139,6 +139,52 @@ impl Engine {
     }
 }
 
+/// A data plane of its own for an egress, in a fresh namespace that holds nothing else: what
+/// the egress test probes through. It ends when dropped.
+pub struct Throwaway {
+    pub ns: NetNs,
+    stop: CancellationToken,
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Engine {
+    /// Brings up `settings`' data plane in a throwaway namespace.
+    pub async fn throwaway(&self, settings: &EgressSettings) -> Result<Throwaway, EgressError> {
+        let EgressSettings::Wireguard(w) = settings else {
+            return Err(EgressError::Unsupported("proxy"));
+        };
+        let peer = Peer::from_settings(w)
+            .await
+            .map_err(EgressError::Settings)?;
+        let address = w
+            .peer_address
+            .parse()
+            .map_err(|_| EgressError::Settings(format!("bad peer address {}", w.peer_address)))?;
+        let ns = NetNs::create().await.map_err(EgressError::Tun)?;
+        let device = tun::open(&ns, address).await.map_err(EgressError::Tun)?;
+        let udp = UdpSocket::bind(("0.0.0.0", 0))
+            .await
+            .map_err(EgressError::Udp)?;
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                if let Err(e) =
+                    wireguard::run(peer, Arc::new(device), udp, Arc::default(), stop).await
+                {
+                    tracing::debug!(error = %e, "throwaway tunnel ended");
+                }
+            }
+        });
+        Ok(Throwaway { ns, stop })
+    }
+}
+
 async fn stop_session(s: Session) {
     s.stop.cancel();
     // Waiting for the task closes the TUN before anything else happens to the namespace.

@@ -116,11 +116,6 @@ impl DockerRuntime {
         })
     }
 
-    /// The egress engine holding this runtime's hosts' data planes.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-
     /// Attaches a running host's namespace to its egress, or detaches it when it has none.
     async fn attach_egress(
         &self,
@@ -646,5 +641,21 @@ impl HostRuntime for DockerRuntime {
 
     async fn shutdown(&self) {
         self.engine.detach_all().await;
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        Some(self.engine.clone())
+    }
+
+    async fn egress_netns(&self, host: &HostSpec) -> Option<NetNs> {
+        self.engine.session(host.id).await?;
+        let pid = self
+            .inspect(&container_name(&host.short_id))
+            .await
+            .ok()??
+            .state?
+            .pid
+            .filter(|p| *p > 0)?;
+        Some(NetNs::Pid(pid))
     }
 }

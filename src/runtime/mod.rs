@@ -2,6 +2,8 @@
 //! trait; the Docker implementation (docker.rs) lives behind it, and the API tests use a
 //! recording double.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -115,6 +117,17 @@ pub trait HostRuntime: Send + Sync + 'static {
 
     /// Called when Sluice stops: data planes end with the process (hosts fail closed).
     async fn shutdown(&self) {}
+
+    /// The egress engine, when this runtime has a data plane.
+    fn engine(&self) -> Option<Arc<crate::egress::engine::Engine>> {
+        None
+    }
+
+    /// The network namespace of a running host whose egress is attached: where its traffic
+    /// takes its real path.
+    async fn egress_netns(&self, _host: &HostSpec) -> Option<crate::netns::NetNs> {
+        None
+    }
 }
 
 /// A container the runtime found.

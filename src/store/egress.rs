@@ -118,3 +118,26 @@ pub async fn count(c: Conn<'_>) -> Result<i64> {
     .fetch_one(&mut *c)
     .await)?)
 }
+
+/// Ids of the hosts bound to an egress.
+pub async fn bound_host_ids(c: Conn<'_>, id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(on_conn!(c, |c| sqlx::query_scalar::<_, Uuid>(
+        "SELECT host_id FROM bindings WHERE egress_ip_id = $1 ORDER BY host_id"
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await)?)
+}
+
+/// Keeps the outcome of the last egress test.
+pub async fn set_last_test(c: Conn<'_>, id: Uuid, report: &serde_json::Value) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE egress_ips SET last_test = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(Json(report))
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}

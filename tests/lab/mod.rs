@@ -26,6 +26,21 @@ pub struct Lab {
     wg: Vec<Child>,
     pub queries: QueryLog,
     dir: tempfile::TempDir,
+    /// Held for the lab's life: no other lab on this machine uses the same K.
+    _claim: std::fs::File,
+}
+
+/// Claims a free K (an flock on /tmp/sluice-lab-K.lock), so parallel labs never share
+/// addresses or names.
+fn claim() -> (u8, std::fs::File) {
+    for k in 20u8..250 {
+        let f = std::fs::File::create(format!("/tmp/sluice-lab-{k}.lock")).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (k, f);
+        }
+    }
+    panic!("no free lab slot");
 }
 
 /// Exit addresses the lab's router gives each path.
@@ -48,9 +63,8 @@ fn run(args: &[&str]) {
 
 impl Lab {
     pub fn new() -> Lab {
-        // A lab per test process; K from the pid keeps parallel labs apart.
-        let k = (std::process::id() % 200 + 20) as u8;
-        let prefix = format!("sl{:04x}", std::process::id() % 0xffff);
+        let (k, claim) = claim();
+        let prefix = format!("slab{k}");
         let p = &prefix;
         let (exit, net) = (format!("{p}e"), format!("{p}n"));
         // Leftovers of an earlier run with the same pid.
@@ -65,6 +79,7 @@ impl Lab {
             wg: vec![],
             queries: Arc::new(Mutex::new(vec![])),
             dir: tempfile::tempdir().unwrap(),
+            _claim: claim,
         };
         let s = |x: &str| x.to_string();
         let h = format!("{p}h");
