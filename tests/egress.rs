@@ -447,3 +447,163 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
 }
+
+/// A packet capture on an interface of the host namespace.
+struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(iface: &str, dir: &std::path::Path) -> Capture {
+        let file = dir.join(format!("{iface}.pcap"));
+        let child = Command::new("tcpdump")
+            .args(["-i", iface, "-n", "-U", "-w"])
+            .arg(&file)
+            .arg("ip or ip6")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        std::thread::sleep(Duration::from_millis(1500));
+        Capture { child, file }
+    }
+
+    /// Stops the capture and answers one line per packet.
+    fn stop(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(500));
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let out = Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&self.file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
+    let (uid, _) = s.user(&admin, "zoe").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 128}),
+        )
+        .await;
+    let curl = format!("curl -s --max-time 5 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
+
+    let capture = Capture::start(&lab.host_link(), tmp.path());
+    let must_fail = [
+        ("plain DNS to another resolver", "dig +time=2 +tries=1 @192.0.2.53 example.com A | grep -q 'ANSWER SECTION'".to_string()),
+        ("DNS over TLS", "timeout 4 bash -c 'exec 3<>/dev/tcp/192.0.2.53/853'".to_string()),
+        ("cloud metadata", "curl -s --max-time 3 http://169.254.169.254/latest/meta-data/".to_string()),
+        ("IPv6", "curl -s -6 --max-time 3 'http://[2001:db8::1]/'".to_string()),
+        ("raw socket", "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}; print qq{opened\\n}'".to_string()),
+        ("ICMP echo", "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die qq{$!\\n}; send($s, qq{\\x08\\0\\xf7\\xff\\0\\0\\0\\0}, 0, pack_sockaddr_in(0, inet_aton(q{192.0.2.1}))) or die qq{$!\\n}; my $b; vec(my $r = q{}, fileno($s), 1) = 1; select($r, undef, undef, 3) or die qq{timeout\\n}; recv($s, $b, 100, 0); print qq{reply\\n}'".to_string()),
+        ("rewrite resolv.conf", "echo nameserver 192.0.2.53 > /etc/resolv.conf".to_string()),
+        ("UDP straight to the endpoint", format!("timeout 4 bash -c 'echo x > /dev/udp/{}' && sleep 1 && exit 1", lab.endpoint(0).replace(':', "/"))),
+    ];
+    for (what, cmd) in &must_fail {
+        let (ok, out) = exec(&host, cmd);
+        assert!(!ok, "{what} did not fail: {out}");
+    }
+    let (_, raw) = exec(
+        &host,
+        "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}'",
+    );
+    assert!(raw.contains("Operation not permitted"), "raw socket: {raw}");
+    let (_, v6) = exec(&host, "cat /proc/sys/net/ipv6/conf/all/disable_ipv6");
+    assert_eq!(v6.trim(), "1");
+    // While the tunnel carries the host's own traffic, the capture still sees only WireGuard.
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(10));
+    let packets = capture.stop();
+    let endpoint = lab.endpoint(0).replace(':', ".");
+    let k = lab.k;
+    assert!(
+        !packets.is_empty(),
+        "the capture saw nothing at all (not even the tunnel)"
+    );
+    for p in &packets {
+        let wireguard = p.contains(" UDP")
+            && (p.contains(&format!("198.18.{k}.1.")) && p.contains(&format!("> {endpoint}:"))
+                || p.contains(&format!("{endpoint} > 198.18.{k}.1.")));
+        assert!(
+            wireguard,
+            "a packet other than WireGuard to the endpoint left the host: {p}\nall: {packets:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_keeps_working_across_a_rekey() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
+    let (uid, _) = s.user(&admin, "rex").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 128}),
+        )
+        .await;
+    let curl = format!("curl -s --max-time 5 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
+    let handshake = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.exit_ns(),
+                "wg",
+                "show",
+                &format!("{}w0", lab.prefix),
+                "latest-handshakes",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("0")
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let first = handshake();
+    assert!(first > 0);
+    // WireGuard rekeys a session after 120 s; keep traffic flowing across that.
+    let started = Instant::now();
+    let mut failures = 0;
+    while started.elapsed() < Duration::from_secs(150) {
+        let (_, out) = exec(&host, &curl);
+        if out.trim() != lab::EXIT_WG0 {
+            failures += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert_eq!(failures, 0, "requests failed across the rekey");
+    let last = handshake();
+    assert!(
+        last > first,
+        "no new handshake after 150 s ({first} -> {last})"
+    );
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(10));
+}

@@ -91,6 +91,30 @@ impl Lab {
         // host <-> exit
         run(&["ip", "link", "add", &h, "type", "veth", "peer", "name", &e]);
         run(&["ip", "link", "set", &e, "netns", &exit]);
+        // No IPv6 chatter on the lab links: a capture there must see only what hosts send.
+        run(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{h}.disable_ipv6=1"),
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &exit,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &exit,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
         run(&["ip", "addr", "add", &format!("198.18.{k}.1/30"), "dev", &h]);
         run(&["ip", "link", "set", &h, "up"]);
         run(&[
@@ -217,6 +241,9 @@ impl Lab {
         let public = sluice::egress::settings::public_key_of(&private).unwrap();
         let key_file = self.dir.path().join(format!("wg{i}.key"));
         std::fs::write(&key_file, &private).unwrap();
+        let sock = format!("/var/run/wireguard/{iface}.sock");
+        // A socket left by an earlier, killed run would fool the wait below.
+        let _ = std::fs::remove_file(&sock);
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -232,9 +259,8 @@ impl Lab {
             .spawn()
             .expect("wireguard-go");
         self.wg.push(child);
-        let sock = format!("/var/run/wireguard/{iface}.sock");
-        for _ in 0..100 {
-            if std::path::Path::new(&sock).exists() {
+        for _ in 0..200 {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -274,7 +300,8 @@ impl Lab {
     /// Stops every WireGuard server.
     pub fn stop_wireguard(&mut self) {
         for mut c in self.wg.drain(..) {
-            let _ = c.kill();
+            // `ip netns exec` execs wireguard-go, which removes its socket on SIGTERM.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
     }
