@@ -140,7 +140,7 @@ pub async fn start(
         runtime: runtime.clone(),
         public_host: settings.public_host.clone(),
         ssh_port: settings.ssh_proxy_port,
-        probe: settings.probe_targets(),
+        probe: settings.probe.targets(),
     }));
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let graceful = stop.clone();

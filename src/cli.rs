@@ -35,6 +35,25 @@ pub enum Command {
     /// The managed user image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Egress operations.
+    #[command(subcommand)]
+    Egress(EgressCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Test an egress (connectivity, exit IP, DNS leak) through a data plane of its own in a
+    /// throwaway namespace. Prints the report as JSON; exits 1 when a check fails. An egress
+    /// carrying a running host is tested through the API instead, which uses that host's
+    /// session.
+    Test {
+        /// The egress's id.
+        id: Uuid,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        probe: crate::config::ProbeSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]

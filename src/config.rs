@@ -125,6 +125,16 @@ pub struct ServeSettings {
     )]
     pub api_rate_limit: u32,
 
+    #[command(flatten)]
+    pub probe: ProbeSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// What the egress checks probe.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeSettings {
     /// URL fetched by the egress test's connectivity check (http://).
     #[arg(
         long = "probe-url",
@@ -155,14 +165,11 @@ pub struct ServeSettings {
         default_value = "o-o.myaddr.l.google.com"
     )]
     pub probe_dns_name: String,
-
-    #[command(flatten)]
-    pub log: LogSettings,
 }
 
-impl ServeSettings {
-    /// What the egress checks probe.
-    pub fn probe_targets(&self) -> crate::probe::Targets {
+impl ProbeSettings {
+    /// The targets of the egress checks.
+    pub fn targets(&self) -> crate::probe::Targets {
         crate::probe::Targets {
             url: self.probe_url.clone(),
             ip_urls: self.probe_ip_urls.clone(),

@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use time::format_description::well_known::Rfc3339;
 
-use sluice::cli::{AdminCommand, Cli, Command, ImageCommand, StoreArgs, TokenCommand};
+use sluice::cli::{
+    AdminCommand, Cli, Command, EgressCommand, ImageCommand, StoreArgs, TokenCommand,
+};
 use sluice::config::{LogFormat, LogSettings, overlay_from_file};
 use sluice::runtime::docker::DockerRuntime;
 use sluice::store::Store;
@@ -67,6 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{tag} is already present.");
             }
             Ok(())
+        }
+        Command::Egress(EgressCommand::Test { id, store, probe }) => {
+            egress_test(id, &store, &probe).await
         }
         Command::Admin(AdminCommand::ResetPassword {
             username,
@@ -291,6 +296,58 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             tx.commit().await?;
             eprintln!("Token `{}` ({id}) revoked.", row.name);
         }
+    }
+    Ok(())
+}
+
+async fn egress_test(
+    id: uuid::Uuid,
+    args: &StoreArgs,
+    probe: &sluice::config::ProbeSettings,
+) -> anyhow::Result<()> {
+    let store = open_store(args).await?;
+    let mut db = store.acquire().await?;
+    let Some(egress) = store::egress::get(db.conn(), id).await? else {
+        bail!("no egress with id {id}");
+    };
+    for host_id in store::egress::bound_host_ids(db.conn(), id).await? {
+        if let Some(h) = store::hosts::get(db.conn(), host_id).await?
+            && h.status == "running"
+        {
+            bail!(
+                "egress `{}` carries running host {}: test it through the API \
+                 (POST /v1/admin/egress-ips/{id}/test), which probes through that host's session",
+                egress.label,
+                h.short_id
+            );
+        }
+    }
+    drop(db);
+    let engine = sluice::egress::engine::Engine::new();
+    let throwaway = engine
+        .throwaway(&egress.settings.0)
+        .await
+        .with_context(|| format!("cannot bring egress `{}` up", egress.label))?;
+    let dns = match &egress.settings.0 {
+        sluice::egress::EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
+        sluice::egress::EgressSettings::Proxy { .. } => None,
+    };
+    let path = sluice::probe::Path {
+        ns: Some(throwaway.ns.clone()),
+        dns,
+    };
+    let report = sluice::probe::run(
+        &probe.targets(),
+        &path,
+        &sluice::probe::Path::direct(),
+        &egress.ip_address,
+    )
+    .await;
+    drop(throwaway);
+    sluice::probe::record(&store, id, &egress.label, "cli", None, &report).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.status != "passed" {
+        bail!("egress `{}` failed its test", egress.label);
     }
     Ok(())
 }

@@ -94,9 +94,9 @@ impl Drop for Cleanup {
 async fn start_server(dir: &std::path::Path, url: &str, lab: &Lab) -> (Server, Arc<DockerRuntime>) {
     let mut settings = common::settings(dir, url.to_string());
     // The probes go to the lab's services only.
-    settings.probe_url = format!("http://{}/", lab.echo());
-    settings.probe_ip_urls = vec![format!("http://{}/", lab.echo())];
-    settings.probe_dns_name = "*.whoami.lab.test".into();
+    settings.probe.probe_url = format!("http://{}/", lab.echo());
+    settings.probe.probe_ip_urls = vec![format!("http://{}/", lab.echo())];
+    settings.probe.probe_dns_name = "*.whoami.lab.test".into();
     let runtime = Arc::new(DockerRuntime::new(dir).unwrap());
     ensure_image(&runtime).await;
     let dynamic: Arc<dyn HostRuntime> = runtime.clone();
@@ -331,6 +331,28 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         "{seen:?}"
     );
 
+    // The same from the command line, with its exit code.
+    let cli = |lab: &Lab| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["egress", "test", &egress])
+            .env("SLUICE_DATA_DIR", tmp.path())
+            .env("DATABASE_URL", &url)
+            .env("SLUICE_PROBE_URL", format!("http://{}/", lab.echo()))
+            .env("SLUICE_PROBE_IP_URLS", format!("http://{}/", lab.echo()))
+            .env("SLUICE_PROBE_DNS_NAME", "*.whoami.lab.test")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&lab);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "passed");
+    assert_eq!(report["checks"]["exit_ip"]["observed"], lab::EXIT_WG0);
+
     // A wrong declared address fails the exit-IP check, and is not rewritten.
     let (st, _) = s
         .call(
@@ -356,6 +378,8 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         .get(&format!("/v1/admin/egress-ips/{egress}"), &admin)
         .await;
     assert_eq!(e["data"]["ip_address"], "203.0.113.99");
+    let out = cli(&lab);
+    assert_eq!(out.status.code(), Some(1), "a failed test exits 1");
     let (st, _) = s
         .call(
             reqwest::Method::PUT,

@@ -305,19 +305,15 @@ pub async fn test(
         }
     };
     let report = probe_through(&state, ns, &row.settings.0, &row.ip_address).await?;
-    let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut tx = state.store.begin().await?;
-    store::egress::set_last_test(tx.conn(), id, &value).await?;
-    events::record(
-        tx.conn(),
-        NewEvent::new(caller.actor(), "egress.tested", "egress_ip")
-            .target(id)
-            .source(caller.source())
-            .details(json!({"label": row.label, "status": report.status,
-                "exit_ip": report.checks.exit_ip.observed, "resolvers": report.checks.dns_leak.resolvers})),
+    crate::probe::record(
+        &state.store,
+        id,
+        &row.label,
+        &caller.actor(),
+        caller.source(),
+        &report,
     )
     .await?;
-    tx.commit().await?;
     Ok(data(report))
 }
 

@@ -414,3 +414,31 @@ async fn http_get(path: &Path, url: &str) -> Result<(u16, String), String> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Keeps a report as the egress's last test result, with an `egress.tested` event.
+pub async fn record(
+    store: &crate::store::Store,
+    egress_id: uuid::Uuid,
+    label: &str,
+    actor: &str,
+    source: Option<String>,
+    report: &Report,
+) -> crate::store::Result<()> {
+    let value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+    let mut tx = store.begin().await?;
+    crate::store::egress::set_last_test(tx.conn(), egress_id, &value).await?;
+    crate::events::record(
+        tx.conn(),
+        crate::events::NewEvent::new(actor, "egress.tested", "egress_ip")
+            .target(egress_id)
+            .source(source)
+            .details(serde_json::json!({
+                "label": label,
+                "status": report.status,
+                "exit_ip": report.checks.exit_ip.observed,
+                "resolvers": report.checks.dns_leak.resolvers,
+            })),
+    )
+    .await?;
+    tx.commit().await
+}

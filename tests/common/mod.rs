@@ -213,9 +213,11 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         public_host: Some("sluice.test".into()),
         // High, so that polling tests do not trip it; the rate-limit test sets the default.
         api_rate_limit: 100_000,
-        probe_url: "http://192.0.2.1/".into(),
-        probe_ip_urls: vec!["http://192.0.2.1/".into()],
-        probe_dns_name: "*.whoami.test".into(),
+        probe: sluice::config::ProbeSettings {
+            probe_url: "http://192.0.2.1/".into(),
+            probe_ip_urls: vec!["http://192.0.2.1/".into()],
+            probe_dns_name: "*.whoami.test".into(),
+        },
         log: LogSettings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
