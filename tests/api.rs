@@ -699,6 +699,26 @@ async fn egress_ips_mask_secrets(b: Backend) {
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, _) = s.get(&format!("/v1/admin/egress-ips/{ss}"), &admin).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // A change to an egress moves its running host onto the new settings.
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/admin/egress-ips/{wg_id}"),
+            Some(&admin),
+            Some(json!({"wg_endpoint": "198.51.100.3:51820"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, tasks) = s
+        .get(
+            &format!(
+                "/v1/admin/tasks?kind=bind_egress&host_id={}",
+                host["id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(tasks["meta"]["total"], 1, "{tasks}");
     // Events carry no secret either.
     let (_, ev) = s.get("/v1/admin/events?limit=1000", &admin).await;
     for secret in secrets {

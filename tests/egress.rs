@@ -631,3 +631,116 @@ async fn a_tunnel_keeps_working_across_a_rekey() {
     );
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(10));
 }
+
+/// `sluice serve` as a child process, killed on drop.
+struct ServeProcess(std::process::Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_serve(dir: &std::path::Path, url: &str, port: u16) -> ServeProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
+    ServeProcess(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .env("SLUICE_DATA_DIR", dir)
+            .env("DATABASE_URL", url)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sluice serve starts"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let url = common::database_url(common::Backend::Sqlite, dir).await;
+    // Set up through an in-process server, then hand the data over to the real binary.
+    let (mut s, runtime) = start_server(dir, &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
+    let (uid, _) = s.user(&admin, "kay").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 128}),
+        )
+        .await;
+    s.stop().await;
+    drop(runtime);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let curl = format!("curl -s --max-time 4 http://{}/", lab.echo());
+    let serve = spawn_serve(dir, &url, port);
+    // Started, the reconciler attaches the running host.
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
+
+    // kill -9: the TUN dies with the process; nothing gets out.
+    unsafe { libc::kill(serve.0.id() as i32, libc::SIGKILL) };
+    drop(serve);
+    let capture = Capture::start(&lab.host_link(), dir);
+    for _ in 0..3 {
+        let (ok, out) = exec(&host, &curl);
+        assert!(!ok, "traffic left while Sluice was dead: {out}");
+    }
+    let (ok, _) = exec(
+        &host,
+        "dig +time=2 +tries=1 whoami.lab.test A | grep -q 'ANSWER SECTION'",
+    );
+    assert!(!ok, "DNS answered while Sluice was dead");
+    let packets = capture.stop();
+    assert!(
+        packets.is_empty(),
+        "packets left the host while Sluice was dead: {packets:#?}"
+    );
+    let (_, links) = exec(&host, "cat /proc/net/dev");
+    assert!(
+        !links.contains("sluice0"),
+        "the TUN outlived the process: {links}"
+    );
+
+    // Back up: no human action needed.
+    let _serve = spawn_serve(dir, &url, port);
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
+
+    // The TUN deleted from under the engine: traffic stops, then the reconciler brings the
+    // data plane back.
+    let pid = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &container_name(host["short_id"].as_str().unwrap()),
+    ])
+    .1;
+    let out = Command::new("nsenter")
+        .args(["-t", pid.trim(), "-n", "ip", "link", "del", "sluice0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _) = exec(&host, &curl);
+    assert!(!ok, "traffic left without a TUN");
+    wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
+}

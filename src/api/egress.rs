@@ -180,7 +180,7 @@ pub async fn get(
 }
 
 /// Change an egress: fields present replace the stored ones; a secret sent back masked keeps
-/// its value. Hosts bound to it pick the change up on their next attach.
+/// its value. Running hosts bound to it are moved onto the new settings by a task each.
 #[utoipa::path(put, path = "/v1/admin/egress-ips/{id}", tag = "egress", params(("id" = Uuid, Path)),
     request_body = EgressInput,
     responses((status = 200, body = Data<Egress>), (status = 404), (status = 422)), security(("bearer" = [])))]
@@ -205,6 +205,23 @@ pub async fn update(
         ..old
     };
     store::egress::update(tx.conn(), &row).await?;
+    let mut queued = 0;
+    for host_id in store::egress::bound_host_ids(tx.conn(), id).await? {
+        let live = store::hosts::get(tx.conn(), host_id)
+            .await?
+            .is_some_and(|h| h.status == crate::hosts::HostStatus::Running.as_str());
+        if live {
+            crate::tasks::enqueue(
+                tx.conn(),
+                crate::tasks::Kind::BindEgress,
+                host_id,
+                json!({}),
+                &caller.actor(),
+            )
+            .await?;
+            queued += 1;
+        }
+    }
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "egress.updated", "egress_ip")
@@ -214,6 +231,9 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    if queued > 0 {
+        state.queue.wake();
+    }
     Ok(data(row.into()))
 }
 
