@@ -8,49 +8,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::docker::{Cleanup, docker, ensure_image, spawn_serve};
 use common::{Backend, RecordingRuntime, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sluice::runtime::HostRuntime;
 use sluice::runtime::docker::{DockerRuntime, container_name, volume_name};
-
-/// Builds the managed image once for all test processes (they run in parallel).
-async fn ensure_image(runtime: &DockerRuntime) {
-    let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
-    tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
-        .await
-        .unwrap();
-    runtime.ensure_image(|_| {}).await.expect(
-        "the managed image builds (is debian:bookworm-slim present? scripts/base-image.sh)",
-    );
-    drop(lock);
-}
-
-/// Removes every container and volume of one Sluice instance, whatever the test did.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=sluice.instance={}", self.0);
-        for (list, rm) in [
-            (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
-            (
-                vec!["volume", "ls", "-q", "--filter", &filter],
-                vec!["volume", "rm", "-f"],
-            ),
-        ] {
-            let out = Command::new("docker").args(&list).output().unwrap();
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker").args(&rm).args(&ids).output();
-            }
-        }
-    }
-}
 
 struct Lab {
     server: Server,
@@ -83,21 +46,6 @@ async fn lab(backend: Backend) -> Lab {
         admin,
         _cleanup: cleanup,
     }
-}
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn inspect(name: &str) -> Option<Value> {
@@ -664,36 +612,6 @@ async fn twenty_hosts_created_at_once_all_run() {
     assert_eq!(observed.iter().filter(|o| o.running).count(), 20);
 }
 
-/// `sluice serve` as a child process.
-struct ServeProcess(std::process::Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_serve(dir: &std::path::Path, port: u16) -> ServeProcess {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("serve.log"))
-        .unwrap();
-    ServeProcess(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .env("SLUICE_DATA_DIR", dir)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_PASSWORD", common::ADMIN_PASSWORD)
-            .env("LOG_LEVEL", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("sluice serve starts"),
-    )
-}
-
 async fn wait_up(http: &reqwest::Client, base: &str) {
     for _ in 0..300 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
@@ -718,7 +636,7 @@ async fn killed_mid_creation_sluice_converges_after_restart() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut serve = spawn_serve(dir, port);
+    let mut serve = spawn_serve(dir, None, port);
     wait_up(&http, &base).await;
 
     let login = || async {
@@ -781,7 +699,7 @@ async fn killed_mid_creation_sluice_converges_after_restart() {
     let _ = serve.0.wait();
     drop(serve);
 
-    let _serve = spawn_serve(dir, port);
+    let _serve = spawn_serve(dir, None, port);
     wait_up(&http, &base).await;
     let admin = login().await;
     let deadline = Instant::now() + Duration::from_secs(180);

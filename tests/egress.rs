@@ -9,27 +9,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::docker::{Cleanup, docker, ensure_image, spawn_serve};
 use common::{RecordingRuntime, Server};
 use lab::Lab;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice::runtime::HostRuntime;
 use sluice::runtime::docker::{DockerRuntime, container_name};
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// Runs a command in the host's container (as root, on the container's network path).
 fn exec(host: &Value, cmd: &str) -> (bool, String) {
@@ -40,55 +26,6 @@ fn exec(host: &Value, cmd: &str) -> (bool, String) {
         "-c",
         cmd,
     ])
-}
-
-async fn ensure_image(runtime: &DockerRuntime) {
-    let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
-    tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
-        .await
-        .unwrap();
-    runtime
-        .ensure_image(|_| {})
-        .await
-        .expect("the managed image builds");
-    drop(lock);
-}
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=sluice.instance={}", self.0);
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-        let out = Command::new("docker")
-            .args(["volume", "ls", "-q", "--filter", &filter])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
 }
 
 async fn start_server(dir: &std::path::Path, url: &str, lab: &Lab) -> (Server, Arc<DockerRuntime>) {
@@ -632,36 +569,6 @@ async fn a_tunnel_keeps_working_across_a_rekey() {
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(10));
 }
 
-/// `sluice serve` as a child process, killed on drop.
-struct ServeProcess(std::process::Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_serve(dir: &std::path::Path, url: &str, port: u16) -> ServeProcess {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("serve.log"))
-        .unwrap();
-    ServeProcess(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .env("SLUICE_DATA_DIR", dir)
-            .env("DATABASE_URL", url)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_PASSWORD", common::ADMIN_PASSWORD)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("sluice serve starts"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
     let mut lab = Lab::new();
@@ -690,7 +597,7 @@ async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
         .unwrap()
         .port();
     let curl = format!("curl -s --max-time 4 http://{}/", lab.echo());
-    let serve = spawn_serve(dir, &url, port);
+    let serve = spawn_serve(dir, Some(&url), port);
     // Started, the reconciler attaches the running host.
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
 
@@ -719,7 +626,7 @@ async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
     );
 
     // Back up: no human action needed.
-    let _serve = spawn_serve(dir, &url, port);
+    let _serve = spawn_serve(dir, Some(&url), port);
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
 
     // The TUN deleted from under the engine: traffic stops, then the reconciler brings the

@@ -2,6 +2,8 @@
 //! PostgreSQL database, with a recording runtime double, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
