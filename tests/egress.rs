@@ -427,7 +427,14 @@ impl Capture {
             .spawn()
             .expect("tcpdump");
         std::thread::sleep(Duration::from_millis(1500));
-        Capture { child, file }
+        let mut c = Capture { child, file };
+        // A capture that is not running would see "nothing" and prove nothing.
+        assert!(
+            c.child.try_wait().unwrap().is_none(),
+            "tcpdump exited at once"
+        );
+        assert!(c.file.exists(), "tcpdump wrote no capture file");
+        c
     }
 
     /// Stops the capture and answers one line per packet.

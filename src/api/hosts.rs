@@ -871,6 +871,26 @@ pub struct HostLogs {
 /// Largest `tail` of the logs route.
 pub const LOG_TAIL_MAX: u32 = 1000;
 
+/// `?tail` of the logs route, validated (default 100).
+pub struct LogTail(u32);
+
+impl<S: Send + Sync> FromRequestParts<S> for LogTail {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match query_map(parts).get("tail") {
+            None => Ok(LogTail(100)),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=LOG_TAIL_MAX).contains(&n) => Ok(LogTail(n)),
+                _ => Err(ApiError::field(
+                    "tail",
+                    format!("must be a whole number from 1 to {LOG_TAIL_MAX}"),
+                )),
+            },
+        }
+    }
+}
+
 /// Read the last `tail` lines (default 100, at most 1000) of a host's container output.
 #[utoipa::path(get, path = "/v1/admin/hosts/{id}/logs", tag = "hosts",
     params(("id" = Uuid, Path), ("tail" = Option<u32>, Query)),
@@ -880,25 +900,9 @@ pub async fn logs(
     State(state): State<AppState>,
     _: Admin<can::HostRead>,
     Path(id): Path<String>,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    LogTail(tail): LogTail,
 ) -> ApiResult<axum::Json<Data<HostLogs>>> {
     let id = parse_id(&id, "host")?;
-    let tail = match serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(k, _)| k == "tail")
-    {
-        None => 100,
-        Some((_, v)) => match v.parse::<u32>() {
-            Ok(n) if (1..=LOG_TAIL_MAX).contains(&n) => n,
-            _ => {
-                return Err(ApiError::field(
-                    "tail",
-                    format!("must be a whole number from 1 to {LOG_TAIL_MAX}"),
-                ));
-            }
-        },
-    };
     let spec = crate::tasks::host_spec(&state.store, id)
         .await?
         .ok_or(ApiError::NotFound("host"))?;
