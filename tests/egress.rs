@@ -268,6 +268,21 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         "{seen:?}"
     );
 
+    // Two tests of one egress at once take turns, and both pass.
+    let path = format!("/v1/admin/egress-ips/{egress}/test");
+    let (a, b) = tokio::join!(
+        s.post(&path, &admin, json!({})),
+        s.post(&path, &admin, json!({}))
+    );
+    assert_eq!(
+        (
+            a.1["data"]["status"].as_str(),
+            b.1["data"]["status"].as_str()
+        ),
+        (Some("passed"), Some("passed")),
+        "{a:?} {b:?}"
+    );
+
     // The same from the command line, with its exit code.
     let cli = |lab: &Lab| {
         Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -305,6 +305,7 @@ pub async fn test(
         .runtime
         .engine()
         .ok_or_else(|| ApiError::Conflict("this Sluice runs no egress data plane".into()))?;
+    let _turn = engine.test_turn(id).await;
     let mut live = None;
     for host_id in bound {
         if let Some(spec) = crate::tasks::host_spec(&state.store, host_id).await?

@@ -50,6 +50,9 @@ pub struct SessionInfo {
 #[derive(Default)]
 pub struct Engine {
     sessions: Mutex<HashMap<Uuid, Session>>,
+    /// One test at a time per egress: two throwaway sessions on one key would fight over the
+    /// server's idea of where the peer is.
+    tests: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
 }
 
 impl Engine {
@@ -153,6 +156,18 @@ impl Drop for Throwaway {
 }
 
 impl Engine {
+    /// Waits until no other test of `egress_id` runs; holds it off while the guard lives.
+    pub async fn test_turn(&self, egress_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .tests
+            .lock()
+            .await
+            .entry(egress_id)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// Brings up `settings`' data plane in a throwaway namespace.
     pub async fn throwaway(&self, settings: &EgressSettings) -> Result<Throwaway, EgressError> {
         let EgressSettings::Wireguard(w) = settings else {
