@@ -15,6 +15,8 @@ scripts/base-image.sh
 # A throwaway PostgreSQL cluster on a private port, owned by the postgres user.
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 PG_PORT=${SLUICE_TEST_PG_PORT:-55432}
+# Another run on this machine may hold the port: take the next free one.
+while (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do PG_PORT=$((PG_PORT + 1)); done
 PG_DIR=$(mktemp -d /tmp/sluice-pg.XXXXXX)
 chown postgres:postgres "$PG_DIR"
 stop_pg() {

@@ -468,6 +468,26 @@ pub async fn queue_step(
     Ok((StatusCode::ACCEPTED, data(TaskQueued { task_id, host_id })))
 }
 
+/// Queues a body-less lifecycle step on behalf of an administrator.
+async fn admin_step(
+    state: &AppState,
+    caller: &Admin<can::HostWrite>,
+    id: &str,
+    kind: Kind,
+) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
+    let id = parse_id(id, "host")?;
+    queue_step(
+        state,
+        id,
+        kind,
+        json!({}),
+        caller.actor(),
+        caller.source(),
+        None,
+    )
+    .await
+}
+
 /// Delete a host: its container, volume and files, through a task.
 #[utoipa::path(delete, path = "/v1/admin/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
     responses((status = 202, body = Data<TaskQueued>), (status = 404)), security(("bearer" = [])))]
@@ -476,17 +496,7 @@ pub async fn delete(
     caller: Admin<can::HostWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
-    let id = parse_id(&id, "host")?;
-    queue_step(
-        &state,
-        id,
-        Kind::Delete,
-        json!({}),
-        caller.actor(),
-        caller.source(),
-        None,
-    )
-    .await
+    admin_step(&state, &caller, &id, Kind::Delete).await
 }
 
 /// Start a host.
@@ -497,17 +507,7 @@ pub async fn start(
     caller: Admin<can::HostWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
-    let id = parse_id(&id, "host")?;
-    queue_step(
-        &state,
-        id,
-        Kind::Start,
-        json!({}),
-        caller.actor(),
-        caller.source(),
-        None,
-    )
-    .await
+    admin_step(&state, &caller, &id, Kind::Start).await
 }
 
 /// Stop a host.
@@ -518,17 +518,7 @@ pub async fn stop(
     caller: Admin<can::HostWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
-    let id = parse_id(&id, "host")?;
-    queue_step(
-        &state,
-        id,
-        Kind::Stop,
-        json!({}),
-        caller.actor(),
-        caller.source(),
-        None,
-    )
-    .await
+    admin_step(&state, &caller, &id, Kind::Stop).await
 }
 
 /// Rebuild a host's container; the home volume survives unless `wipe_home` is true.
@@ -803,17 +793,7 @@ pub async fn suspend(
     caller: Admin<can::HostWrite>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
-    let id = parse_id(&id, "host")?;
-    queue_step(
-        &state,
-        id,
-        Kind::Suspend,
-        json!({}),
-        caller.actor(),
-        caller.source(),
-        None,
-    )
-    .await
+    admin_step(&state, &caller, &id, Kind::Suspend).await
 }
 
 /// Lift a suspension: the host becomes `stopped`, and can be started again.

@@ -127,12 +127,8 @@ impl DockerRuntime {
             return Ok(());
         };
         let pid = self
-            .inspect(&container_name(&host.short_id))
+            .running_pid(host)
             .await?
-            .and_then(|c| c.state)
-            .filter(|s| s.running == Some(true))
-            .and_then(|s| s.pid)
-            .filter(|p| *p > 0)
             .ok_or_else(|| RuntimeError::permanent("the container is not running"))?;
         progress.report("attaching the egress").await;
         self.engine
@@ -231,6 +227,38 @@ impl DockerRuntime {
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// This install's containers (of one host, when given), running or not.
+    async fn list_own(
+        &self,
+        host_id: Option<Uuid>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
+        let mut labels = vec![format!("{LABEL_INSTANCE}={}", self.instance)];
+        if let Some(id) = host_id {
+            labels.push(format!("{LABEL_HOST}={id}"));
+        }
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker()
+            .await?
+            .list_containers(Some(opts))
+            .await
+            .map_err(classify)
+    }
+
+    /// The pid of a host's container init, when the container runs.
+    async fn running_pid(&self, host: &HostSpec) -> Result<Option<i64>, RuntimeError> {
+        Ok(self
+            .inspect(&container_name(&host.short_id))
+            .await?
+            .and_then(|c| c.state)
+            .filter(|s| s.running == Some(true))
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0))
     }
 
     fn labels(&self, host: &HostSpec) -> HashMap<String, String> {
@@ -525,12 +553,7 @@ impl HostRuntime for DockerRuntime {
         self.files(host)
             .write_resolv_conf(&Self::nameserver(host))
             .map_err(|e| RuntimeError::permanent(format!("cannot write resolv.conf: {e}")))?;
-        let running = self
-            .inspect(&container_name(&host.short_id))
-            .await?
-            .and_then(|c| c.state)
-            .is_some_and(|s| s.running == Some(true));
-        if running {
+        if self.running_pid(host).await?.is_some() {
             self.attach_egress(host, progress).await
         } else {
             // It attaches when it starts.
@@ -540,20 +563,7 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn observe(&self) -> Result<Vec<Observed>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_INSTANCE}={}", self.instance)],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker()
-            .await?
-            .list_containers(Some(opts))
-            .await
-            .map_err(classify)?;
+        let list = self.list_own(None).await?;
         let mut observed = Vec::with_capacity(list.len());
         for c in list {
             let Some(host_id) = c
@@ -579,24 +589,7 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn remove_orphan(&self, host_id: Uuid) -> Result<(), RuntimeError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_INSTANCE}={}", self.instance),
-                format!("{LABEL_HOST}={host_id}"),
-            ],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker()
-            .await?
-            .list_containers(Some(opts))
-            .await
-            .map_err(classify)?;
-        for c in list {
+        for c in self.list_own(Some(host_id)).await? {
             if let Some(id) = c.id {
                 self.remove_container(&id).await?;
             }
@@ -649,13 +642,7 @@ impl HostRuntime for DockerRuntime {
 
     async fn egress_netns(&self, host: &HostSpec) -> Option<NetNs> {
         self.engine.session(host.id).await?;
-        let pid = self
-            .inspect(&container_name(&host.short_id))
-            .await
-            .ok()??
-            .state?
-            .pid
-            .filter(|p| *p > 0)?;
+        let pid = self.running_pid(host).await.ok()??;
         Some(NetNs::Pid(pid))
     }
 }
