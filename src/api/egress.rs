@@ -207,18 +207,11 @@ pub async fn update(
     store::egress::update(tx.conn(), &row).await?;
     let mut queued = 0;
     for host_id in store::egress::bound_host_ids(tx.conn(), id).await? {
-        let live = store::hosts::get(tx.conn(), host_id)
-            .await?
-            .is_some_and(|h| h.status == crate::hosts::HostStatus::Running.as_str());
-        if live {
-            crate::tasks::enqueue(
-                tx.conn(),
-                crate::tasks::Kind::BindEgress,
-                host_id,
-                json!({}),
-                &caller.actor(),
-            )
-            .await?;
+        if let Some(host) = store::hosts::get(tx.conn(), host_id).await?
+            && super::hosts::move_if_live(tx.conn(), &host, &caller.actor())
+                .await?
+                .is_some()
+        {
             queued += 1;
         }
     }

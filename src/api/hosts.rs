@@ -622,9 +622,21 @@ fn one_host_per_peer(tunnel_type: &str, bound: &[String]) -> Option<ApiError> {
     })
 }
 
-/// Whether a host in this status has a live data plane to move.
-fn is_live(status: &str) -> bool {
-    status == HostStatus::Running.as_str() || status == HostStatus::Provisioning.as_str()
+/// Queues the task that moves a live host (running or being made) onto its current binding;
+/// a host that is not live attaches when it starts.
+pub async fn move_if_live(
+    c: store::Conn<'_>,
+    host: &HostRow,
+    actor: &str,
+) -> store::Result<Option<Uuid>> {
+    let live = host.status == HostStatus::Running.as_str()
+        || host.status == HostStatus::Provisioning.as_str();
+    if !live {
+        return Ok(None);
+    }
+    tasks::enqueue(c, Kind::BindEgress, host.id, json!({}), actor)
+        .await
+        .map(Some)
 }
 
 /// Bind a host to an egress (one egress per host). A running host is moved onto it by a task.
@@ -688,20 +700,7 @@ pub async fn bind(
             }
             other => other.into(),
         })?;
-    let task_id = if is_live(&host.status) {
-        Some(
-            tasks::enqueue(
-                tx.conn(),
-                Kind::BindEgress,
-                host.id,
-                json!({}),
-                &caller.actor(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let task_id = move_if_live(tx.conn(), &host, &caller.actor()).await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "binding.created", "binding")
@@ -744,20 +743,7 @@ pub async fn unbind(
     };
     let host = find_host(tx.conn(), binding.host_id).await?;
     store::hosts::delete_binding(tx.conn(), id).await?;
-    let task_id = if is_live(&host.status) {
-        Some(
-            tasks::enqueue(
-                tx.conn(),
-                Kind::BindEgress,
-                host.id,
-                json!({}),
-                &caller.actor(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let task_id = move_if_live(tx.conn(), &host, &caller.actor()).await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "binding.deleted", "binding")
