@@ -88,6 +88,22 @@ async fn login_and_health(b: Backend) {
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
+    // An oversized body is a JSON 413, before anything is parsed.
+    let big = "x".repeat(300 * 1024);
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": big, "password": "p"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("larger than"),
+        "{v}"
+    );
+
     // A tampered token is refused.
     let t = s.admin().await;
     let (st, _) = s.get("/v1/admin/users", &format!("{t}x")).await;

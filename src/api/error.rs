@@ -28,6 +28,8 @@ pub enum ApiError {
         message: String,
         errors: FieldErrors,
     },
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("too many requests, retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("{0}")]
@@ -96,6 +98,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(detail) => {

@@ -11,7 +11,6 @@ use axum::Router;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -161,7 +160,8 @@ pub fn router(state: AppState) -> Router {
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // The limit is enforced where bodies are read (JsonBody), so the answer is our JSON 413.
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
