@@ -95,6 +95,50 @@ async fn lab_egress(s: &Server, admin: &str, lab: &mut Lab, i: u8) -> String {
     id
 }
 
+/// A running host bound to the lab's first WireGuard server, served by an in-process Sluice
+/// on SQLite: the starting point of most tests here. Fields drop in order: containers, then
+/// the server, then the lab.
+struct Rig {
+    _cleanup: Cleanup,
+    s: Server,
+    runtime: Arc<DockerRuntime>,
+    admin: String,
+    egress: String,
+    host: Value,
+    url: String,
+    lab: Lab,
+    tmp: tempfile::TempDir,
+}
+
+async fn rig(username: &str, memory_mb: u32) -> Rig {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
+    let (uid, _) = s.user(&admin, username).await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": memory_mb}),
+        )
+        .await;
+    Rig {
+        _cleanup: cleanup,
+        s,
+        runtime,
+        admin,
+        egress,
+        host,
+        url,
+        lab,
+        tmp,
+    }
+}
+
 /// Polls `cmd` in the host until its output (trimmed) is `want`, within `limit`.
 fn wait_output(host: &Value, cmd: &str, want: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
@@ -113,21 +157,17 @@ fn wait_output(host: &Value, cmd: &str, want: &str, limit: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it() {
-    let mut lab = Lab::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let (mut s, runtime) = start_server(tmp.path(), &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
-    let admin = s.admin().await;
-    let egress0 = lab_egress(&s, &admin, &mut lab, 0).await;
-    let (uid, _) = s.user(&admin, "wendy").await;
-    let host = s
-        .host(
-            &admin,
-            &uid,
-            json!({"egress_ip_id": egress0, "memory_mb": 256}),
-        )
-        .await;
+    let Rig {
+        mut lab,
+        tmp,
+        url,
+        mut s,
+        runtime,
+        _cleanup,
+        admin,
+        egress: _egress0,
+        host,
+    } = rig("wendy", 256).await;
     let (_, h) = s
         .get(
             &format!("/v1/admin/hosts/{}", host["id"].as_str().unwrap()),
@@ -471,21 +511,17 @@ impl Capture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
-    let mut lab = Lab::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
-    let admin = s.admin().await;
-    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
-    let (uid, _) = s.user(&admin, "zoe").await;
-    let host = s
-        .host(
-            &admin,
-            &uid,
-            json!({"egress_ip_id": egress, "memory_mb": 128}),
-        )
-        .await;
+    let Rig {
+        lab,
+        tmp,
+        url: _url,
+        s: _s,
+        runtime: _runtime,
+        _cleanup,
+        admin: _admin,
+        egress: _egress,
+        host,
+    } = rig("zoe", 128).await;
     let curl = format!("curl -s --max-time 5 http://{}/", lab.echo());
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
 
@@ -533,21 +569,17 @@ async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_keeps_working_across_a_rekey() {
-    let mut lab = Lab::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
-    let admin = s.admin().await;
-    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
-    let (uid, _) = s.user(&admin, "rex").await;
-    let host = s
-        .host(
-            &admin,
-            &uid,
-            json!({"egress_ip_id": egress, "memory_mb": 128}),
-        )
-        .await;
+    let Rig {
+        lab,
+        tmp: _tmp,
+        url: _url,
+        s: _s,
+        runtime: _runtime,
+        _cleanup,
+        admin: _admin,
+        egress: _egress,
+        host,
+    } = rig("rex", 128).await;
     let curl = format!("curl -s --max-time 5 http://{}/", lab.echo());
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
     let handshake = || {
@@ -593,23 +625,19 @@ async fn a_tunnel_keeps_working_across_a_rekey() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
-    let mut lab = Lab::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let url = common::database_url(common::Backend::Sqlite, dir).await;
     // Set up through an in-process server, then hand the data over to the real binary.
-    let (mut s, runtime) = start_server(dir, &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
-    let admin = s.admin().await;
-    let egress = lab_egress(&s, &admin, &mut lab, 0).await;
-    let (uid, _) = s.user(&admin, "kay").await;
-    let host = s
-        .host(
-            &admin,
-            &uid,
-            json!({"egress_ip_id": egress, "memory_mb": 128}),
-        )
-        .await;
+    let Rig {
+        lab,
+        tmp,
+        url,
+        mut s,
+        runtime,
+        _cleanup,
+        admin: _admin,
+        egress: _egress,
+        host,
+    } = rig("kay", 128).await;
+    let dir = tmp.path();
     s.stop().await;
     drop(runtime);
 
