@@ -81,7 +81,6 @@ impl Lab {
             dir: tempfile::tempdir().unwrap(),
             _claim: claim,
         };
-        let s = |x: &str| x.to_string();
         let h = format!("{p}h");
         let e = format!("{p}e");
         let x = format!("{p}x");
@@ -207,7 +206,6 @@ impl Lab {
         nat("10.64.0.0/24", EXIT_WG0);
         nat("10.65.0.0/24", EXIT_WG1);
         nat(&format!("198.18.{k}.0/30"), EXIT_DIRECT);
-        let _ = s;
         lab.start_servers();
         lab
     }
