@@ -771,3 +771,51 @@ async fn killed_mid_creation_sluice_converges_after_restart() {
     assert_eq!(ids, hosts);
     assert_eq!(observed.len(), 5, "orphan containers: {observed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_bound_to_a_proxy_egress_fails_closed_with_the_reason() {
+    let lab = lab(Backend::Sqlite).await;
+    let (uid, _) = lab.server.user(&lab.admin, "pia").await;
+    let (st, e) = lab
+        .server
+        .post(
+            "/v1/admin/egress-ips",
+            &lab.admin,
+            json!({"label": "socks", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+                "proxy_config": {"type": "socks", "server": "192.0.2.1", "server_port": 1080}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{e}");
+    let (st, v) = lab
+        .server
+        .post(
+            "/v1/admin/hosts",
+            &lab.admin,
+            json!({"user_id": uid, "egress_ip_id": e["data"]["id"], "memory_mb": 128}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let task = lab
+        .server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let h = host_status(&lab, &v["data"]).await;
+    assert_eq!(h["status"], "error");
+    assert!(
+        h["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("proxy egress is not supported"),
+        "{h}"
+    );
+    // The container is there, with nothing but loopback: no way out at all.
+    let name = container_name(v["data"]["short_id"].as_str().unwrap());
+    let (_, links) = docker(&["exec", &name, "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = links
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{links}");
+}
