@@ -16,6 +16,7 @@ use crate::auth::{Authenticator, password};
 use crate::config::ServeSettings;
 use crate::events::{self, NewEvent};
 use crate::runtime::HostRuntime;
+use crate::sshproxy::{self, Proxy as SshProxy};
 use crate::store::{self, Store, StoreError, users::UserRow};
 use crate::tasks::{self, Queue, Worker};
 use crate::users::{Role, UserStatus, generate_password};
@@ -50,6 +51,10 @@ pub enum StartError {
 pub struct Running {
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// Where the SSH proxy listens.
+    pub ssh_addr: SocketAddr,
+    /// The SSH proxy (its live sessions, for tests and the admin API).
+    pub ssh: Arc<SshProxy>,
     /// The generated admin password, when this start created the admin account without one.
     pub generated_admin_password: Option<String>,
     pub store: Store,
@@ -106,6 +111,25 @@ pub async fn start(
         source,
     })?;
 
+    let ssh_bind = SocketAddr::new(settings.ssh.listen_ip, settings.ssh_proxy_port);
+    let ssh_listener = TcpListener::bind(ssh_bind)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: ssh_bind,
+            source,
+        })?;
+    let ssh_addr = ssh_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: ssh_bind,
+            source,
+        })?;
+    let host_key =
+        sshproxy::hostkey::load_or_create(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join(sshproxy::hostkey::FILE),
+            source,
+        })?;
+
     let stop = CancellationToken::new();
     let queue = Queue::default();
     let worker = Arc::new(Worker::new(store.clone(), runtime.clone(), queue.clone()));
@@ -130,6 +154,15 @@ pub async fn start(
         stop.clone(),
     ));
 
+    let ssh = SshProxy::new(
+        store.clone(),
+        runtime.clone(),
+        settings.ssh.clone(),
+        host_key,
+        settings.public_url.clone(),
+    );
+    tokio::spawn(ssh.clone().serve(ssh_listener, stop.clone()));
+
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
     let state = AppState(Arc::new(Shared {
@@ -139,7 +172,9 @@ pub async fn start(
         queue,
         runtime: runtime.clone(),
         public_host: settings.public_host.clone(),
-        ssh_port: settings.ssh_proxy_port,
+        public_url: settings.public_url.clone(),
+        ssh_port: ssh_addr.port(),
+        ssh: ssh.clone(),
         probe: settings.probe.targets(),
     }));
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -153,8 +188,11 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, database = ?store.backend(), "Sluice API listening");
+    tracing::info!(addr = %ssh_addr, "SSH proxy listening");
     Ok(Running {
         addr,
+        ssh_addr,
+        ssh,
         generated_admin_password,
         store,
         runtime,

@@ -106,6 +106,9 @@ pub struct ServeSettings {
     )]
     pub ssh_proxy_port: u16,
 
+    #[command(flatten)]
+    pub ssh: SshSettings,
+
     /// Host name used in access commands. Default: the request's Host header without port.
     #[arg(
         long = "public-host",
@@ -114,6 +117,16 @@ pub struct ServeSettings {
         value_parser = parse_public_host
     )]
     pub public_host: Option<String>,
+
+    /// Base URL of the web API as users reach it, for short links (e.g.
+    /// `https://sluice.example.com`). Default: `http://` and the request's Host header.
+    #[arg(
+        long = "public-url",
+        env = "SLUICE_PUBLIC_URL",
+        value_name = "SLUICE_PUBLIC_URL",
+        value_parser = parse_public_url
+    )]
+    pub public_url: Option<String>,
 
     /// Requests per minute allowed to one credential (or one source address when anonymous).
     #[arg(
@@ -130,6 +143,82 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// How the SSH proxy treats connections.
+#[derive(Debug, Clone, Args)]
+pub struct SshSettings {
+    /// Address the SSH proxy binds (its port is SSH_PROXY_PORT).
+    #[arg(
+        long = "ssh-proxy-addr",
+        env = "SSH_PROXY_ADDR",
+        value_name = "SSH_PROXY_ADDR",
+        default_value = "0.0.0.0"
+    )]
+    pub listen_ip: std::net::IpAddr,
+
+    /// Seconds a client has to connect and log in.
+    #[arg(
+        long = "ssh-handshake-timeout",
+        env = "SLUICE_SSH_HANDSHAKE_TIMEOUT",
+        value_name = "SLUICE_SSH_HANDSHAKE_TIMEOUT",
+        default_value = "30",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub handshake_timeout_secs: u64,
+
+    /// Seconds without traffic on any channel after which a session is ended (0: never).
+    #[arg(
+        long = "ssh-idle-timeout",
+        env = "SLUICE_SSH_IDLE_TIMEOUT",
+        value_name = "SLUICE_SSH_IDLE_TIMEOUT",
+        default_value = "3600"
+    )]
+    pub idle_timeout_secs: u64,
+
+    /// Longest a session may last, in seconds (0: no limit).
+    #[arg(
+        long = "ssh-max-session",
+        env = "SLUICE_SSH_MAX_SESSION",
+        value_name = "SLUICE_SSH_MAX_SESSION",
+        default_value = "86400"
+    )]
+    pub max_session_secs: u64,
+
+    /// Simultaneous connections allowed from one source address.
+    #[arg(
+        long = "ssh-max-connections-per-source",
+        env = "SLUICE_SSH_MAX_CONNECTIONS_PER_SOURCE",
+        value_name = "SLUICE_SSH_MAX_CONNECTIONS_PER_SOURCE",
+        default_value = "64",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_source: u32,
+
+    /// Whether users may forward their SSH agent into their host (`ssh -A`).
+    #[arg(
+        long = "ssh-agent-forwarding",
+        env = "SLUICE_SSH_AGENT_FORWARDING",
+        value_name = "SLUICE_SSH_AGENT_FORWARDING",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    pub agent_forwarding: bool,
+}
+
+impl SshSettings {
+    fn secs(n: u64) -> Option<std::time::Duration> {
+        (n > 0).then(|| std::time::Duration::from_secs(n))
+    }
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.handshake_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        Self::secs(self.idle_timeout_secs)
+    }
+    pub fn max_session(&self) -> Option<std::time::Duration> {
+        Self::secs(self.max_session_secs)
+    }
 }
 
 /// What the egress checks probe.
@@ -232,6 +321,23 @@ fn parse_public_host(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("expected a host name or IP address, without scheme or path".into())
+    }
+}
+
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or("expected an http:// or https:// URL")?;
+    let ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '/' | '_'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected a URL such as https://sluice.example.com".into())
     }
 }
 

@@ -70,10 +70,15 @@ impl HostStatus {
 }
 
 /// The commands an operator and a user get to reach a host.
-pub fn access_commands(public_host: &str, ssh_port: u16, short_id: &str) -> (String, String) {
+pub fn access_commands(
+    base_url: &str,
+    ssh_host: &str,
+    ssh_port: u16,
+    short_id: &str,
+) -> (String, String) {
     (
-        format!("curl -sSf http://{public_host}/entry/{short_id} | bash"),
-        format!("ssh -p {ssh_port} {short_id}@{public_host}"),
+        format!("curl -sSf {base_url}/entry/{short_id} | bash"),
+        format!("ssh -p {ssh_port} {short_id}@{ssh_host}"),
     )
 }
 

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod netns;
 pub mod probe;
 pub mod runtime;
+pub mod sshproxy;
 pub mod store;
 pub mod tasks;
 pub mod users;

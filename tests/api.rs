@@ -822,11 +822,11 @@ async fn hosts_lifecycle_through_tasks(b: Backend) {
     assert_eq!(d["ssh_password"].as_str().unwrap().len(), 20);
     assert_eq!(
         d["access"]["entry_command"],
-        format!("curl -sSf http://sluice.test/entry/{short} | bash")
+        format!("curl -sSf {}/entry/{short} | bash", s.base)
     );
     assert_eq!(
         d["access"]["ssh_command"],
-        format!("ssh -p 2222 {short}@sluice.test")
+        format!("ssh -p {} {short}@sluice.test", s.ssh_addr.port())
     );
     assert_eq!(
         (d["memory_mb"].as_i64(), d["pids_limit"].as_i64()),

@@ -61,9 +61,19 @@ pub struct Host {
     pub updated_at: OffsetDateTime,
 }
 
-/// The host name shown in access commands: the configured public host, or the request's
-/// Host header without its port.
-pub struct PublicHost(pub String);
+/// Where users reach Sluice, as access commands show it: the SSH host name (the configured
+/// public host, or the request's Host header without its port) and the base URL of short
+/// links (the configured public URL, or `http://` and the request's Host header).
+pub struct PublicHost {
+    pub ssh_host: String,
+    pub base_url: String,
+}
+
+fn safe_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+}
 
 impl FromRequestParts<AppState> for PublicHost {
     type Rejection = std::convert::Infallible;
@@ -72,40 +82,42 @@ impl FromRequestParts<AppState> for PublicHost {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(h) = &state.public_host {
-            return Ok(PublicHost(h.clone()));
-        }
-        let host = parts
+        let header = parts
             .headers
             .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let without_port = if host.starts_with('[') {
-            host.split(']')
-                .next()
-                .map(|h| format!("{h}]"))
-                .unwrap_or_default()
-        } else {
-            host.split(':').next().unwrap_or(host).to_string()
+            .filter(|h| safe_host(h));
+        let ssh_host = match (&state.public_host, header) {
+            (Some(h), _) => h.clone(),
+            (None, Some(host)) => {
+                if host.starts_with('[') {
+                    host.split(']')
+                        .next()
+                        .map(|h| format!("{h}]"))
+                        .unwrap_or_default()
+                } else {
+                    host.split(':').next().unwrap_or(host).to_string()
+                }
+            }
+            (None, None) => "localhost".into(),
         };
-        let safe = without_port
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-        Ok(PublicHost(if safe && !without_port.is_empty() {
-            without_port
-        } else {
-            "localhost".into()
-        }))
+        let base_url = match (&state.public_url, header) {
+            (Some(u), _) => u.clone(),
+            (None, Some(host)) => format!("http://{host}"),
+            (None, None) => format!("http://{ssh_host}"),
+        };
+        Ok(PublicHost { ssh_host, base_url })
     }
 }
 
 pub fn host_view(
     h: HostRow,
-    public_host: &str,
+    public: &PublicHost,
     ssh_port: u16,
     current_image: Option<&str>,
 ) -> Host {
-    let (entry_command, ssh_command) = rules::access_commands(public_host, ssh_port, &h.short_id);
+    let (entry_command, ssh_command) =
+        rules::access_commands(&public.base_url, &public.ssh_host, ssh_port, &h.short_id);
     let image_outdated =
         matches!((h.image.as_deref(), current_image), (Some(a), Some(b)) if a != b);
     Host {
@@ -218,7 +230,7 @@ pub async fn find_host(c: Conn<'_>, id: Uuid) -> ApiResult<HostRow> {
 pub async fn list(
     State(state): State<AppState>,
     _: Admin<can::HostRead>,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     paging: Paging,
     HostQuery { user_id }: HostQuery,
 ) -> ApiResult<axum::Json<Page<Host>>> {
@@ -241,7 +253,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     caller: Admin<can::HostWrite>,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     JsonBody(req): JsonBody<CreateHost>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<CreatedHost>>)> {
     let mut errs = FieldErrors::new();
@@ -387,7 +399,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     _: Admin<can::HostRead>,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Data<Host>>> {
     let id = parse_id(&id, "host")?;
@@ -788,7 +800,7 @@ pub async fn suspend(
 pub async fn unsuspend(
     State(state): State<AppState>,
     caller: Admin<can::HostWrite>,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Data<Host>>> {
     let id = parse_id(&id, "host")?;

@@ -55,7 +55,11 @@ pub struct Shared {
     pub runtime: Arc<dyn HostRuntime>,
     /// Host name for access commands; `None` uses the request's Host header.
     pub public_host: Option<String>,
+    /// Base URL of this API in short links; `None` uses `http://` and the request's Host.
+    pub public_url: Option<String>,
+    /// The port the SSH proxy listens on.
     pub ssh_port: u16,
+    pub ssh: Arc<crate::sshproxy::Proxy>,
     /// What the egress checks probe.
     pub probe: crate::probe::Targets,
 }

@@ -79,7 +79,7 @@ pub async fn change_password(
 pub async fn list_hosts(
     State(state): State<AppState>,
     caller: UserCaller,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     paging: Paging,
 ) -> ApiResult<axum::Json<Page<Host>>> {
     let mut db = state.store.acquire().await?;
@@ -101,7 +101,7 @@ pub async fn list_hosts(
 pub async fn get_host(
     State(state): State<AppState>,
     caller: UserCaller,
-    PublicHost(ph): PublicHost,
+    ph: PublicHost,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Data<Host>>> {
     let id = parse_id(&id, "host")?;

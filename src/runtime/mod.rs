@@ -123,10 +123,40 @@ pub trait HostRuntime: Send + Sync + 'static {
         None
     }
 
+    /// Where the SSH proxy reaches a running host's sshd.
+    async fn ssh_endpoint(&self, host: &HostSpec) -> Result<SshEndpoint, RuntimeError> {
+        Err(RuntimeError::permanent(format!(
+            "host {} has no SSH server in this runtime",
+            host.short_id
+        )))
+    }
+
     /// The network namespace of a running host whose egress is attached: where its traffic
     /// takes its real path.
     async fn egress_netns(&self, _host: &HostSpec) -> Option<crate::netns::NetNs> {
         None
+    }
+}
+
+/// Where and how the SSH proxy logs in to a running host's sshd.
+#[derive(Clone)]
+pub struct SshEndpoint {
+    /// The container's network namespace; sshd listens on 127.0.0.1:22 inside it.
+    pub netns: crate::netns::NetNs,
+    /// The host key the container's sshd must present.
+    pub host_key: russh::keys::ssh_key::PublicKey,
+    /// The host's internal key, which the container's authorized_keys accepts.
+    pub internal_key: russh::keys::ssh_key::PrivateKey,
+    /// The owner's account inside the container.
+    pub account: String,
+}
+
+impl std::fmt::Debug for SshEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshEndpoint")
+            .field("netns", &self.netns)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
     }
 }
 

@@ -87,6 +87,28 @@ pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<HostRow>> {
     .await)?)
 }
 
+/// The host with this short id.
+pub async fn get_by_short_id(c: Conn<'_>, short_id: &str) -> Result<Option<HostRow>> {
+    let sql = format!("{SELECT} WHERE h.short_id = $1");
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, HostRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(short_id)
+    .fetch_optional(&mut *c)
+    .await)?)
+}
+
+/// Every host of a user, oldest first.
+pub async fn of_user(c: Conn<'_>, user_id: Uuid) -> Result<Vec<HostRow>> {
+    let sql = format!("{SELECT} WHERE h.user_id = $1 ORDER BY h.id");
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, HostRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(user_id)
+    .fetch_all(&mut *c)
+    .await)?)
+}
+
 /// Hosts, oldest first; only those of `user_id` when given.
 pub async fn list(
     c: Conn<'_>,

@@ -193,6 +193,8 @@ impl HostRuntime for RecordingRuntime {
 pub struct Server {
     pub base: String,
     pub addr: SocketAddr,
+    /// Where this server's SSH proxy listens.
+    pub ssh_addr: SocketAddr,
     pub runtime: RecordingRuntime,
     pub running: Option<sluice::app::Running>,
     pub settings: ServeSettings,
@@ -211,8 +213,18 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         admin_username: "admin".into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_jwt_secret: None,
-        ssh_proxy_port: 2222,
+        // An ephemeral port on loopback: every test server has its own SSH proxy.
+        ssh_proxy_port: 0,
+        ssh: sluice::config::SshSettings {
+            listen_ip: [127, 0, 0, 1].into(),
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 3600,
+            max_session_secs: 86400,
+            max_connections_per_source: 200,
+            agent_forwarding: false,
+        },
         public_host: Some("sluice.test".into()),
+        public_url: None,
         // High, so that polling tests do not trip it; the rate-limit test sets the default.
         api_rate_limit: 100_000,
         probe: sluice::config::ProbeSettings {
@@ -268,9 +280,11 @@ impl Server {
             .await
             .expect("server starts");
         let addr = running.addr;
+        let ssh_addr = running.ssh_addr;
         Server {
             base: format!("http://{addr}"),
             addr,
+            ssh_addr,
             runtime: recorder,
             running: Some(running),
             settings,

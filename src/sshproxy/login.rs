@@ -1,0 +1,217 @@
+//! Who may enter which host: the SSH user name picks the host (a short id, or the owner's
+//! user name when they have exactly one host), the credential proves the person (the host's
+//! SSH password, a one-time entry credential, or one of the owner's public keys), and the
+//! account and host states decide whether they may go in now. Used by the SSH proxy and by
+//! the entry API, so both say the same thing for the same situation.
+
+use russh::keys::ssh_key::PublicKey;
+use time::OffsetDateTime;
+
+use super::credentials::EntryCredentials;
+use crate::auth::password;
+use crate::hosts::{HostStatus, is_short_id};
+use crate::store::hosts::HostRow;
+use crate::store::users::UserRow;
+use crate::store::{self, Store, StoreError};
+use crate::users::{Role, UserStatus};
+
+/// What the client offered.
+pub enum Credential<'a> {
+    Password(&'a str),
+    PublicKey(&'a PublicKey),
+}
+
+/// How an entrant proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Password,
+    Entry,
+    PublicKey,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::Entry => "entry",
+            Method::PublicKey => "publickey",
+        }
+    }
+}
+
+/// Someone whose credential matched a host.
+#[derive(Debug, Clone)]
+pub struct Entrant {
+    pub user: UserRow,
+    pub host: HostRow,
+    pub method: Method,
+}
+
+/// The outcome of a credential check.
+#[derive(Debug)]
+pub enum Check {
+    /// No such host or user, or the credential does not match: the client learns nothing more.
+    Denied,
+    /// The credential is right but the user name names several hosts.
+    Ambiguous { username: String, hosts: Vec<String> },
+    Verified(Entrant),
+}
+
+/// Why a verified entrant cannot go in now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    AccountInactive(String),
+    HostStopped,
+    HostSuspended,
+    HostStarting,
+    HostBroken(String),
+}
+
+impl Entrant {
+    /// Why the entrant may not enter now, if they may not.
+    pub fn refusal(&self, now: OffsetDateTime) -> Option<Refusal> {
+        let status = UserStatus::parse(&self.user.status).unwrap_or(UserStatus::Disabled);
+        if status != UserStatus::Active {
+            return Some(Refusal::AccountInactive(status.as_str().into()));
+        }
+        if self.user.expires_at.is_some_and(|t| t <= now) {
+            return Some(Refusal::AccountInactive("expired".into()));
+        }
+        match HostStatus::parse(&self.host.status).unwrap_or(HostStatus::Error) {
+            HostStatus::Running => None,
+            HostStatus::Stopped => Some(Refusal::HostStopped),
+            HostStatus::Suspended => Some(Refusal::HostSuspended),
+            HostStatus::Pending | HostStatus::Provisioning => Some(Refusal::HostStarting),
+            HostStatus::Deleting => Some(Refusal::HostBroken("is being deleted".into())),
+            HostStatus::Error => Some(Refusal::HostBroken(format!(
+                "failed{}: ask your administrator",
+                self.host
+                    .status_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The sentence the user reads for `refusal`; `start_hint` says how to start a stopped host.
+    pub fn explain(&self, refusal: &Refusal, start_hint: Option<&str>) -> String {
+        let short = &self.host.short_id;
+        match refusal {
+            Refusal::AccountInactive(s) => {
+                format!("account {} is {s}: ask your administrator", self.user.username)
+            }
+            Refusal::HostStopped => match start_hint {
+                Some(hint) => format!("host {short} is stopped: start it with `{hint}`"),
+                None => format!("host {short} is stopped: start it from the Sluice portal"),
+            },
+            Refusal::HostSuspended => {
+                format!("host {short} is suspended: ask your administrator")
+            }
+            Refusal::HostStarting => format!("host {short} is starting: try again in a moment"),
+            Refusal::HostBroken(why) => format!("host {short} {why}"),
+        }
+    }
+}
+
+/// Checks `credential` for the SSH user name `login`.
+pub async fn check(
+    store: &Store,
+    entry: &EntryCredentials,
+    login: &str,
+    credential: Credential<'_>,
+) -> Result<Check, StoreError> {
+    let mut db = store.acquire().await?;
+    let (user, hosts) = if is_short_id(login) {
+        match store::hosts::get_by_short_id(db.conn(), login).await? {
+            Some(h) => match h.user_id {
+                Some(uid) => (store::users::get(db.conn(), uid).await?, vec![h]),
+                None => (None, vec![]),
+            },
+            None => (None, vec![]),
+        }
+    } else {
+        match store::users::get_by_username(db.conn(), login).await? {
+            Some(u) if u.role == Role::User.as_str() => {
+                let hosts = store::hosts::of_user(db.conn(), u.id).await?;
+                (Some(u), hosts)
+            }
+            _ => (None, vec![]),
+        }
+    };
+    let Some(user) = user.filter(|_| !hosts.is_empty()) else {
+        if let Credential::Password(p) = credential {
+            password::verify_decoy(p).await;
+        }
+        return Ok(Check::Denied);
+    };
+    let verified = match credential {
+        Credential::Password(p) => {
+            let mut found = None;
+            for h in &hosts {
+                if entry.redeem(h.id, p) {
+                    found = Some((h.clone(), Method::Entry));
+                    break;
+                }
+            }
+            if found.is_none() {
+                for h in &hosts {
+                    if password::verify(p, &h.ssh_password_hash).await {
+                        found = Some((h.clone(), Method::Password));
+                        break;
+                    }
+                }
+            }
+            found
+        }
+        Credential::PublicKey(offered) => {
+            let keys = store::ssh_keys::public_keys(db.conn(), user.id).await?;
+            let owns = keys.iter().any(|line| {
+                PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == offered.key_data())
+            });
+            match (owns, hosts.as_slice()) {
+                (true, [only]) => Some((only.clone(), Method::PublicKey)),
+                (true, _) => {
+                    return Ok(Check::Ambiguous {
+                        username: user.username,
+                        hosts: hosts.into_iter().map(|h| h.short_id).collect(),
+                    });
+                }
+                (false, _) => None,
+            }
+        }
+    };
+    Ok(match verified {
+        Some((host, method)) => Check::Verified(Entrant { user, host, method }),
+        None => Check::Denied,
+    })
+}
+
+/// Whether `key` is one of the keys of the user who owns the host `login` names. Used to
+/// answer a key offer before the client signs anything.
+pub async fn offers_owner_key(store: &Store, login: &str, key: &PublicKey) -> bool {
+    let Ok(mut db) = store.acquire().await else {
+        return false;
+    };
+    let user_id = if is_short_id(login) {
+        store::hosts::get_by_short_id(db.conn(), login)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|h| h.user_id)
+    } else {
+        store::users::get_by_username(db.conn(), login)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.id)
+    };
+    let Some(user_id) = user_id else {
+        return false;
+    };
+    store::ssh_keys::public_keys(db.conn(), user_id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|line| PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == key.key_data()))
+}

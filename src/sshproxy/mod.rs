@@ -1,0 +1,231 @@
+//! SSH proxy: the one port (:2222) users reach their hosts through. A connection's login
+//! picks the host and proves the person (login.rs); the proxy then logs in to the host's own
+//! sshd from inside the container's network namespace (upstream.rs) and bridges every channel
+//! (channels/). Around that: the proxy's host key (hostkey.rs), per-source limits
+//! (limits.rs), one-time entry credentials (credentials.rs) and the live-session registry
+//! (registry.rs). This file accepts connections and watches each one's clock: login time,
+//! idle time and total length.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::keys::ssh_key::PrivateKey;
+use russh::{MethodKind, MethodSet, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SshSettings;
+use crate::runtime::HostRuntime;
+use crate::store::Store;
+
+pub mod channels;
+pub mod credentials;
+pub mod hostkey;
+pub mod limits;
+pub mod login;
+pub mod registry;
+pub mod server;
+pub mod upstream;
+
+use credentials::EntryCredentials;
+use limits::{ConnectionCounter, Lockouts};
+use registry::{Meter, Metered, Sessions};
+
+/// How long a session being ended may take to say goodbye before its socket is cut.
+const GOODBYE: Duration = Duration::from_secs(3);
+
+/// The SSH proxy and what the API shares with it.
+pub struct Proxy {
+    store: Store,
+    runtime: Arc<dyn HostRuntime>,
+    pub settings: SshSettings,
+    pub credentials: EntryCredentials,
+    pub sessions: Arc<Sessions>,
+    failures: Lockouts<IpAddr>,
+    connections: ConnectionCounter,
+    host_key: PrivateKey,
+    config: Arc<russh::server::Config>,
+    /// Base URL of the web API, for the hint on stopped hosts.
+    public_url: Option<String>,
+}
+
+impl Proxy {
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn HostRuntime>,
+        settings: SshSettings,
+        host_key: PrivateKey,
+        public_url: Option<String>,
+    ) -> Arc<Self> {
+        let config = russh::server::Config {
+            server_id: SshId::Standard("SSH-2.0-Sluice".into()),
+            methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+            auth_rejection_time: Duration::from_secs(1),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key.clone()],
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            nodelay: true,
+            max_auth_attempts: 6,
+            ..Default::default()
+        };
+        Arc::new(Self {
+            store,
+            runtime,
+            connections: ConnectionCounter::new(settings.max_connections_per_source),
+            settings,
+            credentials: EntryCredentials::default(),
+            sessions: Arc::default(),
+            failures: Lockouts::new(limits::MAX_FAILURES, limits::FAILURE_WINDOW, limits::LOCKOUT),
+            host_key,
+            config: Arc::new(config),
+            public_url,
+        })
+    }
+
+    /// The `known_hosts` line pinning the proxy's key as `host:port`.
+    pub fn known_hosts_line(&self, host: &str, port: u16) -> String {
+        hostkey::known_hosts_line(&self.host_key, host, port)
+    }
+
+    /// The short-link command for a host, when the public URL is known.
+    pub fn entry_command(&self, short_id: &str) -> Option<String> {
+        self.public_url
+            .as_ref()
+            .map(|u| format!("curl -sSf {}/entry/{short_id} | bash", u.trim_end_matches('/')))
+    }
+
+    /// Accepts connections on `listener` until `stop` is cancelled; live sessions are then
+    /// told Sluice is stopping.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SSH accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = self.connections.acquire(peer.ip()) else {
+                tracing::warn!(source = %peer.ip(), "too many SSH connections from one source: refused");
+                drop(tcp);
+                continue;
+            };
+            let proxy = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                proxy.connection(tcp, peer, stop).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+        let _ = tcp.set_nodelay(true);
+        let meter = Meter::new();
+        let handler = server::ClientConn::new(self.clone(), peer, meter.clone());
+        let upstream = handler.upstream.clone();
+        let stream = Metered::new(tcp, meter.clone());
+        let handshake = self.settings.handshake_timeout();
+        let running = match tokio::time::timeout(
+            handshake,
+            russh::server::run_stream(self.config.clone(), stream, handler),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(source = %peer, error = %e, "SSH connection failed before the handshake");
+                return;
+            }
+            Err(_) => return,
+        };
+        let handle = running.handle();
+        tokio::pin!(running);
+        let started = Instant::now();
+        let mut ending: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut running => break,
+                reason = meter.ended(), if ending.is_none() => {
+                    tracing::info!(source = %peer, %reason, "ending SSH session");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        handle.disconnect(russh::Disconnect::ByApplication, reason, "en".into()),
+                    ).await;
+                    ending = Some(Instant::now());
+                }
+                _ = stop.cancelled(), if ending.is_none() => meter.end("Sluice is shutting down"),
+                _ = tick.tick() => {
+                    if let Some(t) = ending {
+                        if t.elapsed() >= GOODBYE {
+                            meter.cut();
+                        }
+                        continue;
+                    }
+                    if let Some(reason) = self.overdue(&meter, started, &upstream) {
+                        meter.end(reason);
+                    }
+                }
+            }
+        }
+        if let Some(up) = upstream.get() {
+            up.close().await;
+        }
+    }
+
+    /// Why the connection must end now, if it must.
+    fn overdue(
+        &self,
+        meter: &Meter,
+        started: Instant,
+        upstream: &std::sync::OnceLock<Arc<upstream::Upstream>>,
+    ) -> Option<String> {
+        let Some(authed) = meter.authed_at() else {
+            return (started.elapsed() >= self.settings.handshake_timeout()).then(|| {
+                format!(
+                    "login not completed within {} s",
+                    self.settings.handshake_timeout_secs
+                )
+            });
+        };
+        if let Some(limit) = self.settings.max_session()
+            && authed.elapsed() >= limit
+        {
+            return Some(format!(
+                "session reached its maximum length of {}; log in again",
+                human(limit)
+            ));
+        }
+        if let Some(limit) = self.settings.idle_timeout()
+            && meter.idle_for() >= limit
+        {
+            return Some(format!("session idle for {}; log in again", human(limit)));
+        }
+        if let Some(conn) = upstream.get().and_then(|u| u.connected())
+            && conn.handle.is_closed()
+        {
+            return Some("the host closed the connection (it stopped or restarted)".into());
+        }
+        None
+    }
+}
+
+/// "90 s", "5 min", "2 h".
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{} h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}

@@ -1,0 +1,268 @@
+//! The upstream side: the proxy's SSH client connection to a host's sshd. The TCP socket is
+//! opened from inside the container's network namespace to 127.0.0.1:22 (no published port,
+//! no bridge), the container's pinned host key is checked, and the proxy logs in with the
+//! host's internal key as the owner's account. One upstream per client connection, made on
+//! the first channel or forwarding request, whichever kind comes first.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use russh::client::{self, ChannelOpenHandle, Msg, Session};
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::keys::ssh_key::PublicKey;
+use russh::Channel;
+use russh::keys::PublicKeyOrCertificate;
+use tokio::sync::OnceCell;
+
+use super::channels::{agent, forwarded_tcpip};
+use super::registry::Meter;
+use crate::runtime::SshEndpoint;
+
+/// How long opening and logging in to a host's sshd may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A logged-in connection to the host's sshd.
+pub struct Connected {
+    pub handle: client::Handle<UpHandler>,
+}
+
+/// The upstream of one client connection, made on first use.
+pub struct Upstream {
+    endpoint: SshEndpoint,
+    short_id: String,
+    client: russh::server::Handle,
+    pub meter: Arc<Meter>,
+    pub agent_allowed: Arc<AtomicBool>,
+    pub forwards: Arc<forwarded_tcpip::Requested>,
+    cell: OnceCell<Arc<Connected>>,
+}
+
+impl Upstream {
+    pub fn new(
+        endpoint: SshEndpoint,
+        short_id: String,
+        client: russh::server::Handle,
+        meter: Arc<Meter>,
+    ) -> Self {
+        Self {
+            endpoint,
+            short_id,
+            client,
+            meter,
+            agent_allowed: Arc::new(AtomicBool::new(false)),
+            forwards: Arc::default(),
+            cell: OnceCell::new(),
+        }
+    }
+
+    /// The handle towards the client, for channels the host opens.
+    pub fn client_handle(&self) -> russh::server::Handle {
+        self.client.clone()
+    }
+
+    /// The connection, made now if this is the first use. The error is a sentence for the
+    /// client.
+    pub async fn get(&self) -> Result<Arc<Connected>, String> {
+        self.cell
+            .get_or_try_init(|| async {
+                tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("host {} did not answer in time", self.short_id))
+                    })
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The connection, if one was made.
+    pub fn connected(&self) -> Option<Arc<Connected>> {
+        self.cell.get().cloned()
+    }
+
+    async fn connect(&self) -> Result<Connected, String> {
+        let short = &self.short_id;
+        let addr: SocketAddr = ([127, 0, 0, 1], 22).into();
+        let tcp = self
+            .endpoint
+            .netns
+            .connect_tcp(addr, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach the SSH server of host {short}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let config = Arc::new(client::Config {
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            nodelay: true,
+            ..Default::default()
+        });
+        let handler = UpHandler {
+            pinned: self.endpoint.host_key.clone(),
+            client: self.client.clone(),
+            meter: self.meter.clone(),
+            agent_allowed: self.agent_allowed.clone(),
+            forwards: self.forwards.clone(),
+        };
+        let mut handle = client::connect_stream(config, tcp, handler)
+            .await
+            .map_err(|e| format!("SSH with host {short} failed: {e}"))?;
+        let key = PrivateKeyWithHashAlg::new(Arc::new(self.endpoint.internal_key.clone()), None);
+        let auth = handle
+            .authenticate_publickey(self.endpoint.account.clone(), key)
+            .await
+            .map_err(|e| format!("login to host {short} failed: {e}"))?;
+        if !auth.success() {
+            return Err(format!("host {short} refused the proxy's login"));
+        }
+        Ok(Connected { handle })
+    }
+
+    /// Ends the upstream connection, if one was made.
+    pub async fn close(&self) {
+        if let Some(c) = self.cell.get() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.handle
+                    .disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
+    }
+}
+
+/// Callbacks of the upstream connection.
+pub struct UpHandler {
+    pinned: PublicKey,
+    client: russh::server::Handle,
+    meter: Arc<Meter>,
+    agent_allowed: Arc<AtomicBool>,
+    forwards: Arc<forwarded_tcpip::Requested>,
+}
+
+impl client::Handler for UpHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.key_data() == self.pinned.key_data()
+            }
+            PublicKeyOrCertificate::Certificate(_) => false,
+        })
+    }
+
+    // Channels the host opens towards the client go through a spawned task: this loop must
+    // never wait on the client's.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.forwards.contains(connected_address, connected_port) {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        tokio::spawn(forwarded_tcpip::open(
+            self.client.clone(),
+            channel,
+            reply,
+            (connected_address.to_string(), connected_port),
+            (originator_address.to_string(), originator_port),
+            self.meter.clone(),
+        ));
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.agent_allowed.load(Ordering::SeqCst) {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        tokio::spawn(agent::open(
+            self.client.clone(),
+            channel,
+            reply,
+            self.meter.clone(),
+        ));
+        Ok(())
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(()) // dropping the reply refuses the channel
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        _reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        _reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
