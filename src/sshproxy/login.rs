@@ -17,7 +17,10 @@ use crate::users::{Role, UserStatus};
 
 /// What the client offered.
 pub enum Credential<'a> {
+    /// The host's SSH password or a one-time entry credential.
     Password(&'a str),
+    /// The host's SSH password only (what a person types into a short link).
+    HostPassword(&'a str),
     PublicKey(&'a PublicKey),
 }
 
@@ -140,15 +143,16 @@ pub async fn check(
         }
     };
     let Some(user) = user.filter(|_| !hosts.is_empty()) else {
-        if let Credential::Password(p) = credential {
+        if let Credential::Password(p) | Credential::HostPassword(p) = credential {
             password::verify_decoy(p).await;
         }
         return Ok(Check::Denied);
     };
     let verified = match credential {
-        Credential::Password(p) => {
+        Credential::Password(p) | Credential::HostPassword(p) => {
+            let one_time = matches!(credential, Credential::Password(_));
             let mut found = None;
-            for h in &hosts {
+            for h in hosts.iter().filter(|_| one_time) {
                 if entry.redeem(h.id, p) {
                     found = Some((h.clone(), Method::Entry));
                     break;

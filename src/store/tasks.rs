@@ -183,3 +183,17 @@ pub async fn count(c: Conn<'_>, status: &str, since: Option<OffsetDateTime>) -> 
     .fetch_one(&mut *c)
     .await)?)
 }
+
+/// The newest unfinished task of a host, if any.
+pub async fn open_for_host(c: Conn<'_>, host_id: Uuid) -> Result<Option<TaskRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks WHERE host_id = $1 AND status IN ('queued', 'running')
+         ORDER BY id DESC LIMIT 1"
+    );
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, TaskRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(host_id)
+    .fetch_optional(&mut *c)
+    .await)?)
+}
