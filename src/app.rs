@@ -176,6 +176,7 @@ pub async fn start(
         ssh_port: ssh_addr.port(),
         ssh: ssh.clone(),
         probe: settings.probe.targets(),
+        entry: Default::default(),
     }));
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let graceful = stop.clone();

@@ -27,6 +27,7 @@ use crate::tasks::Queue;
 
 pub mod dashboard;
 pub mod egress;
+pub mod entry;
 pub mod envelope;
 pub mod error;
 pub mod events;
@@ -36,6 +37,7 @@ pub mod hosts;
 pub mod layers;
 pub mod login;
 pub mod portal;
+pub mod sessions;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod tokens;
@@ -60,6 +62,8 @@ pub struct Shared {
     /// The port the SSH proxy listens on.
     pub ssh_port: u16,
     pub ssh: Arc<crate::sshproxy::Proxy>,
+    /// Short-link lockouts and bootstrap sessions.
+    pub entry: entry::EntryState,
     /// What the egress checks probe.
     pub probe: crate::probe::Targets,
 }
@@ -85,6 +89,7 @@ impl Deref for AppState {
         (name = "auth"), (name = "users"), (name = "ssh keys"), (name = "egress"),
         (name = "hosts"), (name = "bindings"), (name = "tasks"), (name = "events"),
         (name = "dashboard"), (name = "tokens"), (name = "user portal"), (name = "health"),
+        (name = "sessions"), (name = "entry"),
     )
 )]
 struct ApiDoc;
@@ -113,7 +118,14 @@ pub fn router(state: AppState) -> Router {
     let public = OpenApiRouter::new()
         .routes(routes!(login::login))
         .routes(routes!(login::admin_login))
-        .routes(routes!(health::healthz));
+        .routes(routes!(health::healthz))
+        .routes(routes!(entry::entry_script))
+        .routes(routes!(entry::entry_auth))
+        .routes(routes!(entry::entry_task))
+        .routes(routes!(entry::bootstrap_script))
+        .routes(routes!(entry::bootstrap_start))
+        .routes(routes!(entry::bootstrap_status))
+        .routes(routes!(entry::bootstrap_handoff));
 
     let protected = OpenApiRouter::new()
         .routes(routes!(users::list, users::create))
@@ -145,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(dashboard::stats))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::end))
         .routes(routes!(portal::change_password))
         .routes(routes!(portal::list_hosts))
         .routes(routes!(portal::get_host))
