@@ -331,9 +331,9 @@ fn parse_public_url(s: &str) -> Result<String, String> {
         .or_else(|| s.strip_prefix("https://"))
         .ok_or("expected an http:// or https:// URL")?;
     let ok = !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '/' | '_'));
+        && rest.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '/' | '_')
+        });
     if ok {
         Ok(s.to_string())
     } else {

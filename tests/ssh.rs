@@ -39,6 +39,8 @@ async fn lab(username: &str, tweak: impl FnOnce(&mut ServeSettings)) -> Lab {
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(Backend::Sqlite, tmp.path()).await;
     let mut settings = common::settings(tmp.path(), url);
+    // Access commands name the address the client used (127.0.0.1), as on a real install.
+    settings.public_host = None;
     tweak(&mut settings);
     let runtime = Arc::new(DockerRuntime::new(tmp.path()).unwrap());
     ensure_image(&runtime).await;
@@ -114,7 +116,12 @@ impl Lab {
                 "UserKnownHostsFile={}",
                 self.dir.join("known_hosts").display()
             ))
-            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20"]);
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=20",
+            ]);
     }
 
     /// Sets up `cmd` (ssh, sftp or scp) to log in with `login`.
@@ -128,8 +135,7 @@ impl Lab {
                 std::fs::write(&helper, format!("#!/bin/sh\ncat '{}'\n", secret.display()))
                     .unwrap();
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o700))
-                    .unwrap();
+                std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o700)).unwrap();
                 cmd.env("SSH_ASKPASS", helper)
                     .env("SSH_ASKPASS_REQUIRE", "force")
                     .args([
@@ -142,16 +148,14 @@ impl Lab {
                     ]);
             }
             Login::Key(key) => {
-                cmd.arg("-i")
-                    .arg(key)
-                    .args([
-                        "-o",
-                        "IdentitiesOnly=yes",
-                        "-o",
-                        "PreferredAuthentications=publickey",
-                        "-o",
-                        "BatchMode=yes",
-                    ]);
+                cmd.arg("-i").arg(key).args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "PreferredAuthentications=publickey",
+                    "-o",
+                    "BatchMode=yes",
+                ]);
             }
         }
         cmd.env_remove("SSH_AUTH_SOCK").stdin(Stdio::null());
@@ -195,7 +199,11 @@ async fn password_and_key_logins_pass_output_and_exit_codes_through() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "to-stdout\nalice\n");
-    assert!(text(&out.stderr).contains("to-stderr"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("to-stderr"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // The owner's key, with the user name instead of the short id (one host).
     let out = lab.run(&lab.username, &Login::Key(&lab.key), "id -u; pwd");
@@ -216,7 +224,11 @@ async fn password_and_key_logins_pass_output_and_exit_codes_through() {
     // A wrong password, and a key the user does not own, are refused.
     let out = lab.run(&short, &Login::Password("not-the-password"), "true");
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
     let stranger = lab.dir.join("stranger");
     Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -227,11 +239,594 @@ async fn password_and_key_logins_pass_output_and_exit_codes_through() {
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
 
     let actions = lab.server.actions(&lab.admin).await;
-    assert!(actions.iter().filter(|a| *a == "ssh.login_succeeded").count() >= 3, "{actions:?}");
-    assert!(actions.contains(&"ssh.login_failed".to_string()), "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .filter(|a| *a == "ssh.login_succeeded")
+            .count()
+            >= 3,
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"ssh.login_failed".to_string()),
+        "{actions:?}"
+    );
     let (_, ev) = lab
         .server
         .get("/v1/admin/events?action=ssh.login_failed", &lab.admin)
         .await;
     assert_eq!(ev["data"][0]["source_ip"], "127.0.0.1", "{ev}");
+}
+
+async fn wait_sessions(lab: &Lab, n: usize) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, v) = lab.server.get("/v1/admin/sessions", &lab.admin).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["data"].as_array().unwrap().len() == n {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {n} sessions: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_and_scp_carry_10_mib_intact() {
+    let lab = lab("bob", |_| {}).await;
+    let port = lab.server.ssh_addr.port().to_string();
+    let src = lab.dir.join("payload");
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let back = lab.dir.join("payload.back");
+    let batch = lab.dir.join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} up.bin\nget up.bin {}\n",
+            src.display(),
+            back.display()
+        ),
+    )
+    .unwrap();
+    // An sftp-only session: the upstream starts on the subsystem request.
+    // (`sftp -b` implies BatchMode, so it logs in with the key; scp below uses the password.)
+    let mut cmd = Command::new("sftp");
+    lab.common_opts(&mut cmd);
+    lab.authenticate(&mut cmd, &Login::Key(&lab.key));
+    let out = cmd
+        .args(["-P", &port, "-b"])
+        .arg(&batch)
+        .arg(format!("{}@127.0.0.1", lab.short()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "sftp round trip differs"
+    );
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "sha256sum up.bin");
+    let ours = Command::new("sha256sum").arg(&src).output().unwrap();
+    assert_eq!(
+        text(&out.stdout).split(' ').next(),
+        text(&ours.stdout).split(' ').next()
+    );
+
+    let scp_back = lab.dir.join("payload.scp");
+    let mut cmd = Command::new("scp");
+    lab.common_opts(&mut cmd);
+    lab.authenticate(&mut cmd, &Login::Password(lab.password()));
+    let out = cmd
+        .args(["-P", &port])
+        .arg(format!("{}@127.0.0.1:up.bin", lab.short()))
+        .arg(&scp_back)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scp: {}", text(&out.stderr));
+    assert!(
+        std::fs::read(&scp_back).unwrap() == data,
+        "scp copy differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_and_remote_forwards_reach_through_the_container() {
+    let lab = lab("carol", |_| {}).await;
+    // -L to the container's own sshd (a server that speaks first), dialled inside the container.
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = local.local_addr().unwrap().port();
+    drop(local);
+    let mut fwd = lab
+        .ssh(
+            lab.short(),
+            &Login::Key(&lab.key),
+            &[
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                &format!("127.0.0.1:{lport}:127.0.0.1:22"),
+            ],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let greeting = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", lport)).await {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await
+                && n > 0
+            {
+                break String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "-L never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(greeting.starts_with("SSH-2.0-OpenSSH"), "{greeting}");
+    // A port nothing listens on: the refusal reaches the client, the session survives.
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // -R: a listener inside the container, reaching a server on the client's side.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sport = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = server.accept().await {
+            let _ = s.write_all(b"hello-from-the-client-side\n").await;
+        }
+    });
+    let out = lab
+        .ssh(
+            lab.short(),
+            &Login::Key(&lab.key),
+            &[
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                &format!("127.0.0.1:9100:127.0.0.1:{sport}"),
+                "sleep 1; cat </dev/tcp/127.0.0.1/9100",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "hello-from-the-client-side\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_in_a_terminal_follows_window_changes() {
+    let lab = lab("dave", |_| {}).await;
+    let mut cmd = lab.ssh(lab.short(), &Login::Key(&lab.key), &["-tt"]);
+    cmd.stdin(Stdio::null());
+    let mut term = Pty::spawn(&mut cmd);
+    term.expect("dave@", Duration::from_secs(20));
+    term.send("stty size\r");
+    term.expect("24 80", Duration::from_secs(10));
+    term.resize(40, 132);
+    std::thread::sleep(Duration::from_millis(300));
+    term.send("stty size; tty\r");
+    term.expect("40 132", Duration::from_secs(10));
+    term.expect("/dev/pts/", Duration::from_secs(10));
+    term.send("exit 7\r");
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(7),
+        "{}",
+        term.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_forwarding_follows_the_setting() {
+    for enabled in [false, true] {
+        let lab = lab("erin", |s| s.ssh.agent_forwarding = enabled).await;
+        let sock = lab.dir.join("agent.sock");
+        let mut agent = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..50 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let added = Command::new("ssh-add")
+            .arg(&lab.key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{}", text(&added.stderr));
+        let mut cmd = lab.ssh(lab.short(), &Login::Key(&lab.key), &["-A", "ssh-add -l"]);
+        cmd.env("SSH_AUTH_SOCK", &sock);
+        let out = cmd.output().unwrap();
+        let _ = agent.kill();
+        let _ = agent.wait();
+        if enabled {
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(
+                text(&out.stdout).contains("owner (ED25519)"),
+                "{}",
+                text(&out.stdout)
+            );
+        } else {
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{} {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_say_why_and_failed_logins_lock_the_source_out() {
+    let lab = lab("frank", |_| {}).await;
+    let short = lab.short().to_string();
+    let id = lab.host_id().to_string();
+    let (st, v) = lab
+        .server
+        .post(&format!("/v1/admin/hosts/{id}/stop"), &lab.admin, json!({}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    lab.server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    let out = lab.run(&short, &Login::Key(&lab.key), "true");
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("host {short} is stopped: start it")),
+        "{err}"
+    );
+
+    let (st, _) = lab
+        .server
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{}", lab.user_id),
+            Some(&lab.admin),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let out = lab.run(&short, &Login::Password(lab.password()), "true");
+    let err = text(&out.stderr);
+    assert!(err.contains("account frank is disabled"), "{err}");
+    let actions = lab.server.actions(&lab.admin).await;
+    assert!(
+        actions.contains(&"ssh.login_refused".to_string()),
+        "{actions:?}"
+    );
+
+    // Five wrong passwords lock 127.0.0.1 out; then even the right key is refused, and told why.
+    for _ in 0..5 {
+        let out = lab.run(&short, &Login::Password("wrong password"), "true");
+        assert_eq!(out.status.code(), Some(255));
+    }
+    let out = lab.run(&short, &Login::Key(&lab.key), "true");
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Too many failed logins from 127.0.0.1"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_sessions_are_listed_and_can_be_ended() {
+    let lab = lab("grace", |_| {}).await;
+    let child = lab
+        .ssh(
+            lab.short(),
+            &Login::Key(&lab.key),
+            &["echo started; sleep 60"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let v = wait_sessions(&lab, 1).await;
+    let s = &v["data"][0];
+    assert_eq!(s["username"], "grace");
+    assert_eq!(s["short_id"], lab.short());
+    assert_eq!(s["method"], "publickey");
+    assert!(
+        s["source"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{s}"
+    );
+    assert!(s["bytes_in"].as_u64().unwrap() > 0, "{s}");
+    let sid = s["id"].as_str().unwrap();
+    let (st, _) = lab
+        .server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/sessions/{sid}"),
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("session ended by an administrator"),
+        "{}",
+        text(&out.stderr)
+    );
+    wait_sessions(&lab, 0).await;
+    let (st, _) = lab
+        .server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/sessions/{sid}"),
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// This process's TCP sockets, in its own namespace and in the container's (where the proxy's
+/// upstream connections live). Unix sockets (the Docker client's pool) are not counted.
+fn tcp_fds(container_pid: &str) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in [
+        "/proc/self/net/tcp".to_string(),
+        "/proc/self/net/tcp6".to_string(),
+        format!("/proc/{container_pid}/net/tcp"),
+        format!("/proc/{container_pid}/net/tcp6"),
+    ] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| inodes.contains(l.to_string_lossy().as_ref()))
+        .count()
+}
+
+fn container_pid(short: &str) -> String {
+    let (ok, out) = common::docker::docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &sluice::runtime::docker::container_name(short),
+    ]);
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_sessions_at_once_and_a_killed_client_leaves_nothing_behind() {
+    let lab = lab("heidi", |_| {}).await;
+    // Warm up (the first session makes the Docker client's connections).
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "true");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_sessions(&lab, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let pid = container_pid(lab.short());
+    let (fds_before, tasks_before) = (tcp_fds(&pid), metrics.num_alive_tasks());
+
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            lab.ssh(
+                lab.short(),
+                &Login::Key(&lab.key),
+                &[&format!("echo session-{i}; sleep 3")],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let outs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "session {i}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("session-{i}\n"));
+    }
+
+    // A client killed in the middle of a large download.
+    let mut child = lab
+        .ssh(
+            lab.short(),
+            &Login::Key(&lab.key),
+            &["head -c 500000000 /dev/zero"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Read;
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        let mut stdout = child.stdout.take().unwrap();
+        while got < 4 * 1024 * 1024 {
+            got += stdout.read(&mut buf).unwrap();
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    wait_sessions(&lab, 0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (fds, tasks) = (tcp_fds(&pid), metrics.num_alive_tasks());
+        if fds <= fds_before && tasks <= tasks_before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leftovers: fds {fds_before} -> {fds}, tasks {tasks_before} -> {tasks}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And nothing is left running for it in the container.
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "pgrep -c head || true");
+    assert_eq!(text(&out.stdout).trim(), "0", "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_short_link_lands_a_user_in_their_host() {
+    let lab = lab("ivan", |_| {}).await;
+    // Stop the host first: the link starts it, with visible progress.
+    let id = lab.host_id().to_string();
+    let (_, v) = lab
+        .server
+        .post(&format!("/v1/admin/hosts/{id}/stop"), &lab.admin, json!({}))
+        .await;
+    lab.server
+        .wait_task(&lab.admin, v["data"]["task_id"].as_str().unwrap())
+        .await;
+    let script = reqwest::get(format!("{}/entry/{}", lab.server.base, lab.short()))
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/x-shellscript")
+    );
+    let body = script.text().await.unwrap();
+    assert!(!body.contains("StrictHostKeyChecking=no"));
+
+    let user_shell = || {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!(
+                "curl -sSf {}/entry/{} | bash",
+                lab.server.base,
+                lab.short()
+            ))
+            .env_remove("SSH_AUTH_SOCK")
+            .env("HOME", &lab.dir);
+        cmd
+    };
+    let mut term = Pty::spawn(&mut user_shell());
+    term.expect(
+        &format!("Password for {}: ", lab.short()),
+        Duration::from_secs(20),
+    );
+    term.send(&format!("{}\r", lab.password()));
+    term.expect("starting host", Duration::from_secs(20));
+    term.expect("ivan@", Duration::from_secs(60));
+    term.send("echo landed-$((6 * 7)); exit 5\r");
+    term.expect("landed-42", Duration::from_secs(10));
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(5),
+        "{}",
+        term.output()
+    );
+    assert!(
+        !term.output().contains(lab.password()),
+        "the password was echoed"
+    );
+
+    // A wrong password: the script prints why and exits 3.
+    let mut term = Pty::spawn(&mut user_shell());
+    term.expect("Password for", Duration::from_secs(20));
+    term.send("not it\r");
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(3),
+        "{}",
+        term.output()
+    );
+    assert!(
+        term.output().contains("wrong password"),
+        "{}",
+        term.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bootstrap_script_works_with_a_password_full_of_quotes_and_spaces() {
+    let lab = lab("judy", |_| {}).await;
+    let pw = r#"it's a "quoted" \ pass"#;
+    let token = lab.server.login("judy", "judy-password").await;
+    let (st, v) = lab
+        .server
+        .post(
+            "/v1/user/change-password",
+            &token,
+            json!({"old_password": "judy-password", "new_password": pw}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let user_shell = || {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!(
+                "curl -sSf {}/v1/bootstrap/script | bash",
+                lab.server.base
+            ))
+            .env_remove("SSH_AUTH_SOCK")
+            .env("HOME", &lab.dir);
+        cmd
+    };
+    let mut term = Pty::spawn(&mut user_shell());
+    term.expect("Sluice user name: ", Duration::from_secs(20));
+    term.send("judy\r");
+    term.expect("Password for judy: ", Duration::from_secs(10));
+    term.send(&format!("{pw}\r"));
+    term.expect("judy@", Duration::from_secs(60));
+    term.send("echo boot-$((6 * 7)); exit\r");
+    term.expect("boot-42", Duration::from_secs(10));
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        term.output()
+    );
+
+    // Wrong password: exit code 3.
+    let mut term = Pty::spawn(&mut user_shell());
+    term.expect("Sluice user name: ", Duration::from_secs(20));
+    term.send("judy\r");
+    term.expect("Password for judy: ", Duration::from_secs(10));
+    term.send("nope\r");
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(3),
+        "{}",
+        term.output()
+    );
 }

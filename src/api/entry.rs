@@ -153,7 +153,12 @@ fn refusal_error(entrant: &Entrant, r: &Refusal) -> ApiError {
 }
 
 /// Starts a stopped host, or finds the task already bringing it up.
-async fn start_host(state: &AppState, host: &HostRow, actor: String, source: Option<String>) -> ApiResult<Option<Uuid>> {
+async fn start_host(
+    state: &AppState,
+    host: &HostRow,
+    actor: String,
+    source: Option<String>,
+) -> ApiResult<Option<Uuid>> {
     let mut db = state.store.acquire().await?;
     if let Some(t) = store::tasks::open_for_host(db.conn(), host.id).await? {
         return Ok(Some(t.id));
@@ -163,7 +168,8 @@ async fn start_host(state: &AppState, host: &HostRow, actor: String, source: Opt
         return Ok(None);
     }
     let (_, Json(queued)) =
-        super::hosts::queue_step(state, host.id, Kind::Start, json!({}), actor, source, None).await?;
+        super::hosts::queue_step(state, host.id, Kind::Start, json!({}), actor, source, None)
+            .await?;
     Ok(Some(queued.data.task_id))
 }
 
@@ -211,7 +217,7 @@ pub async fn entry_auth(
     )
     .await?;
     let entrant = match verdict {
-        Check::Verified(e) => e,
+        Check::Verified(e) => *e,
         _ => {
             let mut db = state.store.acquire().await?;
             let Some(host) = store::hosts::get_by_short_id(db.conn(), &short_id).await? else {
@@ -290,7 +296,11 @@ pub async fn entry_task(
         .await?
         .filter(|t| t.host_id == Some(host.id))
         .ok_or(ApiError::NotFound("task"))?;
-    let message = if task.status == "failed" { task.error } else { task.progress };
+    let message = if task.status == "failed" {
+        task.error
+    } else {
+        task.progress
+    };
     Ok(Json(EntryTask {
         status: task.status,
         message,
@@ -347,10 +357,14 @@ pub async fn bootstrap_start(
     if !password::verify(&pw, &user.password_hash).await {
         record(
             &state,
-            NewEvent::new(format!("bootstrap:{username}"), "bootstrap.auth_failed", "user")
-                .target(user.id)
-                .user(Some(user.id))
-                .source(source),
+            NewEvent::new(
+                format!("bootstrap:{username}"),
+                "bootstrap.auth_failed",
+                "user",
+            )
+            .target(user.id)
+            .user(Some(user.id))
+            .source(source),
         )
         .await;
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
@@ -364,13 +378,20 @@ pub async fn bootstrap_start(
             .find(|h| h.short_id == short)
             .cloned()
             .ok_or(ApiError::NotFound("host"))?,
-        (None, []) => return Err(ApiError::Forbidden(format!("account {username} has no host: ask your administrator"))),
+        (None, []) => {
+            return Err(ApiError::Forbidden(format!(
+                "account {username} has no host: ask your administrator"
+            )));
+        }
         (None, [only]) => only.clone(),
         (None, many) => {
             return Err(ApiError::Conflict(format!(
                 "account {username} has {} hosts; name one with \"host\" ({})",
                 many.len(),
-                many.iter().map(|h| h.short_id.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|h| h.short_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     };
@@ -389,10 +410,16 @@ pub async fn bootstrap_start(
     };
     let id = hex::encode(rand::random::<[u8; 16]>());
     {
-        let mut all = state.entry.bootstraps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = state
+            .entry
+            .bootstraps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         all.retain(|_, b| b.created.elapsed() < BOOTSTRAP_TTL);
         if all.len() >= BOOTSTRAP_MAX {
-            return Err(ApiError::Unavailable("too many bootstraps in progress; try again soon".into()));
+            return Err(ApiError::Unavailable(
+                "too many bootstraps in progress; try again soon".into(),
+            ));
         }
         all.insert(
             id.clone(),
@@ -435,7 +462,11 @@ pub struct BootstrapStatus {
 }
 
 fn find_bootstrap(state: &AppState, id: &str) -> ApiResult<Bootstrap> {
-    let all = state.entry.bootstraps.lock().unwrap_or_else(|e| e.into_inner());
+    let all = state
+        .entry
+        .bootstraps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     all.get(id)
         .filter(|b| b.created.elapsed() < BOOTSTRAP_TTL)
         .cloned()
@@ -464,7 +495,9 @@ async fn bootstrap_status_of(state: &AppState, b: &Bootstrap) -> ApiResult<Boots
                 return Ok(BootstrapStatus {
                     status: "waiting",
                     stage: "starting host",
-                    message: t.progress.unwrap_or_else(|| format!("host {} is queued to start", b.short_id)),
+                    message: t
+                        .progress
+                        .unwrap_or_else(|| format!("host {} is queued to start", b.short_id)),
                 });
             }
         }
@@ -531,7 +564,11 @@ pub async fn bootstrap_handoff(
         return Err(ApiError::Conflict(st.message));
     }
     {
-        let mut all = state.entry.bootstraps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = state
+            .entry
+            .bootstraps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match all.get_mut(&id) {
             Some(b) if !b.handed_off => b.handed_off = true,
             _ => return Err(ApiError::NotFound("bootstrap task")),
@@ -560,7 +597,11 @@ mod tests {
                 .args(["-n", "-c", &body])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -45,7 +45,9 @@ pub async fn end(
             .host(info.host_id)
             .user(Some(info.user_id))
             .source(caller.source())
-            .details(json!({"session_id": id, "short_id": info.short_id, "username": info.username})),
+            .details(
+                json!({"session_id": id, "short_id": info.short_id, "username": info.username}),
+            ),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

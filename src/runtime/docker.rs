@@ -25,9 +25,7 @@ use uuid::Uuid;
 
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
-use super::{
-    HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, SshEndpoint,
-};
+use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, SshEndpoint};
 use crate::egress::EgressSettings;
 use crate::egress::engine::Engine;
 use crate::netns;
@@ -645,7 +643,10 @@ impl HostRuntime for DockerRuntime {
 
     async fn ssh_endpoint(&self, host: &HostSpec) -> Result<SshEndpoint, RuntimeError> {
         let pid = self.running_pid(host).await?.ok_or_else(|| {
-            RuntimeError::permanent(format!("the container of host {} is not running", host.short_id))
+            RuntimeError::permanent(format!(
+                "the container of host {} is not running",
+                host.short_id
+            ))
         })?;
         let account = host
             .username
@@ -654,14 +655,15 @@ impl HostRuntime for DockerRuntime {
         let files = self.files(host);
         let (key_path, pub_path) = (files.internal_key(), files.host_key_pub());
         let read = |p: PathBuf| {
-            std::fs::read_to_string(&p).map_err(|e| {
-                RuntimeError::permanent(format!("cannot read {}: {e}", p.display()))
-            })
+            std::fs::read_to_string(&p)
+                .map_err(|e| RuntimeError::permanent(format!("cannot read {}: {e}", p.display())))
         };
-        let internal_key = PrivateKey::from_openssh(read(key_path)?.as_bytes())
-            .map_err(|e| RuntimeError::permanent(format!("the host's internal key is unreadable: {e}")))?;
-        let host_key = PublicKey::from_openssh(read(pub_path)?.trim())
-            .map_err(|e| RuntimeError::permanent(format!("the host's pinned key is unreadable: {e}")))?;
+        let internal_key = PrivateKey::from_openssh(read(key_path)?.as_bytes()).map_err(|e| {
+            RuntimeError::permanent(format!("the host's internal key is unreadable: {e}"))
+        })?;
+        let host_key = PublicKey::from_openssh(read(pub_path)?.trim()).map_err(|e| {
+            RuntimeError::permanent(format!("the host's pinned key is unreadable: {e}"))
+        })?;
         Ok(SshEndpoint {
             netns: NetNs::Pid(pid),
             host_key,

@@ -15,7 +15,10 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<PrivateKey> {
     let path = data_dir.join(FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => PrivateKey::from_openssh(text.as_bytes()).map_err(|e| {
-            std::io::Error::other(format!("{} is not an OpenSSH private key: {e}", path.display()))
+            std::io::Error::other(format!(
+                "{} is not an OpenSSH private key: {e}",
+                path.display()
+            ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
@@ -58,10 +61,16 @@ mod tests {
         let a = load_or_create(dir.path()).unwrap();
         let b = load_or_create(dir.path()).unwrap();
         assert_eq!(a.public_key(), b.public_key());
-        let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let line = known_hosts_line(&a, "sluice.test", 2222);
-        assert!(line.starts_with("[sluice.test]:2222 ssh-ed25519 AAAA"), "{line}");
+        assert!(
+            line.starts_with("[sluice.test]:2222 ssh-ed25519 AAAA"),
+            "{line}"
+        );
         assert_eq!(line.split(' ').count(), 3);
     }
 }

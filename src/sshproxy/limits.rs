@@ -55,7 +55,9 @@ impl<K: std::hash::Hash + Eq + Clone> Lockouts<K> {
             let window = self.window;
             state.retain(|_, e| {
                 e.locked_until.is_some_and(|u| u > now)
-                    || e.failures.back().is_some_and(|t| now.duration_since(*t) < window)
+                    || e.failures
+                        .back()
+                        .is_some_and(|t| now.duration_since(*t) < window)
             });
         }
         let e = state.entry(key.clone()).or_default();

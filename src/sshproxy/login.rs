@@ -56,8 +56,11 @@ pub enum Check {
     /// No such host or user, or the credential does not match: the client learns nothing more.
     Denied,
     /// The credential is right but the user name names several hosts.
-    Ambiguous { username: String, hosts: Vec<String> },
-    Verified(Entrant),
+    Ambiguous {
+        username: String,
+        hosts: Vec<String>,
+    },
+    Verified(Box<Entrant>),
 }
 
 /// Why a verified entrant cannot go in now.
@@ -102,11 +105,16 @@ impl Entrant {
         let short = &self.host.short_id;
         match refusal {
             Refusal::AccountInactive(s) => {
-                format!("account {} is {s}: ask your administrator", self.user.username)
+                format!(
+                    "account {} is {s}: ask your administrator",
+                    self.user.username
+                )
             }
             Refusal::HostStopped => match start_hint {
                 Some(hint) => format!("host {short} is stopped: start it with `{hint}`"),
-                None => format!("host {short} is stopped: start it from the Sluice portal"),
+                None => format!(
+                    "host {short} is stopped: start it from the Sluice portal or with its short link"
+                ),
             },
             Refusal::HostSuspended => {
                 format!("host {short} is suspended: ask your administrator")
@@ -186,7 +194,7 @@ pub async fn check(
         }
     };
     Ok(match verified {
-        Some((host, method)) => Check::Verified(Entrant { user, host, method }),
+        Some((host, method)) => Check::Verified(Box::new(Entrant { user, host, method })),
         None => Check::Denied,
     })
 }

@@ -78,7 +78,11 @@ impl Proxy {
             settings,
             credentials: EntryCredentials::default(),
             sessions: Arc::default(),
-            failures: Lockouts::new(limits::MAX_FAILURES, limits::FAILURE_WINDOW, limits::LOCKOUT),
+            failures: Lockouts::new(
+                limits::MAX_FAILURES,
+                limits::FAILURE_WINDOW,
+                limits::LOCKOUT,
+            ),
             host_key,
             config: Arc::new(config),
             public_url,
@@ -92,9 +96,12 @@ impl Proxy {
 
     /// The short-link command for a host, when the public URL is known.
     pub fn entry_command(&self, short_id: &str) -> Option<String> {
-        self.public_url
-            .as_ref()
-            .map(|u| format!("curl -sSf {}/entry/{short_id} | bash", u.trim_end_matches('/')))
+        self.public_url.as_ref().map(|u| {
+            format!(
+                "curl -sSf {}/entry/{short_id} | bash",
+                u.trim_end_matches('/')
+            )
+        })
     }
 
     /// Accepts connections on `listener` until `stop` is cancelled; live sessions are then
@@ -126,7 +133,12 @@ impl Proxy {
         }
     }
 
-    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) {
         let _ = tcp.set_nodelay(true);
         let meter = Meter::new();
         let handler = server::ClientConn::new(self.clone(), peer, meter.clone());
@@ -221,9 +233,9 @@ impl Proxy {
 /// "90 s", "5 min", "2 h".
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{} h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{} min", s / 60)
     } else {
         format!("{s} s")

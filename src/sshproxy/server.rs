@@ -54,7 +54,13 @@ impl ClientConn {
         self.proxy.failures.locked(&self.peer.ip()).is_some()
     }
 
-    async fn event(&self, action: &'static str, login: &str, entrant: Option<&Entrant>, details: serde_json::Value) {
+    async fn event(
+        &self,
+        action: &'static str,
+        login: &str,
+        entrant: Option<&Entrant>,
+        details: serde_json::Value,
+    ) {
         let mut e = NewEvent::new(format!("ssh:{login}"), action, "host")
             .source(Some(self.peer.ip().to_string()))
             .details(details);
@@ -104,7 +110,7 @@ impl ClientConn {
                         .flatten();
                     self.refusal = Some(entrant.explain(&r, hint.as_deref()));
                 }
-                self.entrant = Some(entrant);
+                self.entrant = Some(*entrant);
                 Auth::Accept
             }
         }
@@ -147,7 +153,9 @@ impl russh::server::Handler for ClientConn {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.locked() || !login::offers_owner_key(&self.proxy.store, user, offer.public_key).await {
+        if self.locked()
+            || !login::offers_owner_key(&self.proxy.store, user, offer.public_key).await
+        {
             return Ok(Auth::reject());
         }
         Ok(Auth::Accept)
@@ -254,7 +262,7 @@ impl russh::server::Handler for ClientConn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(up) = self.upstream.get() {
-            tokio::spawn(session::open(
+            up.spawn_bridge(session::open(
                 up.clone(),
                 channel,
                 reply,
@@ -275,7 +283,7 @@ impl russh::server::Handler for ClientConn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(up) = self.upstream.get() {
-            tokio::spawn(direct_tcpip::open(
+            up.spawn_bridge(direct_tcpip::open(
                 up.clone(),
                 channel,
                 reply,
@@ -323,7 +331,11 @@ impl russh::server::Handler for ClientConn {
         let Some(conn) = up.connected() else {
             return Ok(false);
         };
-        Ok(conn.handle.cancel_tcpip_forward(address, port).await.is_ok())
+        Ok(conn
+            .handle
+            .cancel_tcpip_forward(address, port)
+            .await
+            .is_ok())
     }
 
     // Channel requests: acknowledged here (the client may be waiting for the answer), and
@@ -352,7 +364,11 @@ impl russh::server::Handler for ClientConn {
         session.channel_success(channel)
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
@@ -386,7 +402,11 @@ impl russh::server::Handler for ClientConn {
         session.channel_success(channel)
     }
 
-    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
         Ok(self.proxy.settings.agent_forwarding)
     }
 }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use russh::Channel;
 use russh::client::{self, ChannelOpenHandle, Msg, Session};
 use russh::keys::PrivateKeyWithHashAlg;
-use russh::keys::ssh_key::PublicKey;
-use russh::Channel;
 use russh::keys::PublicKeyOrCertificate;
+use russh::keys::ssh_key::PublicKey;
 use tokio::sync::OnceCell;
 
 use super::channels::{agent, forwarded_tcpip};
@@ -37,6 +37,9 @@ pub struct Upstream {
     pub agent_allowed: Arc<AtomicBool>,
     pub forwards: Arc<forwarded_tcpip::Requested>,
     cell: OnceCell<Arc<Connected>>,
+    /// Cancelled when the client connection ends: every bridge of it stops then, even one
+    /// waiting for window space a vanished client will never give.
+    pub ended: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
@@ -54,6 +57,7 @@ impl Upstream {
             agent_allowed: Arc::new(AtomicBool::new(false)),
             forwards: Arc::default(),
             cell: OnceCell::new(),
+            ended: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -67,7 +71,7 @@ impl Upstream {
     pub async fn get(&self) -> Result<Arc<Connected>, String> {
         self.cell
             .get_or_try_init(|| async {
-                tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+                tokio::time::timeout(CONNECT_TIMEOUT, self.connect_with_retries())
                     .await
                     .unwrap_or_else(|_| {
                         Err(format!("host {} did not answer in time", self.short_id))
@@ -83,7 +87,23 @@ impl Upstream {
         self.cell.get().cloned()
     }
 
-    async fn connect(&self) -> Result<Connected, String> {
+    /// Connects, trying again briefly when sshd drops the connection before the login (it
+    /// sheds load that way when many connections arrive at once).
+    async fn connect_with_retries(&self) -> Result<Connected, String> {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..4 {
+            match self.connect().await {
+                Err(Failure::Dropped(_)) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other.map_err(Failure::into_message),
+            }
+        }
+        self.connect().await.map_err(Failure::into_message)
+    }
+
+    async fn connect(&self) -> Result<Connected, Failure> {
         let short = &self.short_id;
         let addr: SocketAddr = ([127, 0, 0, 1], 22).into();
         let tcp = self
@@ -91,7 +111,9 @@ impl Upstream {
             .netns
             .connect_tcp(addr, Duration::from_secs(5))
             .await
-            .map_err(|e| format!("cannot reach the SSH server of host {short}: {e}"))?;
+            .map_err(|e| {
+                Failure::Final(format!("cannot reach the SSH server of host {short}: {e}"))
+            })?;
         let _ = tcp.set_nodelay(true);
         let config = Arc::new(client::Config {
             inactivity_timeout: None,
@@ -100,28 +122,49 @@ impl Upstream {
             ..Default::default()
         });
         let handler = UpHandler {
+            ended: self.ended.clone(),
             pinned: self.endpoint.host_key.clone(),
             client: self.client.clone(),
             meter: self.meter.clone(),
             agent_allowed: self.agent_allowed.clone(),
             forwards: self.forwards.clone(),
         };
-        let mut handle = client::connect_stream(config, tcp, handler)
-            .await
-            .map_err(|e| format!("SSH with host {short} failed: {e}"))?;
+        let mut handle =
+            client::connect_stream(config, tcp, handler)
+                .await
+                .map_err(|e| match e {
+                    russh::Error::Disconnect | russh::Error::IO(_) => {
+                        Failure::Dropped(format!("SSH with host {short} failed: {e}"))
+                    }
+                    e => Failure::Final(format!("SSH with host {short} failed: {e}")),
+                })?;
         let key = PrivateKeyWithHashAlg::new(Arc::new(self.endpoint.internal_key.clone()), None);
         let auth = handle
             .authenticate_publickey(self.endpoint.account.clone(), key)
             .await
-            .map_err(|e| format!("login to host {short} failed: {e}"))?;
+            .map_err(|e| Failure::Dropped(format!("login to host {short} failed: {e}")))?;
         if !auth.success() {
-            return Err(format!("host {short} refused the proxy's login"));
+            return Err(Failure::Final(format!(
+                "host {short} refused the proxy's login"
+            )));
         }
         Ok(Connected { handle })
     }
 
-    /// Ends the upstream connection, if one was made.
+    /// Runs a bridge of this connection until it finishes or the connection ends.
+    pub fn spawn_bridge(&self, bridge: impl std::future::Future<Output = ()> + Send + 'static) {
+        let ended = self.ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = bridge => {}
+                _ = ended.cancelled() => {}
+            }
+        });
+    }
+
+    /// Ends the upstream connection, if one was made, and every bridge.
     pub async fn close(&self) {
+        self.ended.cancel();
         if let Some(c) = self.cell.get() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -133,8 +176,23 @@ impl Upstream {
     }
 }
 
+/// Why connecting failed: dropped early (worth another try) or for good.
+enum Failure {
+    Dropped(String),
+    Final(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Dropped(m) | Failure::Final(m) => m,
+        }
+    }
+}
+
 /// Callbacks of the upstream connection.
 pub struct UpHandler {
+    ended: tokio_util::sync::CancellationToken,
     pinned: PublicKey,
     client: russh::server::Handle,
     meter: Arc<Meter>,
@@ -175,14 +233,18 @@ impl client::Handler for UpHandler {
                 .await;
             return Ok(());
         }
-        tokio::spawn(forwarded_tcpip::open(
+        let ended = self.ended.clone();
+        let bridge = forwarded_tcpip::open(
             self.client.clone(),
             channel,
             reply,
             (connected_address.to_string(), connected_port),
             (originator_address.to_string(), originator_port),
             self.meter.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            tokio::select! { _ = bridge => {}, _ = ended.cancelled() => {} }
+        });
         Ok(())
     }
 
@@ -198,12 +260,11 @@ impl client::Handler for UpHandler {
                 .await;
             return Ok(());
         }
-        tokio::spawn(agent::open(
-            self.client.clone(),
-            channel,
-            reply,
-            self.meter.clone(),
-        ));
+        let ended = self.ended.clone();
+        let bridge = agent::open(self.client.clone(), channel, reply, self.meter.clone());
+        tokio::spawn(async move {
+            tokio::select! { _ = bridge => {}, _ = ended.cancelled() => {} }
+        });
         Ok(())
     }
 

@@ -83,9 +83,8 @@ impl Pty {
     /// Resizes the terminal (the program gets SIGWINCH).
     pub fn resize(&self, rows: u16, cols: u16) {
         let ws = winsize(rows, cols);
-        let r = unsafe {
-            nix::libc::ioctl(self.master.as_raw_fd(), nix::libc::TIOCSWINSZ as _, &ws)
-        };
+        let r =
+            unsafe { nix::libc::ioctl(self.master.as_raw_fd(), nix::libc::TIOCSWINSZ as _, &ws) };
         assert_eq!(r, 0, "TIOCSWINSZ");
     }
 
@@ -98,7 +97,10 @@ impl Pty {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("the program did not exit; the terminal shows:\n{}", self.output());
+                panic!(
+                    "the program did not exit; the terminal shows:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -21,7 +21,11 @@ pub async fn open(
 ) {
     let up = match upstream.get().await {
         Ok(up) => up,
-        Err(reason) => return reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await,
+        Err(reason) => {
+            return reply
+                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .await;
+        }
     };
     match up
         .handle
@@ -33,8 +37,13 @@ pub async fn open(
             pump(down, ch, upstream.meter.clone()).await;
         }
         Err(e) => {
-            let reason = format!("the host could not connect to {}:{}: {e}", target.0, target.1);
-            reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await;
+            let reason = format!(
+                "the host could not connect to {}:{}: {e}",
+                target.0, target.1
+            );
+            reply
+                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .await;
         }
     }
 }

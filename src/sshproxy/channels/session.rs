@@ -33,13 +33,19 @@ pub async fn open(
 ) {
     let up = match upstream.get().await {
         Ok(up) => up,
-        Err(reason) => return reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await,
+        Err(reason) => {
+            return reply
+                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .await;
+        }
     };
     let up_ch = match up.handle.channel_open_session().await {
         Ok(ch) => ch,
         Err(e) => {
             let reason = format!("the host refused a session: {e}");
-            return reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await;
+            return reply
+                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .await;
         }
     };
     reply.accept().await;
