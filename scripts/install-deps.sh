@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's client tools,
+# Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
+# sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
 ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+for tool in ssh ssh-keygen sftp scp ssh-agent ssh-add; do
+    command -v "$tool" >/dev/null 2>&1 || { missing+=(openssh-client); break; }
+done
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -28,7 +28,163 @@ on_both_backends!(
     deleting_a_user_deletes_their_hosts,
     interrupted_tasks_resume_after_restart,
     health_reports_a_dead_database,
+    entry_and_bootstrap_answers,
 );
+
+/// The short-link and bootstrap endpoints, without a container: answers, one-time logins,
+/// the short-id lockout and the single handoff.
+async fn entry_and_bootstrap_answers(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin().await;
+    let (uid, _) = s.user(&admin, "nina").await;
+    let host = s.host(&admin, &uid, json!({})).await;
+    let short = host["short_id"].as_str().unwrap();
+    let pw = host["ssh_password"].as_str().unwrap();
+
+    let (st, _) = s
+        .call(Method::GET, "/entry/not-a-short-id", None, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/v1/entry/{short}/auth"),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["errors"]["password"].is_array(), "{v}");
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/entry/zzzzzzzz/auth",
+            None,
+            Some(json!({"password": "x"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/v1/entry/{short}/auth"),
+            None,
+            Some(json!({"password": pw})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["ssh_user"], short);
+    assert_eq!(v["ssh_port"], s.ssh_addr.port());
+    assert_eq!(v["ssh_pass"].as_str().unwrap().len(), 32);
+    assert_ne!(v["ssh_pass"], pw);
+    let key = v["host_key"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!(
+            "[{}]:{} ssh-ed25519 ",
+            v["ssh_host"].as_str().unwrap(),
+            s.ssh_addr.port()
+        )),
+        "{key}"
+    );
+
+    // Five wrong passwords lock the short id for 15 minutes, the right one included.
+    for i in 0..5 {
+        let (st, v) = s
+            .call(
+                Method::POST,
+                &format!("/v1/entry/{short}/auth"),
+                None,
+                Some(json!({"password": "wrong"})),
+            )
+            .await;
+        let want = if i < 4 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(st, want, "attempt {i}: {v}");
+    }
+    let (st, headers, _) = s
+        .call_full(
+            Method::POST,
+            &format!("/v1/entry/{short}/auth"),
+            None,
+            Some(json!({"password": pw})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 800 && retry <= 901, "{retry}");
+    let actions = s.actions(&admin).await;
+    assert!(
+        actions.contains(&"entry.auth_failed".to_string()),
+        "{actions:?}"
+    );
+
+    // Bootstrap: the account's password, the host running, one handoff only.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/bootstrap/sessions",
+            None,
+            Some(json!({"username": "nina", "password": "wrong"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/bootstrap/sessions",
+            None,
+            Some(json!({"username": "nina", "password": "nina-password"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    let (st, v) = s.call(Method::GET, &status_url, None, None).await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{v}"
+    );
+    let (st, v) = s
+        .call(Method::GET, &format!("{status_url}/handoff"), None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["user"], short);
+    assert_eq!(v["ssh_pass"].as_str().unwrap().len(), 32);
+    let (st, _) = s
+        .call(Method::GET, &format!("{status_url}/handoff"), None, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "a handoff is given once");
+
+    // Disabled accounts are refused with the reason.
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/users/{uid}"),
+            Some(&admin),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/bootstrap/sessions",
+            None,
+            Some(json!({"username": "nina", "password": "nina-password"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("disabled"), "{v}");
+
+    let (st, v) = s.get("/v1/admin/sessions", &admin).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["data"], json!([]));
+}
 
 async fn login_and_health(b: Backend) {
     let s = Server::start(b).await;
