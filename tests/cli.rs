@@ -16,6 +16,9 @@ fn sluice(dir: &Path) -> Command {
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SLUICE_DATA_DIR", dir)
+        // Each test's server gets its own SSH proxy port on loopback.
+        .env("SSH_PROXY_ADDR", "127.0.0.1")
+        .env("SSH_PROXY_PORT", "0")
         .current_dir(dir);
     c
 }

@@ -82,6 +82,8 @@ pub fn spawn_serve(dir: &std::path::Path, url: Option<&str>, port: u16) -> Serve
     c.arg("serve")
         .env("SLUICE_DATA_DIR", dir)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SSH_PROXY_ADDR", "127.0.0.1")
+        .env("SSH_PROXY_PORT", "0")
         .env("ADMIN_PASSWORD", super::ADMIN_PASSWORD)
         .stdout(log.try_clone().unwrap())
         .stderr(log);
