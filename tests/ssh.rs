@@ -371,9 +371,19 @@ async fn local_and_remote_forwards_reach_through_the_container() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(greeting.starts_with("SSH-2.0-OpenSSH"), "{greeting}");
-    // A port nothing listens on: the refusal reaches the client, the session survives.
     let _ = fwd.kill();
     let _ = fwd.wait();
+    // A port nothing listens on inside the container: the refusal reaches the client.
+    let out = lab
+        .ssh(lab.short(), &Login::Key(&lab.key), &["-W", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("open failed") && err.contains("the host could not connect to 127.0.0.1:1"),
+        "{err}"
+    );
 
     // -R: a listener inside the container, reaching a server on the client's side.
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -829,4 +839,56 @@ async fn the_bootstrap_script_works_with_a_password_full_of_quotes_and_spaces() 
         "{}",
         term.output()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_overlong_sessions_end_with_a_message_and_sources_are_capped() {
+    let lab = lab("ken", |s| {
+        s.ssh.idle_timeout_secs = 2;
+        s.ssh.max_session_secs = 5;
+        s.ssh.max_connections_per_source = 2;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "sleep 30");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("session idle for 2 s"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let out = lab.run(
+        lab.short(),
+        &Login::Key(&lab.key),
+        "while true; do echo tick; sleep 0.5; done",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("session reached its maximum length of 5 s"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("tick"));
+
+    // Two connections from 127.0.0.1 are allowed at once; a third is turned away.
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            lab.ssh(lab.short(), &Login::Key(&lab.key), &["sleep 1.5"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_sessions(&lab, 2).await;
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "true");
+    assert_eq!(out.status.code(), Some(255), "a third connection got in");
+    for mut h in holders {
+        assert!(h.wait().unwrap().success());
+    }
+    wait_sessions(&lab, 0).await;
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "true");
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
