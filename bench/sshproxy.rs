@@ -6,6 +6,7 @@
 //!
 //! The direct and bastion clients run inside the container's network namespace (that is where
 //! its sshd listens, on 127.0.0.1:22); the bastion is a stock sshd on 127.0.0.1:2022 there.
+//! Every client uses aes256-gcm and curve25519-sha256, so the paths differ only in their hops.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -79,6 +80,12 @@ fn ssh_opts(known_hosts: &Path) -> Vec<String> {
         "GlobalKnownHostsFile=/dev/null",
         "-o",
         "IdentitiesOnly=yes",
+        // The same algorithms on every path, so the comparison is of paths, not of ciphers
+        // (OpenSSH alone would pick chacha20 and a post-quantum key exchange).
+        "-o",
+        "Ciphers=aes256-gcm@openssh.com",
+        "-o",
+        "KexAlgorithms=curve25519-sha256",
         "-o",
         &format!("UserKnownHostsFile={}", known_hosts.display()),
     ]
