@@ -143,6 +143,7 @@ impl Proxy {
         let meter = Meter::new();
         let handler = server::ClientConn::new(self.clone(), peer, meter.clone());
         let upstream = handler.upstream.clone();
+        let session = handler.session.clone();
         let stream = Metered::new(tcp, meter.clone());
         let handshake = self.settings.handshake_timeout();
         let running = match tokio::time::timeout(
@@ -190,6 +191,47 @@ impl Proxy {
         }
         if let Some(up) = upstream.get() {
             up.close().await;
+        }
+        if let Some(info) = session.get() {
+            self.record_end(info, &meter).await;
+        }
+    }
+
+    /// The audit record of a session that ended: how long, how many bytes, and why.
+    async fn record_end(&self, info: &registry::SessionInfo, meter: &Meter) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seconds = meter
+            .authed_at()
+            .map(|t| t.elapsed().as_secs())
+            .unwrap_or(0);
+        let event = crate::events::NewEvent::new(
+            format!("ssh:{}", info.short_id),
+            "ssh.session_closed",
+            "host",
+        )
+        .target(info.host_id)
+        .host(info.host_id)
+        .user(Some(info.user_id))
+        .source(
+            info.source
+                .parse::<SocketAddr>()
+                .ok()
+                .map(|a| a.ip().to_string()),
+        )
+        .details(serde_json::json!({
+            "session_id": info.id,
+            "short_id": info.short_id,
+            "seconds": seconds,
+            "bytes_in": meter.bytes_in.load(Relaxed),
+            "bytes_out": meter.bytes_out.load(Relaxed),
+            "reason": meter.end_reason(),
+        }));
+        let recorded = async {
+            let mut db = self.store.acquire().await?;
+            crate::events::record(db.conn(), event).await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "cannot record the end of an SSH session");
         }
     }
 

@@ -69,6 +69,14 @@ impl Meter {
         }
     }
 
+    /// Why the session was ended by Sluice, if it was (otherwise the client left).
+    pub fn end_reason(&self) -> Option<String> {
+        self.end_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Notes that the client logged in.
     pub fn authenticated(&self) {
         let _ = self.authed_at.set(Instant::now());

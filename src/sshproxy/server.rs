@@ -34,6 +34,8 @@ pub struct ClientConn {
     /// The upstream, set once the login succeeded (shared with the connection task, which
     /// closes it at the end).
     pub upstream: Arc<OnceLock<Arc<Upstream>>>,
+    /// The session, once registered (the connection task records its end).
+    pub session: Arc<OnceLock<SessionInfo>>,
 }
 
 impl ClientConn {
@@ -47,6 +49,7 @@ impl ClientConn {
             refusal: None,
             registered: None,
             upstream: Arc::new(OnceLock::new()),
+            session: Arc::new(OnceLock::new()),
         }
     }
 
@@ -244,6 +247,7 @@ impl russh::server::Handler for ClientConn {
             bytes_out: 0,
         };
         let session_id = info.id;
+        let _ = self.session.set(info.clone());
         self.registered = Some(self.proxy.sessions.register(info, self.meter.clone()));
         self.event(
             "ssh.login_succeeded",
