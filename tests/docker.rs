@@ -773,7 +773,7 @@ async fn killed_mid_creation_sluice_converges_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_bound_to_a_proxy_egress_fails_closed_with_the_reason() {
+async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reason() {
     let lab = lab(Backend::Sqlite).await;
     let (uid, _) = lab.server.user(&lab.admin, "pia").await;
     let (st, e) = lab
@@ -781,8 +781,9 @@ async fn a_host_bound_to_a_proxy_egress_fails_closed_with_the_reason() {
         .post(
             "/v1/admin/egress-ips",
             &lab.admin,
-            json!({"label": "socks", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
-                "proxy_config": {"type": "socks", "server": "192.0.2.1", "server_port": 1080}}),
+            json!({"label": "ss", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+                "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388,
+                    "method": "aes-256-gcm", "password": "secret-password"}}),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{e}");
@@ -806,7 +807,7 @@ async fn a_host_bound_to_a_proxy_egress_fails_closed_with_the_reason() {
         h["status_reason"]
             .as_str()
             .unwrap()
-            .contains("proxy egress is not supported"),
+            .contains("proxy egress over shadowsocks is not supported yet"),
         "{h}"
     );
     // The container is there, with nothing but loopback: no way out at all.

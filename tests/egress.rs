@@ -701,3 +701,214 @@ async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
     assert!(!ok, "traffic left without a TUN");
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
 }
+
+/// Creates a proxy egress (`socks` or `http`, with a user and password) for the lab's server
+/// at `server`, declared with `exit`; its DNS server is the lab's whoami server.
+async fn proxy_egress(
+    s: &Server,
+    admin: &str,
+    lab: &Lab,
+    kind: &str,
+    server: (String, u16),
+    exit: &str,
+) -> String {
+    let (st, v) = s
+        .post(
+            "/v1/admin/egress-ips",
+            admin,
+            json!({
+                "label": format!("lab-{kind}"),
+                "ip_address": exit,
+                "tunnel_type": "proxy",
+                "proxy_dns_server": lab.dns(),
+                "proxy_config": {"type": kind, "server": server.0, "server_port": server.1,
+                    "username": "labuser", "password": "lab-pass"},
+            }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["data"]["proxy_config"]["password"], "********", "{v}");
+    assert_eq!(v["data"]["proxy_dns_server"], lab.dns());
+    v["data"]["id"].as_str().unwrap().to_string()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_leave_only_through_their_socks5_or_http_proxy_and_fail_closed_without_it() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
+    let http = lab.start_http_proxy(Some(("labuser", "lab-pass")));
+    let mut hosts = vec![];
+    for (kind, server) in [("socks", socks.clone()), ("http", http.clone())] {
+        let egress = proxy_egress(&s, &admin, &lab, kind, server, lab::EXIT_PROXY).await;
+        let (uid, _) = s.user(&admin, &format!("{kind}user")).await;
+        let host = s
+            .host(
+                &admin,
+                &uid,
+                json!({"egress_ip_id": egress, "memory_mb": 256}),
+            )
+            .await;
+        assert_eq!(host_status(&s, &admin, &host).await, "running", "{kind}");
+        hosts.push((kind, egress, host));
+    }
+    let echo = lab.echo();
+    let curl = format!("curl -s --max-time 10 http://{echo}/");
+    for (kind, egress, host) in &hosts {
+        // The exit address and DNS are the proxy's.
+        wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+        let (_, resolv) = exec(host, "cat /etc/resolv.conf");
+        assert!(
+            resolv.contains(sluice::egress::proxy::RESOLVER),
+            "{kind}: {resolv}"
+        );
+        let (ok, a) = exec(
+            host,
+            &format!("dig +short +time=5 +tries=1 {kind}.whoami.lab.test A"),
+        );
+        assert!(ok, "{kind}: {a}");
+        assert_eq!(
+            a.trim(),
+            lab::EXIT_PROXY,
+            "{kind}: DNS went around the proxy"
+        );
+        assert!(
+            lab.resolvers_for(&format!("{kind}.whoami.lab.test"))
+                .iter()
+                .all(|ip| ip.to_string() == lab::EXIT_PROXY)
+        );
+        // 50 MiB arrive intact; 100 connections at once all get through.
+        let n = 50 * 1024 * 1024;
+        let (ok, sum) = exec(
+            host,
+            &format!("curl -s --max-time 120 http://{echo}/bytes/{n} | sha256sum"),
+        );
+        assert!(ok, "{kind}: {sum}");
+        assert_eq!(
+            sum.split_whitespace().next(),
+            Some(sha256_hex(&lab::bulk(0, n)).as_str()),
+            "{kind}"
+        );
+        let (_, many) = exec(
+            host,
+            // One write per curl ("200\n"), so parallel output cannot interleave.
+            &format!(
+                "seq 100 | xargs -P 100 -I{{}} curl -s --max-time 30 -o /dev/null -w '%{{http_code}}\\n' http://{echo}/ | grep -c '^200$'"
+            ),
+        );
+        assert_eq!(many.trim(), "100", "{kind}: parallel connections");
+        // The egress test passes through the host's own session...
+        let (st, v) = s
+            .post(
+                &format!("/v1/admin/egress-ips/{egress}/test"),
+                &admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["data"]["status"], "passed", "{kind}: {v}");
+        assert_eq!(
+            v["data"]["checks"]["dns_leak"]["resolvers"],
+            json!([lab::EXIT_PROXY])
+        );
+    }
+
+    // A wrong declared address fails the test, through a throwaway namespace (unbound egress).
+    let wrong = proxy_egress(&s, &admin, &lab, "socks", socks.clone(), "203.0.113.99").await;
+    let (_, v) = s
+        .post(
+            &format!("/v1/admin/egress-ips/{wrong}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"]["status"], "failed", "{v}");
+    assert_eq!(
+        v["data"]["checks"]["exit_ip"]["observed"],
+        lab::EXIT_PROXY,
+        "{v}"
+    );
+
+    // Nothing else leaves: while each host tries every way around the proxy, the lab link
+    // carries only TCP between the host and the proxy servers.
+    let capture = Capture::start(&lab.host_link(), tmp.path());
+    let must_fail = [
+        (
+            "plain DNS to another resolver",
+            "dig +time=2 +tries=1 @192.0.2.53 example.com A | grep -q 'ANSWER SECTION'",
+        ),
+        ("IPv6", "curl -s -6 --max-time 3 'http://[2001:db8::1]/'"),
+        (
+            "raw socket",
+            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}'",
+        ),
+        (
+            "ICMP echo",
+            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die qq{$!\\n}; send($s, qq{\\x08\\0\\xf7\\xff\\0\\0\\0\\0}, 0, pack_sockaddr_in(0, inet_aton(q{192.0.2.1}))) or die qq{$!\\n}; my $b; vec(my $r = q{}, fileno($s), 1) = 1; select($r, undef, undef, 3) or die qq{timeout\\n}; recv($s, $b, 100, 0); print qq{reply\\n}'",
+        ),
+        (
+            "rewrite resolv.conf",
+            "echo nameserver 192.0.2.53 > /etc/resolv.conf",
+        ),
+    ];
+    for (_, _, host) in &hosts {
+        for (what, cmd) in &must_fail {
+            let (ok, out) = exec(host, cmd);
+            assert!(!ok, "{what} did not fail: {out}");
+        }
+        wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(10));
+    }
+    let packets = capture.stop();
+    assert!(!packets.is_empty(), "the capture saw nothing");
+    let k = lab.k;
+    for p in &packets {
+        let to_proxy = p.contains(" IP ")
+            && !p.contains(" UDP")
+            && [1080, 8888].iter().any(|port| {
+                p.contains(&format!("198.18.{k}.1."))
+                    && p.contains(&format!("> 198.18.{k}.2.{port}:"))
+                    || p.contains(&format!("198.18.{k}.2.{port} > 198.18.{k}.1."))
+            });
+        assert!(
+            to_proxy,
+            "a packet other than TCP to a proxy left the host: {p}\nall: {packets:#?}"
+        );
+    }
+
+    // The proxy servers die: traffic fails (and nothing else leaves); they return: it flows.
+    lab.stop_proxies();
+    for (kind, _, host) in &hosts {
+        let (_, out) = exec(host, &curl);
+        assert_ne!(
+            out.trim(),
+            lab::EXIT_PROXY,
+            "{kind} still reached the echo server"
+        );
+    }
+    lab.start_socks(Some(("labuser", "lab-pass")));
+    lab.start_http_proxy(Some(("labuser", "lab-pass")));
+    for (_, _, host) in &hosts {
+        wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    }
+}
+
+async fn host_status(s: &Server, admin: &str, host: &Value) -> String {
+    s.get(
+        &format!("/v1/admin/hosts/{}", host["id"].as_str().unwrap()),
+        admin,
+    )
+    .await
+    .1["data"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -52,6 +52,9 @@ pub struct Egress {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub proxy_config: Option<Value>,
+    /// DNS server a proxy egress resolves through (over TCP, through the proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_dns_server: Option<String>,
     /// The outcome of the last egress test, if any.
     #[schema(value_type = Option<Object>)]
     pub last_test: Option<Value>,
@@ -78,6 +81,7 @@ impl From<EgressRow> for Egress {
             wg_private_key: None,
             wg_client_public_key: None,
             proxy_config: None,
+            proxy_dns_server: None,
             last_test: e.last_test.map(|j| j.0),
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -93,8 +97,12 @@ impl From<EgressRow> for Egress {
                 out.wg_private_key = Some(MASK.to_string());
                 out.wg_client_public_key = Some(w.client_public_key);
             }
-            EgressSettings::Proxy { proxy_config } => {
+            EgressSettings::Proxy {
+                proxy_config,
+                dns_server,
+            } => {
                 out.proxy_config = Some(proxy_config.masked());
+                out.proxy_dns_server = Some(dns_server);
             }
         }
         out
@@ -270,7 +278,7 @@ async fn probe_through(
 ) -> ApiResult<crate::probe::Report> {
     let dns = match settings {
         EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
-        EgressSettings::Proxy { .. } => None,
+        EgressSettings::Proxy { .. } => crate::egress::proxy::RESOLVER.parse().ok(),
     };
     let path = crate::probe::Path { ns: Some(ns), dns };
     Ok(crate::probe::run(&state.probe, &path, &crate::probe::Path::direct(), expected).await)

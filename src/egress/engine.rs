@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::settings::EgressSettings;
-use super::tun;
 use super::wireguard::{self, Counters, Peer};
+use super::{proxy, tun};
 use crate::netns::NetNs;
 
 /// Why a host could not be attached to its egress.
@@ -25,8 +25,8 @@ pub enum EgressError {
     Tun(std::io::Error),
     #[error("cannot open the tunnel's UDP socket: {0}")]
     Udp(std::io::Error),
-    #[error("{0} egress is not supported yet")]
-    Unsupported(&'static str),
+    #[error("proxy egress over {0} is not supported yet")]
+    UnsupportedProxy(String),
 }
 
 struct Session {
@@ -105,7 +105,19 @@ impl Engine {
                     counters,
                 }
             }
-            EgressSettings::Proxy { .. } => return Err(EgressError::Unsupported("proxy")),
+            EgressSettings::Proxy {
+                proxy_config,
+                dns_server,
+            } => {
+                let stop = CancellationToken::new();
+                let task = start_proxy(ns, proxy_config, dns_server, stop.clone(), host_id).await?;
+                Session {
+                    egress_id,
+                    stop,
+                    task,
+                    counters: Arc::default(),
+                }
+            }
         };
         tracing::info!(host = %host_id, egress = %egress_id, "egress attached");
         sessions.insert(host_id, session);
@@ -170,8 +182,17 @@ impl Engine {
 
     /// Brings up `settings`' data plane in a throwaway namespace.
     pub async fn throwaway(&self, settings: &EgressSettings) -> Result<Throwaway, EgressError> {
-        let EgressSettings::Wireguard(w) = settings else {
-            return Err(EgressError::Unsupported("proxy"));
+        let w = match settings {
+            EgressSettings::Wireguard(w) => w,
+            EgressSettings::Proxy {
+                proxy_config,
+                dns_server,
+            } => {
+                let ns = NetNs::create().await.map_err(EgressError::Tun)?;
+                let stop = CancellationToken::new();
+                start_proxy(&ns, proxy_config, dns_server, stop.clone(), Uuid::nil()).await?;
+                return Ok(Throwaway { ns, stop });
+            }
         };
         let peer = Peer::from_settings(w)
             .await
@@ -198,6 +219,31 @@ impl Engine {
         });
         Ok(Throwaway { ns, stop })
     }
+}
+
+/// Opens the TUN in `ns` and runs a proxy data plane on it until `stop`.
+async fn start_proxy(
+    ns: &NetNs,
+    config: &super::settings::ProxyConfig,
+    dns_server: &str,
+    stop: CancellationToken,
+    host_id: Uuid,
+) -> Result<JoinHandle<()>, EgressError> {
+    let outbound = proxy::Outbound::from_config(config).map_err(EgressError::UnsupportedProxy)?;
+    let dns: std::net::IpAddr = dns_server
+        .parse()
+        .map_err(|_| EgressError::Settings(format!("bad DNS server {dns_server}")))?;
+    let address = proxy::TUN_ADDRESS
+        .parse()
+        .map_err(|_| EgressError::Settings("bad proxy TUN address".into()))?;
+    let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
+    Ok(tokio::spawn(async move {
+        let counters = Arc::new(proxy::Counters::default());
+        match proxy::run(Arc::new(device), outbound, dns, counters, stop).await {
+            Ok(()) => tracing::info!(host = %host_id, "proxy egress detached"),
+            Err(e) => tracing::warn!(host = %host_id, error = %e, "proxy egress session ended"),
+        }
+    }))
 }
 
 async fn stop_session(s: Session) {

@@ -4,6 +4,7 @@
 //! its namespace, `wireguard.rs` runs a WireGuard tunnel over boringtun.
 
 pub mod engine;
+pub mod proxy;
 pub mod settings;
 pub mod tun;
 pub mod wireguard;

@@ -51,6 +51,8 @@ pub struct EgressInput {
     pub wg_peer_address: Option<String>,
     /// Client private key, base64 of 32 bytes; generated when absent.
     pub wg_private_key: Option<String>,
+    /// DNS server of a proxy egress, reached over TCP through the proxy (default 1.1.1.1).
+    pub proxy_dns_server: Option<String>,
     /// sing-box outbound object of type `socks`, `http`, `shadowsocks`, `vmess` or `trojan`.
     #[schema(value_type = Option<Object>)]
     pub proxy_config: Option<Value>,
@@ -61,7 +63,19 @@ pub struct EgressInput {
 #[serde(tag = "tunnel_type", rename_all = "lowercase")]
 pub enum EgressSettings {
     Wireguard(WireguardSettings),
-    Proxy { proxy_config: ProxyConfig },
+    Proxy {
+        proxy_config: ProxyConfig,
+        /// DNS server the engine asks (over TCP, through the proxy); default 1.1.1.1.
+        #[serde(default = "default_proxy_dns")]
+        dns_server: String,
+    },
+}
+
+/// The DNS server a proxy egress resolves through when none is given.
+pub const DEFAULT_PROXY_DNS: &str = "1.1.1.1";
+
+fn default_proxy_dns() -> String {
+    DEFAULT_PROXY_DNS.into()
 }
 
 impl EgressSettings {
@@ -189,8 +203,12 @@ pub fn to_input(
             input.wg_peer_address = Some(w.peer_address.clone());
             input.wg_private_key = Some(w.private_key.clone());
         }
-        EgressSettings::Proxy { proxy_config } => {
+        EgressSettings::Proxy {
+            proxy_config,
+            dns_server,
+        } => {
             input.proxy_config = serde_json::to_value(proxy_config).ok();
+            input.proxy_dns_server = Some(dns_server.clone());
         }
     }
     input
@@ -249,7 +267,8 @@ pub fn overlay(mut base: EgressInput, update: EgressInput) -> EgressInput {
         wg_public_key,
         wg_allowed_ips,
         wg_dns_server,
-        wg_peer_address
+        wg_peer_address,
+        proxy_dns_server
     );
     base
 }
@@ -299,8 +318,22 @@ pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
             validate_wireguard(&input_wg(&input), &mut errs).map(EgressSettings::Wireguard)
         }
         Some("proxy") => match &input.proxy_config {
-            Some(v) => validate_proxy(v, &mut errs)
-                .map(|proxy_config| EgressSettings::Proxy { proxy_config }),
+            Some(v) => {
+                let dns_server = match input.proxy_dns_server.as_deref().map(str::trim) {
+                    None | Some("") => Some(DEFAULT_PROXY_DNS.to_string()),
+                    Some(d) if d.parse::<std::net::Ipv4Addr>().is_ok() => Some(d.to_string()),
+                    Some(_) => {
+                        errs.add("proxy_dns_server", "must be an IPv4 address");
+                        None
+                    }
+                };
+                validate_proxy(v, &mut errs)
+                    .zip(dns_server)
+                    .map(|(proxy_config, dns_server)| EgressSettings::Proxy {
+                        proxy_config,
+                        dns_server,
+                    })
+            }
             None => {
                 errs.add(
                     "proxy_config",
@@ -900,7 +933,7 @@ mod tests {
             ..Default::default()
         };
         let v = validate(input).unwrap();
-        let EgressSettings::Proxy { proxy_config } = &v.settings else {
+        let EgressSettings::Proxy { proxy_config, .. } = &v.settings else {
             panic!()
         };
         let masked = proxy_config.masked();
@@ -916,7 +949,7 @@ mod tests {
             },
         );
         let v2 = validate(merged).unwrap();
-        let EgressSettings::Proxy { proxy_config } = v2.settings else {
+        let EgressSettings::Proxy { proxy_config, .. } = v2.settings else {
             panic!()
         };
         assert_eq!(

@@ -183,7 +183,8 @@ impl DockerRuntime {
     fn nameserver(host: &HostSpec) -> String {
         match host.egress.as_ref().map(|e| &e.settings) {
             Some(EgressSettings::Wireguard(w)) => w.dns_server.clone(),
-            _ => "127.0.0.1".into(),
+            Some(EgressSettings::Proxy { .. }) => crate::egress::proxy::RESOLVER.into(),
+            None => "127.0.0.1".into(),
         }
     }
 

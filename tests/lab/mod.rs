@@ -5,9 +5,11 @@
 //!                                         wireguard-go <p>w0 10.64.0.1/24 :51820 (SNAT -> 203.0.113.10)      echo   198.18.K.80:80
 //!                                         wireguard-go <p>w1 10.65.0.1/24 :51821 (SNAT -> 203.0.113.11)      whoami 198.18.K.90:53
 //!                                         host's direct traffic            (SNAT -> 198.51.100.1)
+//!                                         microsocks :1080, tinyproxy :8888 on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
-//! The echo server answers each HTTP request with the caller's address; the DNS server answers
+//! The echo server answers each HTTP request with the caller's address (or, for
+//! `/bytes/N`, N bytes of a fixed pattern); the DNS server answers
 //! any name with the querying address (A and TXT) and logs every query's source. Both run in
 //! this test process, on a thread inside the net namespace. Traffic goes nowhere else.
 #![allow(dead_code)]
@@ -24,6 +26,7 @@ pub struct Lab {
     /// Third octet of this lab's 198.18.K.0/24.
     pub k: u8,
     wg: Vec<Child>,
+    proxies: Vec<Child>,
     pub queries: QueryLog,
     dir: tempfile::TempDir,
     /// Held for the lab's life: no other lab on this machine uses the same K.
@@ -46,6 +49,8 @@ fn claim() -> (u8, std::fs::File) {
 /// Exit addresses the lab's router gives each path.
 pub const EXIT_WG0: &str = "203.0.113.10";
 pub const EXIT_WG1: &str = "203.0.113.11";
+/// Where the lab's proxy servers' traffic appears to come from.
+pub const EXIT_PROXY: &str = "203.0.113.12";
 pub const EXIT_DIRECT: &str = "198.51.100.1";
 
 fn run(args: &[&str]) {
@@ -77,6 +82,7 @@ impl Lab {
             prefix: prefix.clone(),
             k,
             wg: vec![],
+            proxies: vec![],
             queries: Arc::new(Mutex::new(vec![])),
             dir: tempfile::tempdir().unwrap(),
             _claim: claim,
@@ -206,6 +212,8 @@ impl Lab {
         nat("10.64.0.0/24", EXIT_WG0);
         nat("10.65.0.0/24", EXIT_WG1);
         nat(&format!("198.18.{k}.0/30"), EXIT_DIRECT);
+        // The proxy servers run in the exit namespace; what they dial leaves from 10.99.0.1.
+        nat("10.99.0.1/32", EXIT_PROXY);
         lab.start_servers();
         lab
     }
@@ -296,6 +304,52 @@ impl Lab {
     }
 
     /// Stops every WireGuard server.
+    /// Starts microsocks (SOCKS5) on 198.18.K.2:1080, with a user and password when given.
+    pub fn start_socks(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let mut args = vec!["netns", "exec", &self.exit_ns()]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        args.extend(["microsocks", "-i", &ip, "-p", "1080"].map(String::from));
+        if let Some((u, p)) = auth {
+            args.extend(["-u", u, "-P", p].map(String::from));
+        }
+        let child = Command::new("ip").args(&args).spawn().expect("microsocks");
+        self.proxies.push(child);
+        wait_listening(&ip, 1080);
+        (ip, 1080)
+    }
+
+    /// Starts tinyproxy (HTTP CONNECT) on 198.18.K.2:8888, with basic auth when given.
+    pub fn start_http_proxy(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let conf = self.dir.path().join("tinyproxy.conf");
+        let mut text = format!(
+            "User nobody\nGroup nogroup\nPort 8888\nListen {ip}\nTimeout 600\nMaxClients 200\nAllow 198.18.0.0/15\nLogLevel Error\n"
+        );
+        if let Some((u, p)) = auth {
+            text.push_str(&format!("BasicAuth {u} {p}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.exit_ns(), "tinyproxy", "-d", "-c"])
+            .arg(&conf)
+            .spawn()
+            .expect("tinyproxy");
+        self.proxies.push(child);
+        wait_listening(&ip, 8888);
+        (ip, 8888)
+    }
+
+    /// Kills the proxy servers (SIGKILL: no goodbye to their clients).
+    pub fn stop_proxies(&mut self) {
+        for mut c in self.proxies.drain(..) {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
     pub fn stop_wireguard(&mut self) {
         for mut c in self.wg.drain(..) {
             // `ip netns exec` execs wireguard-go, which removes its socket on SIGTERM.
@@ -319,8 +373,10 @@ impl Lab {
             rt.block_on(async move {
                 let http = tokio::net::TcpListener::bind(echo).await.unwrap();
                 let udp = tokio::net::UdpSocket::bind(dns).await.unwrap();
+                let tcp = tokio::net::TcpListener::bind(dns).await.unwrap();
                 tx.send(()).unwrap();
                 tokio::spawn(serve_echo(http));
+                tokio::spawn(serve_dns_tcp(tcp, queries.clone()));
                 serve_dns(udp, queries).await;
             });
         });
@@ -342,6 +398,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_wireguard();
+        self.stop_proxies();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.exit_ns()])
             .output();
@@ -355,6 +412,14 @@ impl Drop for Lab {
             .args(["route", "del", &format!("198.18.{}.64/26", self.k)])
             .output();
     }
+}
+
+/// Bytes `from..from+len` of the echo server's `/bytes/N` answer (a fixed pattern, so a
+/// checksum can be computed on either side).
+pub fn bulk(from: usize, len: usize) -> Vec<u8> {
+    (from..from + len)
+        .map(|i| (i.wrapping_mul(7).wrapping_add(i >> 11) % 251) as u8)
+        .collect()
 }
 
 async fn serve_echo(listener: tokio::net::TcpListener) {
@@ -372,6 +437,28 @@ async fn serve_echo(listener: tokio::net::TcpListener) {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
             }
+            let head = String::from_utf8_lossy(&got).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            if let Some(n) = path
+                .strip_prefix("/bytes/")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+                );
+                if s.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut sent = 0;
+                while sent < n {
+                    let chunk = bulk(sent, (n - sent).min(65536));
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                }
+                return;
+            }
             let body = peer.ip().to_string();
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -382,39 +469,87 @@ async fn serve_echo(listener: tokio::net::TcpListener) {
     }
 }
 
-async fn serve_dns(udp: tokio::net::UdpSocket, log: QueryLog) {
+/// Waits until something listens on ip:port (the lab's host side can reach 198.18.K.2).
+fn wait_listening(ip: &str, port: u16) {
+    let addr: SocketAddr = (ip.parse::<Ipv4Addr>().unwrap(), port).into();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// The whoami answer to a query from `from`: A and TXT carry the querying address.
+fn answer(query: &[u8], from: IpAddr, log: &QueryLog) -> Option<Vec<u8>> {
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::{RData, Record, RecordType};
+    let req = Message::from_vec(query).ok()?;
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.authoritative = true;
+    for q in &req.queries {
+        log.lock()
+            .unwrap()
+            .push((from, q.name().to_ascii().to_lowercase()));
+        resp.add_query(q.clone());
+        let rdata = match (q.query_type(), from) {
+            (RecordType::A, IpAddr::V4(ip)) => Some(RData::A(A(ip))),
+            (RecordType::TXT, ip) => Some(RData::TXT(TXT::new(vec![ip.to_string()]))),
+            _ => None,
+        };
+        if let Some(rdata) = rdata {
+            resp.add_answer(Record::from_rdata(q.name().clone(), 0, rdata));
+        }
+    }
+    resp.metadata.response_code = ResponseCode::NoError;
+    resp.to_vec().ok()
+}
+
+async fn serve_dns(udp: tokio::net::UdpSocket, log: QueryLog) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = udp.recv_from(&mut buf).await else {
             continue;
         };
-        let Ok(req) = Message::from_vec(&buf[..n]) else {
-            continue;
-        };
-        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
-        resp.metadata.recursion_desired = req.metadata.recursion_desired;
-        resp.metadata.recursion_available = true;
-        resp.metadata.authoritative = true;
-        for q in &req.queries {
-            log.lock()
-                .unwrap()
-                .push((from.ip(), q.name().to_ascii().to_lowercase()));
-            resp.add_query(q.clone());
-            let rdata = match (q.query_type(), from.ip()) {
-                (RecordType::A, IpAddr::V4(ip)) => Some(RData::A(A(ip))),
-                (RecordType::TXT, ip) => Some(RData::TXT(TXT::new(vec![ip.to_string()]))),
-                _ => None,
-            };
-            if let Some(rdata) = rdata {
-                resp.add_answer(Record::from_rdata(q.name().clone(), 0, rdata));
-            }
-        }
-        resp.metadata.response_code = ResponseCode::NoError;
-        if let Ok(bytes) = resp.to_vec() {
+        if let Some(bytes) = answer(&buf[..n], from.ip(), &log) {
             let _ = udp.send_to(&bytes, from).await;
         }
+    }
+}
+
+/// DNS over TCP (two-byte length prefix), as a proxy egress asks it.
+async fn serve_dns_tcp(listener: tokio::net::TcpListener, log: QueryLog) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, from)) = listener.accept().await else {
+            continue;
+        };
+        let log = log.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if s.read_exact(&mut q).await.is_err() {
+                    return;
+                }
+                let Some(a) = answer(&q, from.ip(), &log) else {
+                    return;
+                };
+                let mut msg = (a.len() as u16).to_be_bytes().to_vec();
+                msg.extend_from_slice(&a);
+                if s.write_all(&msg).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }

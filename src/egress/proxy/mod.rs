@@ -1,0 +1,195 @@
+//! The data plane of a proxy egress: the host's TUN feeds a userspace TCP/IP stack (ipstack);
+//! each TCP flow the container opens is dialled through the proxy from Sluice's namespace
+//! (outbound.rs), and DNS queries to the resolver address are answered through the proxy too
+//! (dns.rs). Everything else (other UDP, ICMP, IPv6) is dropped: it leaves through the proxy
+//! or not at all. Flows per host are capped and idle flows time out, so one container cannot
+//! exhaust the control plane.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ipstack::{IpStack, IpStackConfig, IpStackStream, TcpConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub mod dns;
+pub mod outbound;
+
+pub use outbound::Outbound;
+
+/// The container's address on its TUN when bound to a proxy egress.
+pub const TUN_ADDRESS: &str = "10.255.255.2/24";
+/// The resolver address written into the container's resolv.conf; the engine answers it.
+pub const RESOLVER: &str = "10.255.255.53";
+/// TCP flows one host may have open at once through its proxy.
+pub const MAX_TCP_FLOWS: usize = 1024;
+/// DNS flows one host may have open at once.
+pub const MAX_DNS_FLOWS: usize = 64;
+/// A TCP flow with no traffic for this long is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
+/// A UDP (DNS) flow with no traffic for this long is forgotten.
+pub const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// What a proxy session has done.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub tcp_flows: AtomicU64,
+    pub refused_flows: AtomicU64,
+    pub dns_queries: AtomicU64,
+}
+
+/// The TUN as ipstack wants it: one packet per read or write.
+struct TunIo(Arc<tun_rs::AsyncDevice>);
+
+impl AsyncRead for TunIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let dst = buf.initialize_unfilled();
+        match self.0.poll_recv(cx, dst) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TunIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.poll_send(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs the stack on `device` until `stop` is cancelled; flows end with it.
+pub async fn run(
+    device: Arc<tun_rs::AsyncDevice>,
+    outbound: Outbound,
+    dns_server: IpAddr,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut config = IpStackConfig::default();
+    config
+        .mtu(super::tun::MTU)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut tcp = TcpConfig::default();
+    tcp.timeout = TCP_IDLE;
+    config.with_tcp_config(tcp);
+    config.udp_timeout(UDP_IDLE);
+    let mut stack = IpStack::new(config, TunIo(device));
+    let resolver = SocketAddr::new(IpAddr::V4(resolver_ip()), 53);
+    let tcp_flows = Arc::new(Semaphore::new(MAX_TCP_FLOWS));
+    let dns_flows = Arc::new(Semaphore::new(MAX_DNS_FLOWS));
+    // Flows are children of this token: they end with the session.
+    let flows = stop.child_token();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = stack.accept() => match s {
+                Ok(s) => s,
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            },
+        };
+        match stream {
+            IpStackStream::Tcp(flow) => {
+                let Ok(permit) = tcp_flows.clone().try_acquire_owned() else {
+                    counters.refused_flows.fetch_add(1, Ordering::Relaxed);
+                    continue; // dropped: the container sees a reset
+                };
+                counters.tcp_flows.fetch_add(1, Ordering::Relaxed);
+                let (outbound, end) = (outbound.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let target = flow.peer_addr();
+                    let relay = async {
+                        match outbound.connect(target).await {
+                            Ok(up) => relay(flow, up).await,
+                            Err(e) => tracing::debug!(%target, error = %e, "proxy refused a flow"),
+                        }
+                    };
+                    tokio::select! { _ = relay => {}, _ = end.cancelled() => {} }
+                });
+            }
+            IpStackStream::Udp(flow) if flow.peer_addr() == resolver => {
+                let Ok(permit) = dns_flows.clone().try_acquire_owned() else {
+                    continue;
+                };
+                counters.dns_queries.fetch_add(1, Ordering::Relaxed);
+                let (outbound, end) = (outbound.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        _ = dns::serve(flow, outbound, dns_server) => {}
+                        _ = end.cancelled() => {}
+                    }
+                });
+            }
+            // Other UDP, ICMP and anything else: dropped here, never sent anywhere.
+            _ => {}
+        }
+    }
+    flows.cancel();
+    Ok(())
+}
+
+/// How long a flow whose destination closed waits for the container to close its side.
+const HALF_CLOSED_GRACE: Duration = Duration::from_secs(60);
+
+/// Moves bytes both ways between a container's flow and its proxied stream. When the
+/// destination ends, the container gets its FIN (retried: ipstack sends it only once its
+/// in-flight data is acknowledged, and does not always wake the closer when that happens).
+async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
+    use tokio::io::AsyncWriteExt;
+    let (mut from_container, mut to_container) = tokio::io::split(flow);
+    let (mut from_dest, mut to_dest) = tokio::io::split(up);
+    let outgoing = async {
+        let _ = tokio::io::copy(&mut from_container, &mut to_dest).await;
+        let _ = to_dest.shutdown().await;
+    };
+    let incoming = async {
+        let _ = tokio::io::copy(&mut from_dest, &mut to_container).await;
+        for _ in 0..300 {
+            if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    };
+    tokio::pin!(outgoing, incoming);
+    tokio::select! {
+        _ = &mut outgoing => {
+            // The container is done sending; the answer may still be coming.
+            incoming.await;
+        }
+        _ = &mut incoming => {
+            // The destination is done; the container has a while to finish its side.
+            let _ = tokio::time::timeout(HALF_CLOSED_GRACE, outgoing).await;
+        }
+    }
+}
+
+fn resolver_ip() -> Ipv4Addr {
+    RESOLVER.parse().unwrap_or(Ipv4Addr::new(10, 255, 255, 53))
+}
