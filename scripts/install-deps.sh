@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
 # sftp, scp, ssh-agent), curl (the short-link scripts),
-# and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump).
+# and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
+# tinyproxy).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -18,11 +19,17 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The lab starts its own proxy servers in its namespaces; the packaged service is not wanted.
+    if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
+        invoke-rc.d tinyproxy stop >/dev/null 2>&1 || true
+    fi
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
