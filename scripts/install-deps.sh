@@ -2,7 +2,7 @@
 # Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
-# tinyproxy).
+# tinyproxy, shadowsocks-libev).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -21,15 +21,18 @@ command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+command -v ss-server >/dev/null 2>&1 || missing+=(shadowsocks-libev)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The lab starts its own proxy servers in its namespaces; the packaged service is not wanted.
-    if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
-        invoke-rc.d tinyproxy stop >/dev/null 2>&1 || true
-    fi
+    for service in tinyproxy shadowsocks-libev; do
+        if [[ " ${missing[*]} " == *" $service "* ]]; then
+            invoke-rc.d "$service" stop >/dev/null 2>&1 || true
+        fi
+    done
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest

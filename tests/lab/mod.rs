@@ -5,7 +5,7 @@
 //!                                         wireguard-go <p>w0 10.64.0.1/24 :51820 (SNAT -> 203.0.113.10)      echo   198.18.K.80:80
 //!                                         wireguard-go <p>w1 10.65.0.1/24 :51821 (SNAT -> 203.0.113.11)      whoami 198.18.K.90:53
 //!                                         host's direct traffic            (SNAT -> 198.51.100.1)
-//!                                         microsocks :1080, tinyproxy :8888 on 198.18.K.2 (SNAT -> 203.0.113.12)
+//!                                         microsocks :1080, tinyproxy :8888, ss-server :8388 on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
 //! The echo server answers each HTTP request with the caller's address (or, for
@@ -340,6 +340,29 @@ impl Lab {
         self.proxies.push(child);
         wait_listening(&ip, 8888);
         (ip, 8888)
+    }
+
+    /// Starts shadowsocks-libev's ss-server on 198.18.K.2:8388 with `method` and `password`.
+    pub fn start_shadowsocks(&mut self, method: &str, password: &str) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.exit_ns(),
+                "ss-server",
+                "-s",
+                &ip,
+                "-p",
+                "8388",
+            ])
+            .args(["-k", password, "-m", method])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ss-server");
+        self.proxies.push(child);
+        wait_listening(&ip, 8388);
+        (ip, 8388)
     }
 
     /// Kills the proxy servers (SIGKILL: no goodbye to their clients).

@@ -1,6 +1,7 @@
 //! Proxy outbounds: a TCP connection to the proxy server, dialled from Sluice's own namespace,
 //! turned into a stream to the destination the container asked for. SOCKS5 through
-//! tokio-socks; HTTP CONNECT written here (a request line, an optional basic-auth header, a
+//! tokio-socks; Shadowsocks (AEAD and 2022 ciphers) through the shadowsocks crate; HTTP CONNECT
+//! written here (a request line, an optional basic-auth header, a
 //! status line to check).
 
 use std::net::SocketAddr;
@@ -32,6 +33,10 @@ pub enum Outbound {
         server: (String, u16),
         auth: Option<(String, String)>,
     },
+    Shadowsocks {
+        server: (String, u16),
+        config: std::sync::Arc<shadowsocks::ServerConfig>,
+    },
 }
 
 impl Outbound {
@@ -62,7 +67,23 @@ impl Outbound {
                 auth: pair(username, password),
             }),
             ProxyConfig::Http { tls: Some(_), .. } => Err("http over TLS".into()),
-            ProxyConfig::Shadowsocks { .. } => Err("shadowsocks".into()),
+            ProxyConfig::Shadowsocks {
+                server,
+                server_port,
+                method,
+                password,
+            } => {
+                let kind: shadowsocks::crypto::CipherKind = method
+                    .parse()
+                    .map_err(|_| format!("shadowsocks with method {method}"))?;
+                let addr = shadowsocks::ServerAddr::DomainName(server.clone(), *server_port);
+                let config = shadowsocks::ServerConfig::new(addr, password.clone(), kind)
+                    .map_err(|e| format!("shadowsocks with this key ({e})"))?;
+                Ok(Outbound::Shadowsocks {
+                    server: (server.clone(), *server_port),
+                    config: std::sync::Arc::new(config),
+                })
+            }
             ProxyConfig::Trojan { .. } => Err("trojan".into()),
             ProxyConfig::Vmess { .. } => Err("vmess".into()),
         }
@@ -90,6 +111,15 @@ impl Outbound {
                     None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await,
                 }
                 .map_err(|e| std::io::Error::other(format!("socks5: {e}")))?;
+                Ok(Box::pin(s))
+            }
+            Outbound::Shadowsocks { server, config } => {
+                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+                tcp.set_nodelay(true)?;
+                let context = shadowsocks::context::Context::new_shared(
+                    shadowsocks::config::ServerType::Local,
+                );
+                let s = shadowsocks::ProxyClientStream::from_stream(context, tcp, config, target);
                 Ok(Box::pin(s))
             }
             Outbound::Http { server, auth } => {
