@@ -781,9 +781,9 @@ async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reaso
         .post(
             "/v1/admin/egress-ips",
             &lab.admin,
-            json!({"label": "ss", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
-                "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388,
-                    "method": "aes-256-gcm", "password": "secret-password"}}),
+            json!({"label": "vmess", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+                "proxy_config": {"type": "vmess", "server": "192.0.2.1", "server_port": 10086,
+                    "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "security": "auto", "alter_id": 0}}),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{e}");
@@ -807,7 +807,7 @@ async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reaso
         h["status_reason"]
             .as_str()
             .unwrap()
-            .contains("proxy egress over shadowsocks is not supported yet"),
+            .contains("proxy egress over vmess is not supported yet"),
         "{h}"
     );
     // The container is there, with nothing but loopback: no way out at all.
