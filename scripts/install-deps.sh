@@ -2,7 +2,7 @@
 # Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
-# tinyproxy, shadowsocks-libev).
+# tinyproxy, shadowsocks-libev, trojan, openssl for its certificate).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -22,13 +22,15 @@ command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 command -v ss-server >/dev/null 2>&1 || missing+=(shadowsocks-libev)
+command -v trojan >/dev/null 2>&1 || missing+=(trojan)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The lab starts its own proxy servers in its namespaces; the packaged service is not wanted.
-    for service in tinyproxy shadowsocks-libev; do
+    for service in tinyproxy shadowsocks-libev trojan; do
         if [[ " ${missing[*]} " == *" $service "* ]]; then
             invoke-rc.d "$service" stop >/dev/null 2>&1 || true
         fi

@@ -721,6 +721,10 @@ fn lab_outbound(kind: &str, server: &(String, u16)) -> Value {
     match kind {
         "shadowsocks" => json!({"type": "shadowsocks", "server": server.0, "server_port": server.1,
             "method": "chacha20-ietf-poly1305", "password": "lab-pass"}),
+        // A self-signed certificate in the lab, hence `insecure`; the name still goes as SNI.
+        "trojan" => json!({"type": "trojan", "server": server.0, "server_port": server.1,
+            "password": "lab-pass", "tls": {"enabled": true, "server_name": "trojan.lab.test",
+                "insecure": true}}),
         _ => json!({"type": kind, "server": server.0, "server_port": server.1,
             "username": "labuser", "password": "lab-pass"}),
     }
@@ -761,7 +765,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_leave_only_through_their_socks5_http_or_shadowsocks_proxy_and_fail_closed_without_it()
+async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_and_fail_closed_without_it()
  {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
@@ -902,7 +906,7 @@ async fn hosts_leave_only_through_their_socks5_http_or_shadowsocks_proxy_and_fai
     for p in &packets {
         let to_proxy = p.contains(" IP ")
             && !p.contains(" UDP")
-            && [1080, 8888, 8388].iter().any(|port| {
+            && [1080, 8888, 8388, 8443].iter().any(|port| {
                 p.contains(&format!("198.18.{k}.1."))
                     && p.contains(&format!("> 198.18.{k}.2.{port}:"))
                     || p.contains(&format!("198.18.{k}.2.{port} > 198.18.{k}.1."))
@@ -926,6 +930,7 @@ async fn hosts_leave_only_through_their_socks5_http_or_shadowsocks_proxy_and_fai
     lab.start_socks(Some(("labuser", "lab-pass")));
     lab.start_http_proxy(Some(("labuser", "lab-pass")));
     lab.start_shadowsocks("chacha20-ietf-poly1305", "lab-pass");
+    lab.start_trojan("lab-pass");
     for (_, _, host) in &hosts {
         wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
     }

@@ -5,7 +5,7 @@
 //!                                         wireguard-go <p>w0 10.64.0.1/24 :51820 (SNAT -> 203.0.113.10)      echo   198.18.K.80:80
 //!                                         wireguard-go <p>w1 10.65.0.1/24 :51821 (SNAT -> 203.0.113.11)      whoami 198.18.K.90:53
 //!                                         host's direct traffic            (SNAT -> 198.51.100.1)
-//!                                         microsocks :1080, tinyproxy :8888, ss-server :8388 on 198.18.K.2 (SNAT -> 203.0.113.12)
+//!                                         microsocks :1080, tinyproxy :8888, ss-server :8388, trojan :8443 on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
 //! The echo server answers each HTTP request with the caller's address (or, for
@@ -363,6 +363,58 @@ impl Lab {
         self.proxies.push(child);
         wait_listening(&ip, 8388);
         (ip, 8388)
+    }
+
+    /// Starts Debian's trojan server on 198.18.K.2:8443 with a self-signed certificate for
+    /// `trojan.lab.test` and `password`.
+    pub fn start_trojan(&mut self, password: &str) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let dir = self.dir.path();
+        let (cert, key) = (dir.join("trojan.crt"), dir.join("trojan.key"));
+        if !cert.exists() {
+            run(&[
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=trojan.lab.test",
+                "-addext",
+                "subjectAltName=DNS:trojan.lab.test",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ]);
+        }
+        let conf = dir.join("trojan.json");
+        let config = serde_json::json!({
+            "run_type": "server",
+            "local_addr": ip,
+            "local_port": 8443,
+            "remote_addr": "127.0.0.1",
+            "remote_port": 9,
+            "password": [password],
+            "log_level": 3,
+            "ssl": {"cert": cert, "key": key, "alpn": ["http/1.1"]},
+        });
+        std::fs::write(&conf, config.to_string()).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.exit_ns(), "trojan", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("trojan");
+        self.proxies.push(child);
+        wait_listening(&ip, 8443);
+        (ip, 8443)
     }
 
     /// Kills the proxy servers (SIGKILL: no goodbye to their clients).

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod dns;
 pub mod outbound;
+pub mod tls;
 
 pub use outbound::Outbound;
 

@@ -1,6 +1,6 @@
 //! Proxy outbounds: a TCP connection to the proxy server, dialled from Sluice's own namespace,
 //! turned into a stream to the destination the container asked for. SOCKS5 through
-//! tokio-socks; Shadowsocks (AEAD and 2022 ciphers) through the shadowsocks crate; HTTP CONNECT
+//! tokio-socks; Trojan (TLS, then a one-line request) written here; Shadowsocks (AEAD and 2022 ciphers) through the shadowsocks crate; HTTP CONNECT
 //! written here (a request line, an optional basic-auth header, a
 //! status line to check).
 
@@ -36,6 +36,12 @@ pub enum Outbound {
     Shadowsocks {
         server: (String, u16),
         config: std::sync::Arc<shadowsocks::ServerConfig>,
+    },
+    Trojan {
+        server: (String, u16),
+        /// hex(SHA-224(password)), the first line of every request.
+        key: String,
+        tls: super::tls::Tls,
     },
 }
 
@@ -84,7 +90,19 @@ impl Outbound {
                     config: std::sync::Arc::new(config),
                 })
             }
-            ProxyConfig::Trojan { .. } => Err("trojan".into()),
+            ProxyConfig::Trojan {
+                server,
+                server_port,
+                password,
+                tls,
+            } => {
+                use sha2::Digest;
+                Ok(Outbound::Trojan {
+                    server: (server.clone(), *server_port),
+                    key: hex::encode(sha2::Sha224::digest(password.as_bytes())),
+                    tls: super::tls::Tls::new(tls, server)?,
+                })
+            }
             ProxyConfig::Vmess { .. } => Err("vmess".into()),
         }
     }
@@ -120,6 +138,30 @@ impl Outbound {
                     shadowsocks::config::ServerType::Local,
                 );
                 let s = shadowsocks::ProxyClientStream::from_stream(context, tcp, config, target);
+                Ok(Box::pin(s))
+            }
+            Outbound::Trojan { server, key, tls } => {
+                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+                tcp.set_nodelay(true)?;
+                let mut s = tls.connect(tcp).await?;
+                // CRLF-terminated key, then CONNECT (1), the address (SOCKS5 form), CRLF.
+                let mut req = Vec::with_capacity(96);
+                req.extend_from_slice(key.as_bytes());
+                req.extend_from_slice(b"\r\n\x01");
+                match target {
+                    SocketAddr::V4(a) => {
+                        req.push(1);
+                        req.extend_from_slice(&a.ip().octets());
+                    }
+                    SocketAddr::V6(a) => {
+                        req.push(4);
+                        req.extend_from_slice(&a.ip().octets());
+                    }
+                }
+                req.extend_from_slice(&target.port().to_be_bytes());
+                req.extend_from_slice(b"\r\n");
+                s.write_all(&req).await?;
+                s.flush().await?;
                 Ok(Box::pin(s))
             }
             Outbound::Http { server, auth } => {
