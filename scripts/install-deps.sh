@@ -2,7 +2,8 @@
 # Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
-# tinyproxy, shadowsocks-libev, trojan, openssl for its certificate).
+# tinyproxy, shadowsocks-libev, trojan, openssl for its certificate,
+# iperf3).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -23,6 +24,7 @@ command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 command -v ss-server >/dev/null 2>&1 || missing+=(shadowsocks-libev)
 command -v trojan >/dev/null 2>&1 || missing+=(trojan)
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"

@@ -947,3 +947,131 @@ async fn host_status(s: &Server, admin: &str, host: &Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// This process's resident memory (KiB) and open descriptors: the in-process Sluice's.
+fn footprint() -> (u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (rss, std::fs::read_dir("/proc/self/fd").unwrap().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
+    let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
+    let (uid, _) = s.user(&admin, "iris").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 256}),
+        )
+        .await;
+    let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.net_ns(),
+            "iperf3",
+            "-s",
+            "-B",
+            &lab.echo(),
+            "-p",
+            "5201",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let (ok, pid) = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &container_name(host["short_id"].as_str().unwrap()),
+    ]);
+    assert!(ok, "{pid}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let before = footprint();
+    // The client runs in the container's namespace: its traffic takes the host's path.
+    let echo = lab.echo();
+    let client = std::thread::spawn(move || {
+        Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "iperf3", "-c", &echo, "-p", "5201"])
+            .args([
+                "-P",
+                "10",
+                "-R",
+                "-t",
+                "8",
+                "-J",
+                "--connect-timeout",
+                "5000",
+            ])
+            .output()
+            .unwrap()
+    });
+    let mut peak = before;
+    while !client.is_finished() {
+        let now = footprint();
+        peak = (peak.0.max(now.0), peak.1.max(now.1));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = client.join().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        bps > 0.0,
+        "iperf3 moved nothing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Flows the proxy left half-open close after 30 s of silence.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = footprint();
+        if now.1 <= before.1 + 4 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    eprintln!(
+        "iperf3 -P 10 -R through SOCKS5: {:.0} Mbit/s; RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
+        bps / 1e6,
+        before.0,
+        peak.0,
+        after.0,
+        before.1,
+        peak.1,
+        after.1
+    );
+    // Ten streams need ten upstream sockets (plus iperf3's control connection), not more.
+    assert!(
+        peak.1 <= before.1 + 24,
+        "descriptors grew: {before:?} -> {peak:?}"
+    );
+    assert!(
+        after.1 <= before.1 + 4,
+        "descriptors left behind: {before:?} -> {after:?}"
+    );
+    // Memory stays within a bounded budget while data streams through.
+    assert!(
+        peak.0 <= before.0 + 256 * 1024,
+        "memory grew: {before:?} -> {peak:?}"
+    );
+}

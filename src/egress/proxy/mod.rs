@@ -153,8 +153,56 @@ pub async fn run(
     Ok(())
 }
 
-/// How long a flow whose destination closed waits for the container to close its side.
-const HALF_CLOSED_GRACE: Duration = Duration::from_secs(60);
+/// How long a half-closed flow may stay silent before it is closed: the side that is done
+/// gets this long for the other to finish (proxies do not always pass a half-close on).
+const HALF_CLOSED_IDLE: Duration = Duration::from_secs(30);
+
+/// Copies `from` to `to` until end of file, noting the time of each chunk in `last`.
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    last: &std::sync::Mutex<std::time::Instant>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // Re-polled every second: ipstack closes a flow on a reset from the container without
+        // waking its reader, and a fresh poll sees the end.
+        let n = loop {
+            if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), from.read(&mut buf)).await {
+                break r?;
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+}
+
+/// Waits for `rest` (the direction still open) until it ends or stays silent too long.
+async fn finish(
+    rest: impl std::future::Future<Output = ()>,
+    last: &std::sync::Mutex<std::time::Instant>,
+) {
+    tokio::pin!(rest);
+    loop {
+        tokio::select! {
+            _ = &mut rest => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let idle = last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                if idle >= HALF_CLOSED_IDLE {
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Moves bytes both ways between a container's flow and its proxied stream. When the
 /// destination ends, the container gets its FIN (retried: ipstack sends it only once its
@@ -163,12 +211,16 @@ async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
     use tokio::io::AsyncWriteExt;
     let (mut from_container, mut to_container) = tokio::io::split(flow);
     let (mut from_dest, mut to_dest) = tokio::io::split(up);
+    let (sent, received) = (
+        std::sync::Mutex::new(std::time::Instant::now()),
+        std::sync::Mutex::new(std::time::Instant::now()),
+    );
     let outgoing = async {
-        let _ = tokio::io::copy(&mut from_container, &mut to_dest).await;
+        let _ = pump(&mut from_container, &mut to_dest, &sent).await;
         let _ = to_dest.shutdown().await;
     };
     let incoming = async {
-        let _ = tokio::io::copy(&mut from_dest, &mut to_container).await;
+        let _ = pump(&mut from_dest, &mut to_container, &received).await;
         for _ in 0..300 {
             if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
                 .await
@@ -180,14 +232,8 @@ async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
     };
     tokio::pin!(outgoing, incoming);
     tokio::select! {
-        _ = &mut outgoing => {
-            // The container is done sending; the answer may still be coming.
-            incoming.await;
-        }
-        _ = &mut incoming => {
-            // The destination is done; the container has a while to finish its side.
-            let _ = tokio::time::timeout(HALF_CLOSED_GRACE, outgoing).await;
-        }
+        _ = &mut outgoing => finish(incoming, &received).await,
+        _ = &mut incoming => finish(outgoing, &sent).await,
     }
 }
 
