@@ -465,6 +465,30 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
 }
 
 /// A packet capture on an interface of the host namespace.
+/// Ways out of a host that no egress may let through: UDP DNS to a resolver of its own
+/// choosing, IPv6, a raw socket, ICMP, and rewriting its resolver.
+fn ways_around() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "plain DNS to another resolver",
+            "dig +time=2 +tries=1 @192.0.2.53 example.com A | grep -q 'ANSWER SECTION'",
+        ),
+        ("IPv6", "curl -s -6 --max-time 3 'http://[2001:db8::1]/'"),
+        (
+            "raw socket",
+            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}; print qq{opened\\n}'",
+        ),
+        (
+            "ICMP echo",
+            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die qq{$!\\n}; send($s, qq{\\x08\\0\\xf7\\xff\\0\\0\\0\\0}, 0, pack_sockaddr_in(0, inet_aton(q{192.0.2.1}))) or die qq{$!\\n}; my $b; vec(my $r = q{}, fileno($s), 1) = 1; select($r, undef, undef, 3) or die qq{timeout\\n}; recv($s, $b, 100, 0); print qq{reply\\n}'",
+        ),
+        (
+            "rewrite resolv.conf",
+            "echo nameserver 192.0.2.53 > /etc/resolv.conf",
+        ),
+    ]
+}
+
 struct Capture {
     child: std::process::Child,
     file: std::path::PathBuf,
@@ -526,16 +550,28 @@ async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(20));
 
     let capture = Capture::start(&lab.host_link(), tmp.path());
-    let must_fail = [
-        ("plain DNS to another resolver", "dig +time=2 +tries=1 @192.0.2.53 example.com A | grep -q 'ANSWER SECTION'".to_string()),
-        ("DNS over TLS", "timeout 4 bash -c 'exec 3<>/dev/tcp/192.0.2.53/853'".to_string()),
-        ("cloud metadata", "curl -s --max-time 3 http://169.254.169.254/latest/meta-data/".to_string()),
-        ("IPv6", "curl -s -6 --max-time 3 'http://[2001:db8::1]/'".to_string()),
-        ("raw socket", "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}; print qq{opened\\n}'".to_string()),
-        ("ICMP echo", "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die qq{$!\\n}; send($s, qq{\\x08\\0\\xf7\\xff\\0\\0\\0\\0}, 0, pack_sockaddr_in(0, inet_aton(q{192.0.2.1}))) or die qq{$!\\n}; my $b; vec(my $r = q{}, fileno($s), 1) = 1; select($r, undef, undef, 3) or die qq{timeout\\n}; recv($s, $b, 100, 0); print qq{reply\\n}'".to_string()),
-        ("rewrite resolv.conf", "echo nameserver 192.0.2.53 > /etc/resolv.conf".to_string()),
-        ("UDP straight to the endpoint", format!("timeout 4 bash -c 'echo x > /dev/udp/{}' && sleep 1 && exit 1", lab.endpoint(0).replace(':', "/"))),
-    ];
+    // Through a tunnel even TCP to odd places must fail: nothing but the tunnel exists.
+    let mut must_fail: Vec<(&str, String)> = ways_around()
+        .into_iter()
+        .map(|(what, cmd)| (what, cmd.to_string()))
+        .collect();
+    must_fail.extend([
+        (
+            "DNS over TLS",
+            "timeout 4 bash -c 'exec 3<>/dev/tcp/192.0.2.53/853'".to_string(),
+        ),
+        (
+            "cloud metadata",
+            "curl -s --max-time 3 http://169.254.169.254/latest/meta-data/".to_string(),
+        ),
+        (
+            "UDP straight to the endpoint",
+            format!(
+                "timeout 4 bash -c 'echo x > /dev/udp/{}' && sleep 1 && exit 1",
+                lab.endpoint(0).replace(':', "/")
+            ),
+        ),
+    ]);
     for (what, cmd) in &must_fail {
         let (ok, out) = exec(&host, cmd);
         assert!(!ok, "{what} did not fail: {out}");
@@ -874,25 +910,8 @@ async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_
     // Nothing else leaves: while each host tries every way around the proxy, the lab link
     // carries only TCP between the host and the proxy servers.
     let capture = Capture::start(&lab.host_link(), tmp.path());
-    let must_fail = [
-        (
-            "plain DNS to another resolver",
-            "dig +time=2 +tries=1 @192.0.2.53 example.com A | grep -q 'ANSWER SECTION'",
-        ),
-        ("IPv6", "curl -s -6 --max-time 3 'http://[2001:db8::1]/'"),
-        (
-            "raw socket",
-            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_RAW, 1) or die qq{$!\\n}'",
-        ),
-        (
-            "ICMP echo",
-            "perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 1) or die qq{$!\\n}; send($s, qq{\\x08\\0\\xf7\\xff\\0\\0\\0\\0}, 0, pack_sockaddr_in(0, inet_aton(q{192.0.2.1}))) or die qq{$!\\n}; my $b; vec(my $r = q{}, fileno($s), 1) = 1; select($r, undef, undef, 3) or die qq{timeout\\n}; recv($s, $b, 100, 0); print qq{reply\\n}'",
-        ),
-        (
-            "rewrite resolv.conf",
-            "echo nameserver 192.0.2.53 > /etc/resolv.conf",
-        ),
-    ];
+    // (TCP anywhere is the proxy's business: it goes through the proxy or nowhere.)
+    let must_fail = ways_around();
     for (_, _, host) in &hosts {
         for (what, cmd) in &must_fail {
             let (ok, out) = exec(host, cmd);
