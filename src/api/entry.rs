@@ -174,13 +174,7 @@ async fn start_host(
 }
 
 async fn record(state: &AppState, e: NewEvent) {
-    let recorded = async {
-        let mut db = state.store.acquire().await?;
-        events::record(db.conn(), e).await
-    };
-    if let Err(err) = recorded.await {
-        tracing::warn!(error = %err, "cannot record an entry event");
-    }
+    events::record_alone(&state.store, e).await;
 }
 
 /// Exchange a host's SSH password for a one-time SSH login.

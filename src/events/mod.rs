@@ -81,3 +81,17 @@ pub async fn record(c: Conn<'_>, e: NewEvent) -> store::Result<()> {
     };
     store::events::insert(c, &row).await
 }
+
+/// Writes an event on its own, outside any change's transaction (a login, a session's end).
+/// The event is an audit record of something that already happened, so a failure to write it
+/// is logged rather than returned.
+pub async fn record_alone(store: &store::Store, e: NewEvent) {
+    let action = e.action;
+    let written = async {
+        let mut db = store.acquire().await?;
+        record(db.conn(), e).await
+    };
+    if let Err(err) = written.await {
+        tracing::warn!(error = %err, action, "cannot record an event");
+    }
+}

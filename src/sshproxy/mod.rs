@@ -226,13 +226,7 @@ impl Proxy {
             "bytes_out": meter.bytes_out.load(Relaxed),
             "reason": meter.end_reason(),
         }));
-        let recorded = async {
-            let mut db = self.store.acquire().await?;
-            crate::events::record(db.conn(), event).await
-        };
-        if let Err(e) = recorded.await {
-            tracing::warn!(error = %e, "cannot record the end of an SSH session");
-        }
+        crate::events::record_alone(&self.store, event).await;
     }
 
     /// Why the connection must end now, if it must.

@@ -70,13 +70,7 @@ impl ClientConn {
         if let Some(en) = entrant {
             e = e.target(en.host.id).host(en.host.id).user(Some(en.user.id));
         }
-        let recorded = async {
-            let mut db = self.proxy.store.acquire().await?;
-            events::record(db.conn(), e).await
-        };
-        if let Err(err) = recorded.await {
-            tracing::warn!(error = %err, action, "cannot record an SSH event");
-        }
+        events::record_alone(&self.proxy.store, e).await;
     }
 
     /// Turns a credential check into the answer russh gives the client.
