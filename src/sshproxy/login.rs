@@ -200,30 +200,16 @@ pub async fn check(
 }
 
 /// Whether `key` is one of the keys of the user who owns the host `login` names. Used to
-/// answer a key offer before the client signs anything.
-pub async fn offers_owner_key(store: &Store, login: &str, key: &PublicKey) -> bool {
-    let Ok(mut db) = store.acquire().await else {
-        return false;
-    };
-    let user_id = if is_short_id(login) {
-        store::hosts::get_by_short_id(db.conn(), login)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|h| h.user_id)
-    } else {
-        store::users::get_by_username(db.conn(), login)
-            .await
-            .ok()
-            .flatten()
-            .map(|u| u.id)
-    };
-    let Some(user_id) = user_id else {
-        return false;
-    };
-    store::ssh_keys::public_keys(db.conn(), user_id)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .any(|line| PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == key.key_data()))
+/// answer a key offer before the client signs anything (the same lookup as [`check`], which
+/// does no expensive work for a key).
+pub async fn offers_owner_key(
+    store: &Store,
+    entry: &EntryCredentials,
+    login: &str,
+    key: &PublicKey,
+) -> bool {
+    matches!(
+        check(store, entry, login, Credential::PublicKey(key)).await,
+        Ok(Check::Verified(_) | Check::Ambiguous { .. })
+    )
 }

@@ -57,12 +57,7 @@ impl Meter {
     /// Waits until [`Meter::end`] is called; answers the reason.
     pub async fn ended(&self) -> String {
         loop {
-            if let Some(r) = self
-                .end_reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
+            if let Some(r) = self.end_reason() {
                 return r;
             }
             self.ended.notified().await;

@@ -151,7 +151,13 @@ impl russh::server::Handler for ClientConn {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         if self.locked()
-            || !login::offers_owner_key(&self.proxy.store, user, offer.public_key).await
+            || !login::offers_owner_key(
+                &self.proxy.store,
+                &self.proxy.credentials,
+                user,
+                offer.public_key,
+            )
+            .await
         {
             return Ok(Auth::reject());
         }
