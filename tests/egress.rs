@@ -837,7 +837,7 @@ async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_
         wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
         let (_, resolv) = exec(host, "cat /etc/resolv.conf");
         assert!(
-            resolv.contains(sluice::egress::proxy::RESOLVER),
+            resolv.contains(&sluice::egress::proxy::RESOLVER.to_string()),
             "{kind}: {resolv}"
         );
         let (ok, a) = exec(

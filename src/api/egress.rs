@@ -278,7 +278,7 @@ async fn probe_through(
 ) -> ApiResult<crate::probe::Report> {
     let dns = match settings {
         EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
-        EgressSettings::Proxy { .. } => crate::egress::proxy::RESOLVER.parse().ok(),
+        EgressSettings::Proxy { .. } => Some(crate::egress::proxy::RESOLVER.into()),
     };
     let path = crate::probe::Path { ns: Some(ns), dns };
     Ok(crate::probe::run(&state.probe, &path, &crate::probe::Path::direct(), expected).await)

@@ -238,8 +238,7 @@ async fn start_proxy(
         .map_err(|_| EgressError::Settings("bad proxy TUN address".into()))?;
     let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
     Ok(tokio::spawn(async move {
-        let counters = Arc::new(proxy::Counters::default());
-        match proxy::run(Arc::new(device), outbound, dns, counters, stop).await {
+        match proxy::run(Arc::new(device), outbound, dns, stop).await {
             Ok(()) => tracing::info!(host = %host_id, "proxy egress detached"),
             Err(e) => tracing::warn!(host = %host_id, error = %e, "proxy egress session ended"),
         }

@@ -183,7 +183,7 @@ impl DockerRuntime {
     fn nameserver(host: &HostSpec) -> String {
         match host.egress.as_ref().map(|e| &e.settings) {
             Some(EgressSettings::Wireguard(w)) => w.dns_server.clone(),
-            Some(EgressSettings::Proxy { .. }) => crate::egress::proxy::RESOLVER.into(),
+            Some(EgressSettings::Proxy { .. }) => crate::egress::proxy::RESOLVER.to_string(),
             None => "127.0.0.1".into(),
         }
     }

@@ -8,7 +8,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ pub use outbound::Outbound;
 /// The container's address on its TUN when bound to a proxy egress.
 pub const TUN_ADDRESS: &str = "10.255.255.2/24";
 /// The resolver address written into the container's resolv.conf; the engine answers it.
-pub const RESOLVER: &str = "10.255.255.53";
+pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 53);
 /// TCP flows one host may have open at once through its proxy.
 pub const MAX_TCP_FLOWS: usize = 1024;
 /// DNS flows one host may have open at once.
@@ -35,14 +34,6 @@ pub const MAX_DNS_FLOWS: usize = 64;
 pub const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
 /// A UDP (DNS) flow with no traffic for this long is forgotten.
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
-
-/// What a proxy session has done.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub tcp_flows: AtomicU64,
-    pub refused_flows: AtomicU64,
-    pub dns_queries: AtomicU64,
-}
 
 /// The TUN as ipstack wants it: one packet per read or write.
 struct TunIo(Arc<tun_rs::AsyncDevice>);
@@ -86,7 +77,6 @@ pub async fn run(
     device: Arc<tun_rs::AsyncDevice>,
     outbound: Outbound,
     dns_server: IpAddr,
-    counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut config = IpStackConfig::default();
@@ -98,7 +88,7 @@ pub async fn run(
     config.with_tcp_config(tcp);
     config.udp_timeout(UDP_IDLE);
     let mut stack = IpStack::new(config, TunIo(device));
-    let resolver = SocketAddr::new(IpAddr::V4(resolver_ip()), 53);
+    let resolver = SocketAddr::new(IpAddr::V4(RESOLVER), 53);
     let tcp_flows = Arc::new(Semaphore::new(MAX_TCP_FLOWS));
     let dns_flows = Arc::new(Semaphore::new(MAX_DNS_FLOWS));
     // Flows are children of this token: they end with the session.
@@ -114,10 +104,9 @@ pub async fn run(
         match stream {
             IpStackStream::Tcp(flow) => {
                 let Ok(permit) = tcp_flows.clone().try_acquire_owned() else {
-                    counters.refused_flows.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("proxy egress: flow limit reached, a connection was dropped");
                     continue; // dropped: the container sees a reset
                 };
-                counters.tcp_flows.fetch_add(1, Ordering::Relaxed);
                 let (outbound, end) = (outbound.clone(), flows.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -135,7 +124,6 @@ pub async fn run(
                 let Ok(permit) = dns_flows.clone().try_acquire_owned() else {
                     continue;
                 };
-                counters.dns_queries.fetch_add(1, Ordering::Relaxed);
                 let (outbound, end) = (outbound.clone(), flows.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -235,8 +223,4 @@ async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
         _ = &mut outgoing => finish(incoming, &received).await,
         _ = &mut incoming => finish(outgoing, &sent).await,
     }
-}
-
-fn resolver_ip() -> Ipv4Addr {
-    RESOLVER.parse().unwrap_or(Ipv4Addr::new(10, 255, 255, 53))
 }
