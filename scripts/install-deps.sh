@@ -2,8 +2,8 @@
 # Installs what Sluice's tests need on Debian: PostgreSQL (server), OpenSSH's clients (ssh,
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
-# tinyproxy, shadowsocks-libev, trojan, openssl for its certificate,
-# iperf3).
+# tinyproxy, shadowsocks-libev, trojan, v2ray, socat as a TLS front, openssl for the
+# certificates, iperf3).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -24,6 +24,8 @@ command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 command -v ss-server >/dev/null 2>&1 || missing+=(shadowsocks-libev)
 command -v trojan >/dev/null 2>&1 || missing+=(trojan)
+command -v v2ray >/dev/null 2>&1 || missing+=(v2ray)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
@@ -32,7 +34,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The lab starts its own proxy servers in its namespaces; the packaged service is not wanted.
-    for service in tinyproxy shadowsocks-libev trojan; do
+    for service in tinyproxy shadowsocks-libev trojan v2ray; do
         if [[ " ${missing[*]} " == *" $service "* ]]; then
             invoke-rc.d "$service" stop >/dev/null 2>&1 || true
         fi

@@ -772,8 +772,10 @@ async fn killed_mid_creation_sluice_converges_after_restart() {
     assert_eq!(observed.len(), 5, "orphan containers: {observed:?}");
 }
 
+/// Settings the API would refuse can still reach the engine from a database edited by hand or
+/// written by another release: the host must then fail closed, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reason() {
+async fn a_host_bound_to_an_unusable_proxy_egress_fails_closed_with_the_reason() {
     let lab = lab(Backend::Sqlite).await;
     let (uid, _) = lab.server.user(&lab.admin, "pia").await;
     let (st, e) = lab
@@ -781,12 +783,20 @@ async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reaso
         .post(
             "/v1/admin/egress-ips",
             &lab.admin,
-            json!({"label": "vmess", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
-                "proxy_config": {"type": "vmess", "server": "192.0.2.1", "server_port": 10086,
-                    "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "security": "auto", "alter_id": 0}}),
+            json!({"label": "ss", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+                "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388,
+                    "method": "aes-256-gcm", "password": "pw"}}),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{e}");
+    let url = lab.server.settings.store.database_url.clone().unwrap();
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let edited = sqlx::query("UPDATE egress_ips SET settings = replace(settings, 'aes-256-gcm', 'rc4-md5')")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    db.close().await;
     let (st, v) = lab
         .server
         .post(
@@ -807,7 +817,7 @@ async fn a_host_bound_to_an_unsupported_proxy_egress_fails_closed_with_the_reaso
         h["status_reason"]
             .as_str()
             .unwrap()
-            .contains("proxy egress over vmess is not supported yet"),
+            .contains("the proxy egress cannot be used: unknown shadowsocks method rc4-md5"),
         "{h}"
     );
     // The container is there, with nothing but loopback: no way out at all.

@@ -752,18 +752,56 @@ async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(90));
 }
 
-/// The sing-box outbound for the lab's proxy server of `kind` at `server`.
+/// The user id the lab's v2ray knows.
+const LAB_UUID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+
+/// The sing-box outbound for the lab's proxy server of `kind` at `server`. The lab's TLS
+/// servers have a self-signed certificate, hence `insecure`; the name still goes as SNI.
 fn lab_outbound(kind: &str, server: &(String, u16)) -> Value {
+    let tls = |name: &str| json!({"enabled": true, "server_name": name, "insecure": true});
+    let vmess = |security: &str| {
+        json!({"type": "vmess", "server": server.0, "server_port": server.1,
+            "uuid": LAB_UUID, "security": security, "alter_id": 0})
+    };
     match kind {
         "shadowsocks" => json!({"type": "shadowsocks", "server": server.0, "server_port": server.1,
             "method": "chacha20-ietf-poly1305", "password": "lab-pass"}),
-        // A self-signed certificate in the lab, hence `insecure`; the name still goes as SNI.
         "trojan" => json!({"type": "trojan", "server": server.0, "server_port": server.1,
-            "password": "lab-pass", "tls": {"enabled": true, "server_name": "trojan.lab.test",
-                "insecure": true}}),
+            "password": "lab-pass", "tls": tls("trojan.lab.test")}),
+        "https" => json!({"type": "http", "server": server.0, "server_port": server.1,
+            "username": "labuser", "password": "lab-pass", "tls": tls("https-proxy.lab.test")}),
+        "vmess" => vmess("chacha20-poly1305"),
+        "vmess-tls" => {
+            let mut v = vmess("auto");
+            v["tls"] = tls("vmess.lab.test");
+            v
+        }
+        "vmess-none" => vmess("none"),
+        "vmess-zero" => vmess("zero"),
         _ => json!({"type": kind, "server": server.0, "server_port": server.1,
             "username": "labuser", "password": "lab-pass"}),
     }
+}
+
+/// Starts every proxy server of the lab, and returns each kind with the server it dials.
+fn start_lab_proxies(lab: &mut Lab) -> Vec<(&'static str, (String, u16))> {
+    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
+    let http = lab.start_http_proxy(Some(("labuser", "lab-pass")));
+    let https = lab.start_https_front();
+    let ss = lab.start_shadowsocks("chacha20-ietf-poly1305", "lab-pass");
+    let trojan = lab.start_trojan("lab-pass");
+    let (ip, vmess, vmess_tls, _) = lab.start_v2ray(LAB_UUID);
+    vec![
+        ("socks", socks),
+        ("http", http),
+        ("https", https),
+        ("shadowsocks", ss),
+        ("trojan", trojan),
+        ("vmess", (ip.clone(), vmess)),
+        ("vmess-tls", (ip.clone(), vmess_tls)),
+        ("vmess-none", (ip.clone(), vmess)),
+        ("vmess-zero", (ip, vmess)),
+    ]
 }
 
 /// Creates a proxy egress of `kind` for the lab's server at `server`, declared with `exit`;
@@ -790,7 +828,10 @@ async fn proxy_egress(
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    assert_eq!(v["data"]["proxy_config"]["password"], "********", "{v}");
+    // The secret (a password, or VMess's uuid) is masked and appears nowhere in the answer.
+    let secret = if kind.starts_with("vmess") { "uuid" } else { "password" };
+    assert_eq!(v["data"]["proxy_config"][secret], "********", "{v}");
+    assert!(!v.to_string().contains("lab-pass") && !v.to_string().contains(LAB_UUID));
     assert_eq!(v["data"]["proxy_dns_server"], lab.dns());
     v["data"]["id"].as_str().unwrap().to_string()
 }
@@ -801,7 +842,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_and_fail_closed_without_it()
+async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_vmess_proxy_and_fail_closed_without_it()
  {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
@@ -809,17 +850,12 @@ async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_
     let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
     let _cleanup = Cleanup(runtime.instance().to_string());
     let admin = s.admin().await;
-    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
-    let http = lab.start_http_proxy(Some(("labuser", "lab-pass")));
-    let ss = lab.start_shadowsocks("chacha20-ietf-poly1305", "lab-pass");
+    let servers = start_lab_proxies(&mut lab);
+    let socks = servers[0].1.clone();
     let mut hosts = vec![];
-    for (kind, server) in [
-        ("socks", socks.clone()),
-        ("http", http.clone()),
-        ("shadowsocks", ss),
-    ] {
+    for (kind, server) in servers.clone() {
         let egress = proxy_egress(&s, &admin, &lab, kind, server, lab::EXIT_PROXY).await;
-        let (uid, _) = s.user(&admin, &format!("{kind}user")).await;
+        let (uid, _) = s.user(&admin, &format!("{kind}user").replace('-', "")).await;
         let host = s
             .host(
                 &admin,
@@ -925,7 +961,7 @@ async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_
     for p in &packets {
         let to_proxy = p.contains(" IP ")
             && !p.contains(" UDP")
-            && [1080, 8888, 8388, 8443].iter().any(|port| {
+            && servers.iter().any(|(_, (_, port))| {
                 p.contains(&format!("198.18.{k}.1."))
                     && p.contains(&format!("> 198.18.{k}.2.{port}:"))
                     || p.contains(&format!("198.18.{k}.2.{port} > 198.18.{k}.1."))
@@ -946,10 +982,7 @@ async fn hosts_leave_only_through_their_socks5_http_shadowsocks_or_trojan_proxy_
             "{kind} still reached the echo server"
         );
     }
-    lab.start_socks(Some(("labuser", "lab-pass")));
-    lab.start_http_proxy(Some(("labuser", "lab-pass")));
-    lab.start_shadowsocks("chacha20-ietf-poly1305", "lab-pass");
-    lab.start_trojan("lab-pass");
+    start_lab_proxies(&mut lab);
     for (_, _, host) in &hosts {
         wait_output(host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
     }

@@ -25,8 +25,10 @@ pub enum EgressError {
     Tun(std::io::Error),
     #[error("cannot open the tunnel's UDP socket: {0}")]
     Udp(std::io::Error),
-    #[error("proxy egress over {0} is not supported yet")]
-    UnsupportedProxy(String),
+    /// Stored proxy settings this engine cannot use (validation keeps them out of the API,
+    /// but a database edited by hand or written by another release can hold them).
+    #[error("the proxy egress cannot be used: {0}")]
+    UnusableProxy(String),
 }
 
 struct Session {
@@ -229,7 +231,7 @@ async fn start_proxy(
     stop: CancellationToken,
     host_id: Uuid,
 ) -> Result<JoinHandle<()>, EgressError> {
-    let outbound = proxy::Outbound::from_config(config).map_err(EgressError::UnsupportedProxy)?;
+    let outbound = proxy::Outbound::from_config(config).map_err(EgressError::UnusableProxy)?;
     let dns: std::net::IpAddr = dns_server
         .parse()
         .map_err(|_| EgressError::Settings(format!("bad DNS server {dns_server}")))?;

@@ -5,7 +5,9 @@
 //!                                         wireguard-go <p>w0 10.64.0.1/24 :51820 (SNAT -> 203.0.113.10)      echo   198.18.K.80:80
 //!                                         wireguard-go <p>w1 10.65.0.1/24 :51821 (SNAT -> 203.0.113.11)      whoami 198.18.K.90:53
 //!                                         host's direct traffic            (SNAT -> 198.51.100.1)
-//!                                         microsocks :1080, tinyproxy :8888, ss-server :8388, trojan :8443 on 198.18.K.2 (SNAT -> 203.0.113.12)
+//!                                         microsocks :1080, tinyproxy :8888 (socat TLS front :8889), ss-server :8388,
+//!                                         trojan :8443, v2ray (VMess :10086, VMess+TLS :10443, SOCKS5+UDP :1081)
+//!                                         on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
 //! The echo server answers each HTTP request with the caller's address (or, for
@@ -365,12 +367,11 @@ impl Lab {
         (ip, 8388)
     }
 
-    /// Starts Debian's trojan server on 198.18.K.2:8443 with a self-signed certificate for
-    /// `trojan.lab.test` and `password`.
-    pub fn start_trojan(&mut self, password: &str) -> (String, u16) {
-        let ip = format!("198.18.{}.2", self.k);
+    /// The lab's self-signed certificate and key (P-256), valid for `trojan.lab.test`,
+    /// `vmess.lab.test` and `https-proxy.lab.test`; made once per lab.
+    fn certificate(&self) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = self.dir.path();
-        let (cert, key) = (dir.join("trojan.crt"), dir.join("trojan.key"));
+        let (cert, key) = (dir.join("lab.crt"), dir.join("lab.key"));
         if !cert.exists() {
             run(&[
                 "openssl",
@@ -386,14 +387,34 @@ impl Lab {
                 "-subj",
                 "/CN=trojan.lab.test",
                 "-addext",
-                "subjectAltName=DNS:trojan.lab.test",
+                "subjectAltName=DNS:trojan.lab.test,DNS:vmess.lab.test,DNS:https-proxy.lab.test",
                 "-keyout",
                 key.to_str().unwrap(),
                 "-out",
                 cert.to_str().unwrap(),
             ]);
         }
-        let conf = dir.join("trojan.json");
+        (cert, key)
+    }
+
+    /// Starts `program` with `args` in the exit namespace as one of the lab's proxies.
+    fn spawn_proxy(&mut self, program: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.exit_ns(), program])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        self.proxies.push(child);
+    }
+
+    /// Starts Debian's trojan server on 198.18.K.2:8443 with the lab's certificate and
+    /// `password`.
+    pub fn start_trojan(&mut self, password: &str) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let (cert, key) = self.certificate();
+        let conf = self.dir.path().join("trojan.json");
         let config = serde_json::json!({
             "run_type": "server",
             "local_addr": ip,
@@ -405,16 +426,56 @@ impl Lab {
             "ssl": {"cert": cert, "key": key, "alpn": ["http/1.1"]},
         });
         std::fs::write(&conf, config.to_string()).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.exit_ns(), "trojan", "-c"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("trojan");
-        self.proxies.push(child);
+        self.spawn_proxy("trojan", &["-c", conf.to_str().unwrap()]);
         wait_listening(&ip, 8443);
         (ip, 8443)
+    }
+
+    /// Starts a TLS front (socat) on 198.18.K.2:8889 for tinyproxy on :8888, which must be
+    /// running: HTTP CONNECT over TLS, with the lab's certificate.
+    pub fn start_https_front(&mut self) -> (String, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let (cert, key) = self.certificate();
+        let listen = format!(
+            "OPENSSL-LISTEN:8889,bind={ip},reuseaddr,fork,verify=0,cert={},key={}",
+            cert.display(),
+            key.display()
+        );
+        let to = format!("TCP:{ip}:8888");
+        self.spawn_proxy("socat", &[&listen, &to]);
+        wait_listening(&ip, 8889);
+        (ip, 8889)
+    }
+
+    /// Starts Debian's v2ray (4.34) with one user `uuid` (alterId 0): VMess on
+    /// 198.18.K.2:10086, VMess over TLS (the lab's certificate) on :10443, and a SOCKS5
+    /// server with UDP ASSOCIATE on :1081. Returns the address and the three ports.
+    pub fn start_v2ray(&mut self, uuid: &str) -> (String, u16, u16, u16) {
+        let ip = format!("198.18.{}.2", self.k);
+        let (cert, key) = self.certificate();
+        let client = serde_json::json!([{"id": uuid, "alterId": 0}]);
+        let config = serde_json::json!({
+            "log": {"loglevel": "none"},
+            "inbounds": [
+                {"listen": ip, "port": 10086, "protocol": "vmess",
+                 "settings": {"clients": client}},
+                {"listen": ip, "port": 10443, "protocol": "vmess",
+                 "settings": {"clients": client},
+                 "streamSettings": {"network": "tcp", "security": "tls",
+                    "tlsSettings": {"certificates": [
+                        {"certificateFile": cert, "keyFile": key}]}}},
+                {"listen": ip, "port": 1081, "protocol": "socks",
+                 "settings": {"auth": "noauth", "udp": true, "ip": ip}},
+            ],
+            "outbounds": [{"protocol": "freedom", "settings": {}}],
+        });
+        let conf = self.dir.path().join("v2ray.json");
+        std::fs::write(&conf, config.to_string()).unwrap();
+        self.spawn_proxy("v2ray", &["-config", conf.to_str().unwrap()]);
+        for port in [10086, 10443, 1081] {
+            wait_listening(&ip, port);
+        }
+        (ip, 10086, 10443, 1081)
     }
 
     /// Kills the proxy servers (SIGKILL: no goodbye to their clients).

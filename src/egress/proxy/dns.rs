@@ -40,6 +40,7 @@ async fn ask(outbound: &Outbound, server: IpAddr, query: &[u8]) -> std::io::Resu
     msg.extend_from_slice(&len.to_be_bytes());
     msg.extend_from_slice(query);
     s.write_all(&msg).await?;
+    s.flush().await?;
     let mut len = [0u8; 2];
     s.read_exact(&mut len).await?;
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub mod dns;
 pub mod outbound;
 pub mod tls;
+pub mod vmess;
 
 pub use outbound::Outbound;
 
@@ -169,6 +170,8 @@ where
             return Ok(());
         }
         to.write_all(&buf[..n]).await?;
+        // Framing outbounds (VMess, TLS) may hold the tail of a write until flushed.
+        to.flush().await?;
         *last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
     }
 }

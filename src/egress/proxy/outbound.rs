@@ -1,8 +1,9 @@
 //! Proxy outbounds: a TCP connection to the proxy server, dialled from Sluice's own namespace,
 //! turned into a stream to the destination the container asked for. SOCKS5 through
-//! tokio-socks; Trojan (TLS, then a one-line request) written here; Shadowsocks (AEAD and 2022 ciphers) through the shadowsocks crate; HTTP CONNECT
-//! written here (a request line, an optional basic-auth header, a
-//! status line to check).
+//! tokio-socks; Shadowsocks (AEAD and 2022 ciphers) through the shadowsocks crate; written
+//! here where no maintained client exists: HTTP CONNECT (a request line, an optional
+//! basic-auth header, a status line to check; optionally over TLS), Trojan (TLS, then a
+//! one-line request) and VMess (`vmess/`, optionally over TLS).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ pub enum Outbound {
     Http {
         server: (String, u16),
         auth: Option<(String, String)>,
+        tls: Option<super::tls::Tls>,
     },
     Shadowsocks {
         server: (String, u16),
@@ -43,10 +45,16 @@ pub enum Outbound {
         key: String,
         tls: super::tls::Tls,
     },
+    Vmess {
+        server: (String, u16),
+        uuid: [u8; 16],
+        security: super::vmess::Security,
+        tls: Option<super::tls::Tls>,
+    },
 }
 
 impl Outbound {
-    /// The dialler for `config`, or the name of a protocol this engine cannot speak yet.
+    /// The dialler for `config`, or why these settings cannot be used.
     pub fn from_config(config: &ProxyConfig) -> Result<Outbound, String> {
         let pair = |u: &Option<String>, p: &Option<String>| match (u, p) {
             (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
@@ -67,12 +75,12 @@ impl Outbound {
                 server_port,
                 username,
                 password,
-                tls: None,
+                tls,
             } => Ok(Outbound::Http {
                 server: (server.clone(), *server_port),
                 auth: pair(username, password),
+                tls: tls_for(tls, server)?,
             }),
-            ProxyConfig::Http { tls: Some(_), .. } => Err("http over TLS".into()),
             ProxyConfig::Shadowsocks {
                 server,
                 server_port,
@@ -81,10 +89,10 @@ impl Outbound {
             } => {
                 let kind: shadowsocks::crypto::CipherKind = method
                     .parse()
-                    .map_err(|_| format!("shadowsocks with method {method}"))?;
+                    .map_err(|_| format!("unknown shadowsocks method {method}"))?;
                 let addr = shadowsocks::ServerAddr::DomainName(server.clone(), *server_port);
                 let config = shadowsocks::ServerConfig::new(addr, password.clone(), kind)
-                    .map_err(|e| format!("shadowsocks with this key ({e})"))?;
+                    .map_err(|e| format!("the shadowsocks password is not a valid key ({e})"))?;
                 Ok(Outbound::Shadowsocks {
                     server: (server.clone(), *server_port),
                     config: std::sync::Arc::new(config),
@@ -103,7 +111,22 @@ impl Outbound {
                     tls: super::tls::Tls::new(tls, server)?,
                 })
             }
-            ProxyConfig::Vmess { .. } => Err("vmess".into()),
+            ProxyConfig::Vmess {
+                server,
+                server_port,
+                uuid,
+                security,
+                alter_id: _,
+                tls,
+            } => Ok(Outbound::Vmess {
+                server: (server.clone(), *server_port),
+                uuid: *uuid::Uuid::parse_str(uuid)
+                    .map_err(|_| "the vmess uuid is not a UUID".to_string())?
+                    .as_bytes(),
+                security: super::vmess::Security::parse(security)
+                    .ok_or_else(|| format!("unknown vmess security {security}"))?,
+                tls: tls_for(tls, server)?,
+            }),
         }
     }
 
@@ -164,41 +187,80 @@ impl Outbound {
                 s.flush().await?;
                 Ok(Box::pin(s))
             }
-            Outbound::Http { server, auth } => {
-                let mut tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+            Outbound::Http { server, auth, tls } => {
+                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
                 tcp.set_nodelay(true)?;
-                let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-                if let Some((u, p)) = auth {
-                    let token =
-                        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-                    req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+                match tls {
+                    Some(tls) => http_connect(tls.connect(tcp).await?, target, auth).await,
+                    None => http_connect(tcp, target, auth).await,
                 }
-                req.push_str("\r\n");
-                tcp.write_all(req.as_bytes()).await?;
-                let mut reader = BufReader::new(tcp);
-                let mut line = String::new();
-                reader.read_line(&mut line).await?;
-                let status = line.split_whitespace().nth(1).unwrap_or("");
-                if status != "200" {
-                    return Err(std::io::Error::other(format!(
-                        "http proxy refused CONNECT: {}",
-                        line.trim()
-                    )));
-                }
-                // Headers up to the empty line; bounded so a broken proxy cannot feed us forever.
-                for _ in 0..100 {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
-                        break;
+            }
+            Outbound::Vmess {
+                server,
+                uuid,
+                security,
+                tls,
+            } => {
+                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+                tcp.set_nodelay(true)?;
+                Ok(match tls {
+                    Some(tls) => {
+                        let s = tls.connect(tcp).await?;
+                        Box::pin(super::vmess::connect(s, uuid, *security, target).await?)
                     }
-                }
-                if !reader.buffer().is_empty() {
-                    return Err(std::io::Error::other(
-                        "http proxy sent data before the tunnel",
-                    ));
-                }
-                Ok(Box::pin(reader.into_inner()))
+                    None => Box::pin(super::vmess::connect(tcp, uuid, *security, target).await?),
+                })
             }
         }
     }
+}
+
+/// The TLS client for an outbound whose TLS is optional; `None` unless it is enabled.
+fn tls_for(
+    settings: &Option<crate::egress::settings::TlsSettings>,
+    server: &str,
+) -> Result<Option<super::tls::Tls>, String> {
+    match settings {
+        Some(t) if t.enabled => super::tls::Tls::new(t, server).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Asks an HTTP proxy, over `s`, for a tunnel to `target`.
+async fn http_connect<S: Stream + 'static>(
+    mut s: S,
+    target: SocketAddr,
+    auth: &Option<(String, String)>,
+) -> std::io::Result<BoxStream> {
+    let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some((u, p)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(std::io::Error::other(format!(
+            "http proxy refused CONNECT: {}",
+            line.trim()
+        )));
+    }
+    // Headers up to the empty line; bounded so a broken proxy cannot feed us forever.
+    for _ in 0..100 {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    if !reader.buffer().is_empty() {
+        return Err(std::io::Error::other(
+            "http proxy sent data before the tunnel",
+        ));
+    }
+    Ok(Box::pin(reader.into_inner()))
 }

@@ -1,0 +1,230 @@
+//! SOCKS5 egress throughput: iperf3 through Sluice's proxy data plane (a TUN in a namespace,
+//! ipstack, tokio-socks to microsocks) against tun2proxy on the same path, in the same run:
+//! each gets a TUN made the same way in a namespace of its own, runs its stack in this host
+//! namespace, and dials the same microsocks in the tests' lab, which reaches the same iperf3
+//! server. Prints upload and download for both, their ratios, and CPU seconds per Gbit.
+//!
+//! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
+//! `cargo bench --bench proxy`. Needs iperf3, microsocks, iproute2, iptables.
+
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::egress::EgressSettings;
+use sluice::egress::engine::Engine;
+use sluice::egress::settings::ProxyConfig;
+use sluice::netns::NetNs;
+
+const SECONDS: u32 = 8;
+
+fn cpu_self() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let f = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (f(11) + f(12)) / ticks
+}
+
+/// One iperf3 run from the namespace at `ns_path`: bits per second received.
+fn iperf(ns_path: &str, server: &str, reverse: bool) -> f64 {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={ns_path}")).args([
+        "timeout",
+        "60",
+        "iperf3",
+        "-c",
+        server,
+        "-t",
+        &SECONDS.to_string(),
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd.output().expect("iperf3");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| {
+            panic!(
+                "iperf3 from {ns_path} failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+}
+
+/// Where `cargo install tun2proxy` put its binary.
+fn tun2proxy() -> std::path::PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let mut candidates: Vec<std::path::PathBuf> = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join("tun2proxy-bin"))
+        .collect();
+    candidates.push(home.join("bin/tun2proxy-bin"));
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            eprintln!("tun2proxy-bin not found: run `cargo install tun2proxy` first");
+            std::process::exit(2);
+        })
+}
+
+/// The measurements of one data plane.
+struct Run {
+    up: f64,
+    down: f64,
+    cpu: f64,
+}
+
+impl Run {
+    fn cpu_per_gbit(&self) -> f64 {
+        self.cpu / ((self.up + self.down) * f64::from(SECONDS) / 1e9)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let peer = tun2proxy();
+    let mut lab = lab::Lab::new();
+    let server = lab.echo();
+    let mut iperf_server = Command::new("ip")
+        .args(["netns", "exec", &lab.net_ns(), "iperf3", "-s", "-B", &server])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let (ip, port) = lab.start_socks(None);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Sluice.
+    let settings = EgressSettings::Proxy {
+        proxy_config: ProxyConfig::Socks {
+            server: ip.clone(),
+            server_port: port,
+            username: None,
+            password: None,
+        },
+        dns_server: lab.dns(),
+    };
+    let engine = Engine::new();
+    let session = engine.throwaway(&settings).await.expect("session");
+    let NetNs::Held(file) = &session.ns else {
+        unreachable!()
+    };
+    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = cpu_self();
+    let (up, down) = tokio::task::spawn_blocking({
+        let (ns_path, server) = (ns_path.clone(), server.clone());
+        move || {
+            (
+                iperf(&ns_path, &server, false),
+                iperf(&ns_path, &server, true),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let sluice = Run {
+        up,
+        down,
+        cpu: cpu_self() - cpu0,
+    };
+    drop(session);
+
+    // tun2proxy: a TUN made the same way in a fresh namespace, its descriptor handed over.
+    let ns = NetNs::create().await.expect("namespace");
+    let tun = sluice::egress::tun::open(&ns, "10.255.255.2/24".parse().unwrap())
+        .await
+        .expect("tun");
+    let fd = tun.as_raw_fd();
+    // The child inherits the descriptor under the same number.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let NetNs::Held(file) = &ns else {
+        unreachable!()
+    };
+    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    let mut child = Command::new(&peer)
+        .args([
+            "--tun-fd",
+            &fd.to_string(),
+            "--close-fd-on-drop",
+            "false",
+            "--proxy",
+            &format!("socks5://{ip}:{port}"),
+            "--mtu",
+            &sluice::egress::tun::MTU.to_string(),
+            "--dns",
+            "over-tcp",
+            "--dns-addr",
+            &lab.dns(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tun2proxy");
+    std::thread::sleep(Duration::from_millis(800));
+    let cpu0 = cpu_of(child.id());
+    let (up, down) = (
+        iperf(&ns_path, &server, false),
+        iperf(&ns_path, &server, true),
+    );
+    let tun2proxy = Run {
+        up,
+        down,
+        cpu: cpu_of(child.id()) - cpu0,
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    unsafe { libc::kill(iperf_server.id() as i32, libc::SIGTERM) };
+    let _ = iperf_server.wait();
+    drop(tun);
+    lab.stop_proxies();
+
+    println!(
+        "SOCKS5 egress throughput, {SECONDS} s of iperf3 each way, same microsocks and path:"
+    );
+    for (name, r) in [("sluice (ipstack)", &sluice), ("tun2proxy", &tun2proxy)] {
+        println!(
+            "  {name:<18} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit",
+            r.up / 1e6,
+            r.down / 1e6,
+            r.cpu_per_gbit()
+        );
+    }
+    println!(
+        "  ratio sluice / tun2proxy: up {:.2}, down {:.2}, CPU per Gbit {:.2}",
+        sluice.up / tun2proxy.up,
+        sluice.down / tun2proxy.down,
+        sluice.cpu_per_gbit() / tun2proxy.cpu_per_gbit()
+    );
+}
