@@ -3,7 +3,7 @@
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
 # tinyproxy, shadowsocks-libev, trojan, v2ray, socat as a TLS front, openssl for the
-# certificates, iperf3).
+# certificates, iperf3, dig for UDP through a proxy).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -27,6 +27,7 @@ command -v trojan >/dev/null 2>&1 || missing+=(trojan)
 command -v v2ray >/dev/null 2>&1 || missing+=(v2ray)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"

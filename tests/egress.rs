@@ -778,6 +778,7 @@ fn lab_outbound(kind: &str, server: &(String, u16)) -> Value {
         }
         "vmess-none" => vmess("none"),
         "vmess-zero" => vmess("zero"),
+        "socks-udp" => json!({"type": "socks", "server": server.0, "server_port": server.1}),
         _ => json!({"type": kind, "server": server.0, "server_port": server.1,
             "username": "labuser", "password": "lab-pass"}),
     }
@@ -790,7 +791,7 @@ fn start_lab_proxies(lab: &mut Lab) -> Vec<(&'static str, (String, u16))> {
     let https = lab.start_https_front();
     let ss = lab.start_shadowsocks("chacha20-ietf-poly1305", "lab-pass");
     let trojan = lab.start_trojan("lab-pass");
-    let (ip, vmess, vmess_tls, _) = lab.start_v2ray(LAB_UUID);
+    let (ip, vmess, vmess_tls, socks_udp) = lab.start_v2ray(LAB_UUID);
     vec![
         ("socks", socks),
         ("http", http),
@@ -800,7 +801,9 @@ fn start_lab_proxies(lab: &mut Lab) -> Vec<(&'static str, (String, u16))> {
         ("vmess", (ip.clone(), vmess)),
         ("vmess-tls", (ip.clone(), vmess_tls)),
         ("vmess-none", (ip.clone(), vmess)),
-        ("vmess-zero", (ip, vmess)),
+        ("vmess-zero", (ip.clone(), vmess)),
+        // v2ray's SOCKS5 server, which (unlike microsocks) has UDP ASSOCIATE.
+        ("socks-udp", (ip, socks_udp)),
     ]
 }
 
@@ -887,6 +890,9 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
         let out = through_throwaway(&lab, &outbound, &cmd).await;
         assert_eq!(out.trim(), want, "{kind}");
 
+        if *kind == "socks-udp" {
+            continue; // a server without logins: no secret to get wrong
+        }
         let mut wrong = outbound.clone();
         if kind.starts_with("vmess") {
             wrong["uuid"] = json!("0e0b0f4e-5a6d-4c43-9c2a-3f1a7a9f6b21");
@@ -898,6 +904,38 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
             !out.contains(lab::EXIT_PROXY),
             "{kind} with a wrong secret got through: {out}"
         );
+    }
+}
+
+/// UDP leaves through the proxies whose protocol carries it (SOCKS5 with UDP ASSOCIATE,
+/// Shadowsocks, VMess), and goes nowhere with the rest (microsocks has no UDP ASSOCIATE; HTTP,
+/// Trojan here and VMess "zero" carry none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() {
+    let mut lab = Lab::new();
+    let servers = start_lab_proxies(&mut lab);
+    let dns = lab.dns();
+    for (kind, server) in &servers {
+        let carries = ["shadowsocks", "vmess", "vmess-tls", "vmess-none", "socks-udp"]
+            .contains(kind);
+        let name = format!("udp-{kind}.whoami.lab.test");
+        // Twenty queries, each from its own source port: twenty associations (two where
+        // nothing can come back: each waits out its timeout).
+        let count = if carries { 20 } else { 2 };
+        let cmd = format!(
+            "for i in $(seq {count}); do dig +short +time=2 +tries=1 @{dns} $i.{name} A; done"
+        );
+        let out = through_throwaway(&lab, &lab_outbound(kind, server), &cmd).await;
+        let answers: Vec<&str> = out.lines().filter(|l| !l.starts_with(';')).collect();
+        let seen = lab.resolvers_for(&name);
+        if carries {
+            assert_eq!(answers, vec![lab::EXIT_PROXY; 20], "{kind}: {out}");
+            assert_eq!(seen.len(), 20, "{kind}");
+            assert!(seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY), "{kind}: {seen:?}");
+        } else {
+            assert!(answers.is_empty(), "{kind} carried UDP: {out}");
+            assert!(seen.is_empty(), "{kind}: the DNS server was reached from {seen:?}");
+        }
     }
 }
 
@@ -913,8 +951,12 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
     let servers = start_lab_proxies(&mut lab);
     let socks = servers[0].1.clone();
     let mut hosts = vec![];
-    // VMess's other securities are covered without containers, above.
-    for (kind, server) in servers.clone().into_iter().filter(|(k, _)| !["vmess-none", "vmess-zero"].contains(k)) {
+    // VMess's other securities and the SOCKS5 server with UDP are covered without containers.
+    for (kind, server) in servers
+        .clone()
+        .into_iter()
+        .filter(|(k, _)| !["vmess-none", "vmess-zero", "socks-udp"].contains(k))
+    {
         let egress = proxy_egress(&s, &admin, &lab, kind, server, lab::EXIT_PROXY).await;
         let (uid, _) = s.user(&admin, &format!("{kind}user").replace('-', "")).await;
         let host = s
@@ -952,6 +994,19 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
                 .iter()
                 .all(|ip| ip.to_string() == lab::EXIT_PROXY)
         );
+        // UDP elsewhere goes through the proxies that carry it, and nowhere with the rest.
+        let udp_name = format!("udp.{kind}.whoami.lab.test");
+        let (_, a) = exec(
+            host,
+            &format!("dig +short +time=2 +tries=1 @{} {udp_name} A", lab.dns()),
+        );
+        let seen = lab.resolvers_for(&udp_name);
+        if ["shadowsocks", "vmess", "vmess-tls"].contains(kind) {
+            assert_eq!(a.trim(), lab::EXIT_PROXY, "{kind}: UDP through the proxy");
+            assert!(seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY), "{seen:?}");
+        } else {
+            assert!(seen.is_empty(), "{kind} carried UDP: {a} {seen:?}");
+        }
         // 50 MiB arrive intact; 100 connections at once all get through.
         let n = 50 * 1024 * 1024;
         let (ok, sum) = exec(
@@ -1005,7 +1060,8 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
     );
 
     // Nothing else leaves: while each host tries every way around the proxy, the lab link
-    // carries only TCP between the host and the proxy servers.
+    // carries only traffic between the host and the proxy servers (UDP too, for the proxies
+    // that carry it).
     let capture = Capture::start(&lab.host_link(), tmp.path());
     // (TCP anywhere is the proxy's business: it goes through the proxy or nowhere.)
     let must_fail = ways_around();
@@ -1021,7 +1077,6 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
     let k = lab.k;
     for p in &packets {
         let to_proxy = p.contains(" IP ")
-            && !p.contains(" UDP")
             && servers.iter().any(|(_, (_, port))| {
                 p.contains(&format!("198.18.{k}.1."))
                     && p.contains(&format!("> 198.18.{k}.2.{port}:"))
@@ -1029,7 +1084,7 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
             });
         assert!(
             to_proxy,
-            "a packet other than TCP to a proxy left the host: {p}\nall: {packets:#?}"
+            "a packet not to or from a proxy server left the host: {p}\nall: {packets:#?}"
         );
     }
 

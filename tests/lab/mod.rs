@@ -344,7 +344,8 @@ impl Lab {
         (ip, 8888)
     }
 
-    /// Starts shadowsocks-libev's ss-server on 198.18.K.2:8388 with `method` and `password`.
+    /// Starts shadowsocks-libev's ss-server on 198.18.K.2:8388 (TCP and UDP) with `method`
+    /// and `password`.
     pub fn start_shadowsocks(&mut self, method: &str, password: &str) -> (String, u16) {
         let ip = format!("198.18.{}.2", self.k);
         let child = Command::new("ip")
@@ -358,7 +359,7 @@ impl Lab {
                 "-p",
                 "8388",
             ])
-            .args(["-k", password, "-m", method])
+            .args(["-u", "-k", password, "-m", method])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("ss-server");

@@ -1,9 +1,10 @@
 //! The data plane of a proxy egress: the host's TUN feeds a userspace TCP/IP stack (ipstack);
 //! each TCP flow the container opens is dialled through the proxy from Sluice's namespace
-//! (outbound.rs), and DNS queries to the resolver address are answered through the proxy too
-//! (dns.rs). Everything else (other UDP, ICMP, IPv6) is dropped: it leaves through the proxy
-//! or not at all. Flows per host are capped and idle flows time out, so one container cannot
-//! exhaust the control plane.
+//! (outbound.rs), DNS queries to the resolver address are answered through the proxy too
+//! (dns.rs), and other UDP flows get an association through the proxy where its protocol
+//! carries UDP (udp.rs). Everything else (UDP the proxy cannot carry, ICMP, IPv6) is dropped:
+//! it leaves through the proxy or not at all. Flows per host are capped and idle flows time
+//! out, so one container cannot exhaust the control plane.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub mod dns;
 pub mod outbound;
 pub mod tls;
+pub mod udp;
 pub mod vmess;
 
 pub use outbound::Outbound;
@@ -31,9 +33,11 @@ pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 53);
 pub const MAX_TCP_FLOWS: usize = 1024;
 /// DNS flows one host may have open at once.
 pub const MAX_DNS_FLOWS: usize = 64;
+/// Other UDP flows (associations through the proxy) one host may have open at once.
+pub const MAX_UDP_FLOWS: usize = 256;
 /// A TCP flow with no traffic for this long is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
-/// A UDP (DNS) flow with no traffic for this long is forgotten.
+/// A UDP flow (DNS or other) with no traffic for this long is forgotten.
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
 
 /// The TUN as ipstack wants it: one packet per read or write.
@@ -92,6 +96,8 @@ pub async fn run(
     let resolver = SocketAddr::new(IpAddr::V4(RESOLVER), 53);
     let tcp_flows = Arc::new(Semaphore::new(MAX_TCP_FLOWS));
     let dns_flows = Arc::new(Semaphore::new(MAX_DNS_FLOWS));
+    let udp_flows = Arc::new(Semaphore::new(MAX_UDP_FLOWS));
+    let carries_udp = outbound.carries_udp();
     // Flows are children of this token: they end with the session.
     let flows = stop.child_token();
     loop {
@@ -134,7 +140,27 @@ pub async fn run(
                     }
                 });
             }
-            // Other UDP, ICMP and anything else: dropped here, never sent anywhere.
+            IpStackStream::Udp(flow) if carries_udp => {
+                let Ok(permit) = udp_flows.clone().try_acquire_owned() else {
+                    tracing::debug!("proxy egress: UDP flow limit reached, a flow was dropped");
+                    continue;
+                };
+                let (outbound, end) = (outbound.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let target = flow.peer_addr();
+                    let relay = async {
+                        match outbound.associate(target).await {
+                            Ok(a) => udp::relay(flow, a, UDP_IDLE).await,
+                            Err(e) => {
+                                tracing::debug!(%target, error = %e, "proxy refused a UDP flow")
+                            }
+                        }
+                    };
+                    tokio::select! { _ = relay => {}, _ = end.cancelled() => {} }
+                });
+            }
+            // UDP the proxy cannot carry, ICMP and anything else: dropped, never sent anywhere.
             _ => {}
         }
     }

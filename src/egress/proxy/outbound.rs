@@ -195,23 +195,35 @@ impl Outbound {
                     None => http_connect(tcp, target, auth).await,
                 }
             }
-            Outbound::Vmess {
-                server,
-                uuid,
-                security,
-                tls,
-            } => {
-                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
-                tcp.set_nodelay(true)?;
-                Ok(match tls {
-                    Some(tls) => {
-                        let s = tls.connect(tcp).await?;
-                        Box::pin(super::vmess::connect(s, uuid, *security, target).await?)
-                    }
-                    None => Box::pin(super::vmess::connect(tcp, uuid, *security, target).await?),
-                })
-            }
+            Outbound::Vmess { .. } => self.vmess(super::vmess::Command::Tcp, target).await,
         }
+    }
+
+    /// A VMess request of `command` to `target`; other outbounds have none.
+    pub(super) async fn vmess(
+        &self,
+        command: super::vmess::Command,
+        target: SocketAddr,
+    ) -> std::io::Result<BoxStream> {
+        let Outbound::Vmess {
+            server,
+            uuid,
+            security,
+            tls,
+        } = self
+        else {
+            return Err(std::io::Error::other("not a VMess outbound"));
+        };
+        let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+        tcp.set_nodelay(true)?;
+        use super::vmess::connect;
+        Ok(match tls {
+            Some(tls) => {
+                let s = tls.connect(tcp).await?;
+                Box::pin(connect(s, uuid, *security, command, target).await?)
+            }
+            None => Box::pin(connect(tcp, uuid, *security, command, target).await?),
+        })
     }
 }
 

@@ -16,14 +16,17 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 pub mod protocol;
 
-pub use protocol::Security;
+pub use protocol::{Command, Security};
 use protocol::{Frame, Framer, MAX_CHUNK_PAYLOAD, Randomness, Session};
 
-/// Opens a VMess TCP request to `target` over `transport`, already connected to the server.
+/// Opens a VMess request to `target` over `transport`, already connected to the server. For
+/// [`Command::Udp`] each write (up to 16 KiB) travels as one datagram and each read answers
+/// one, given a buffer as large as the datagram.
 pub async fn connect<S>(
     mut transport: S,
     uuid: &[u8; 16],
     security: Security,
+    command: Command,
     target: SocketAddr,
 ) -> std::io::Result<VmessStream<S>>
 where
@@ -33,7 +36,7 @@ where
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (head, session) = protocol::request(uuid, security, target, now, &Randomness::fresh());
+    let (head, session) = protocol::request(uuid, security, command, target, now, &Randomness::fresh());
     transport.write_all(&head).await?;
     transport.flush().await?;
     Ok(VmessStream::new(transport, session))

@@ -222,6 +222,15 @@ impl Randomness {
     }
 }
 
+/// What a request asks the server to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A TCP connection: the body is a byte stream.
+    Tcp = 1,
+    /// UDP to one destination: each body chunk is one datagram.
+    Udp = 2,
+}
+
 /// The keys of one connection's two directions.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -233,11 +242,12 @@ pub struct Session {
     response_auth: u8,
 }
 
-/// Builds the opening bytes of a TCP request to `target`, and the session that reads the
-/// answer and frames the body.
+/// Builds the opening bytes of a request to `target`, and the session that reads the answer
+/// and frames the body.
 pub fn request(
     uuid: &[u8; 16],
     security: Security,
+    command: Command,
     target: SocketAddr,
     unix_time: u64,
     r: &Randomness,
@@ -250,7 +260,7 @@ pub fn request(
     header.push(security.options());
     header.push((r.padding_len << 4) | security.wire());
     header.push(0); // reserved
-    header.push(1); // command: TCP
+    header.push(command as u8);
     header.extend_from_slice(&target.port().to_be_bytes());
     match target {
         SocketAddr::V4(a) => {
@@ -534,7 +544,15 @@ mod tests {
 
     fn session(security: Security) -> Session {
         let target: SocketAddr = "192.0.2.7:443".parse().unwrap();
-        request(&[7u8; 16], security, target, 1_700_000_000, &Randomness::fresh()).1
+        request(
+            &[7u8; 16],
+            security,
+            Command::Tcp,
+            target,
+            1_700_000_000,
+            &Randomness::fresh(),
+        )
+        .1
     }
 
     #[test]
