@@ -885,10 +885,17 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
     let cmd = format!(
         "curl -s --max-time 10 http://{echo}/; echo; curl -s --max-time 30 http://{echo}/bytes/{n} | sha256sum | cut -d' ' -f1"
     );
+    let (banner_ip, banner_port) = lab.start_banner();
+    let banner = format!(
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/{banner_ip}/{banner_port}; head -1 <&3'"
+    );
     for (kind, server) in &servers {
         let outbound = lab_outbound(kind, server);
         let out = through_throwaway(&lab, &outbound, &cmd).await;
         assert_eq!(out.trim(), want, "{kind}");
+        // A destination that speaks first is heard without the container writing anything.
+        let out = through_throwaway(&lab, &outbound, &banner).await;
+        assert_eq!(out.trim(), "sluice-lab-banner", "{kind}");
 
         if *kind == "socks-udp" {
             continue; // a server without logins: no secret to get wrong

@@ -479,6 +479,23 @@ impl Lab {
         (ip, 10086, 10443, 1081)
     }
 
+    /// Starts a server that speaks first, as SSH does, on the echo address's port 2222: it
+    /// sends `sluice-lab-banner` and a newline to each connection, before reading anything.
+    pub fn start_banner(&mut self) -> (String, u16) {
+        let ip = self.echo();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net_ns(), "socat"])
+            .arg(format!("TCP-LISTEN:2222,bind={ip},reuseaddr,fork"))
+            .arg("SYSTEM:echo sluice-lab-banner; sleep 2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat");
+        self.proxies.push(child);
+        wait_listening(&ip, 2222);
+        (ip, 2222)
+    }
+
     /// Kills the proxy servers (SIGKILL: no goodbye to their clients).
     pub fn stop_proxies(&mut self) {
         for mut c in self.proxies.drain(..) {

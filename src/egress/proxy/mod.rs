@@ -172,11 +172,18 @@ pub async fn run(
 /// gets this long for the other to finish (proxies do not always pass a half-close on).
 const HALF_CLOSED_IDLE: Duration = Duration::from_secs(30);
 
-/// Copies `from` to `to` until end of file, noting the time of each chunk in `last`.
+/// How long the container may stay silent on a new connection before an outbound that sends
+/// its request with the first payload (Shadowsocks) is made to send it alone, so that a
+/// destination that speaks first (SSH, SMTP) hears the request and answers.
+const FIRST_WRITE_WAIT: Duration = Duration::from_millis(50);
+
+/// Copies `from` to `to` until end of file, noting the time of each chunk in `last`. With
+/// `nudge`, an empty write goes to `to` if `from` says nothing for [`FIRST_WRITE_WAIT`].
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     last: &std::sync::Mutex<std::time::Instant>,
+    mut nudge: bool,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -188,10 +195,22 @@ where
         // Re-polled every second: ipstack closes a flow on a reset from the container without
         // waking its reader, and a fresh poll sees the end.
         let n = loop {
-            if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), from.read(&mut buf)).await {
-                break r?;
+            let wait = if nudge {
+                FIRST_WRITE_WAIT
+            } else {
+                Duration::from_secs(1)
+            };
+            match tokio::time::timeout(wait, from.read(&mut buf)).await {
+                Ok(r) => break r?,
+                Err(_) if nudge => {
+                    to.write(&[]).await?;
+                    to.flush().await?;
+                }
+                Err(_) => {}
             }
+            nudge = false;
         };
+        nudge = false;
         if n == 0 {
             return Ok(());
         }
@@ -233,11 +252,11 @@ async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
         std::sync::Mutex::new(std::time::Instant::now()),
     );
     let outgoing = async {
-        let _ = pump(&mut from_container, &mut to_dest, &sent).await;
+        let _ = pump(&mut from_container, &mut to_dest, &sent, true).await;
         let _ = to_dest.shutdown().await;
     };
     let incoming = async {
-        let _ = pump(&mut from_dest, &mut to_container, &received).await;
+        let _ = pump(&mut from_dest, &mut to_container, &received, false).await;
         for _ in 0..300 {
             if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
                 .await

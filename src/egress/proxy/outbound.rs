@@ -269,10 +269,7 @@ async fn http_connect<S: Stream + 'static>(
             break;
         }
     }
-    if !reader.buffer().is_empty() {
-        return Err(std::io::Error::other(
-            "http proxy sent data before the tunnel",
-        ));
-    }
-    Ok(Box::pin(reader.into_inner()))
+    // A destination that speaks first may already have said something, in the same read as
+    // the proxy's answer: the reader keeps it, and hands it on first.
+    Ok(Box::pin(reader))
 }
