@@ -118,7 +118,15 @@ async fn main() {
     let mut lab = lab::Lab::new();
     let server = lab.echo();
     let mut iperf_server = Command::new("ip")
-        .args(["netns", "exec", &lab.net_ns(), "iperf3", "-s", "-B", &server])
+        .args([
+            "netns",
+            "exec",
+            &lab.net_ns(),
+            "iperf3",
+            "-s",
+            "-B",
+            &server,
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("iperf3 server");
@@ -210,9 +218,7 @@ async fn main() {
     drop(tun);
     lab.stop_proxies();
 
-    println!(
-        "SOCKS5 egress throughput, {SECONDS} s of iperf3 each way, same microsocks and path:"
-    );
+    println!("SOCKS5 egress throughput, {SECONDS} s of iperf3 each way, same microsocks and path:");
     for (name, r) in [("sluice (ipstack)", &sluice), ("tun2proxy", &tun2proxy)] {
         println!(
             "  {name:<18} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit",

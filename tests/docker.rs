@@ -791,10 +791,11 @@ async fn a_host_bound_to_an_unusable_proxy_egress_fails_closed_with_the_reason()
     assert_eq!(st, StatusCode::CREATED, "{e}");
     let url = lab.server.settings.store.database_url.clone().unwrap();
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let edited = sqlx::query("UPDATE egress_ips SET settings = replace(settings, 'aes-256-gcm', 'rc4-md5')")
-        .execute(&db)
-        .await
-        .unwrap();
+    let edited =
+        sqlx::query("UPDATE egress_ips SET settings = replace(settings, 'aes-256-gcm', 'rc4-md5')")
+            .execute(&db)
+            .await
+            .unwrap();
     assert_eq!(edited.rows_affected(), 1);
     db.close().await;
     let (st, v) = lab

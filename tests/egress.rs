@@ -832,7 +832,11 @@ async fn proxy_egress(
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     // The secret (a password, or VMess's uuid) is masked and appears nowhere in the answer.
-    let secret = if kind.starts_with("vmess") { "uuid" } else { "password" };
+    let secret = if kind.starts_with("vmess") {
+        "uuid"
+    } else {
+        "password"
+    };
     assert_eq!(v["data"]["proxy_config"][secret], "********", "{v}");
     assert!(!v.to_string().contains("lab-pass") && !v.to_string().contains(LAB_UUID));
     assert_eq!(v["data"]["proxy_dns_server"], lab.dns());
@@ -886,9 +890,8 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
         "curl -s --max-time 10 http://{echo}/; echo; curl -s --max-time 30 http://{echo}/bytes/{n} | sha256sum | cut -d' ' -f1"
     );
     let (banner_ip, banner_port) = lab.start_banner();
-    let banner = format!(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/{banner_ip}/{banner_port}; head -1 <&3'"
-    );
+    let banner =
+        format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{banner_ip}/{banner_port}; head -1 <&3'");
     for (kind, server) in &servers {
         let outbound = lab_outbound(kind, server);
         let out = through_throwaway(&lab, &outbound, &cmd).await;
@@ -906,7 +909,12 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
         } else {
             wrong["password"] = json!("not-the-pass");
         }
-        let out = through_throwaway(&lab, &wrong, &format!("curl -s --max-time 5 http://{echo}/")).await;
+        let out = through_throwaway(
+            &lab,
+            &wrong,
+            &format!("curl -s --max-time 5 http://{echo}/"),
+        )
+        .await;
         assert!(
             !out.contains(lab::EXIT_PROXY),
             "{kind} with a wrong secret got through: {out}"
@@ -923,8 +931,14 @@ async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() 
     let servers = start_lab_proxies(&mut lab);
     let dns = lab.dns();
     for (kind, server) in &servers {
-        let carries = ["shadowsocks", "vmess", "vmess-tls", "vmess-none", "socks-udp"]
-            .contains(kind);
+        let carries = [
+            "shadowsocks",
+            "vmess",
+            "vmess-tls",
+            "vmess-none",
+            "socks-udp",
+        ]
+        .contains(kind);
         let name = format!("udp-{kind}.whoami.lab.test");
         // Twenty queries, each from its own source port: twenty associations (two where
         // nothing can come back: each waits out its timeout).
@@ -938,10 +952,16 @@ async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() 
         if carries {
             assert_eq!(answers, vec![lab::EXIT_PROXY; 20], "{kind}: {out}");
             assert_eq!(seen.len(), 20, "{kind}");
-            assert!(seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY), "{kind}: {seen:?}");
+            assert!(
+                seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
+                "{kind}: {seen:?}"
+            );
         } else {
             assert!(answers.is_empty(), "{kind} carried UDP: {out}");
-            assert!(seen.is_empty(), "{kind}: the DNS server was reached from {seen:?}");
+            assert!(
+                seen.is_empty(),
+                "{kind}: the DNS server was reached from {seen:?}"
+            );
         }
     }
 }
@@ -965,7 +985,9 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
         .filter(|(k, _)| !["vmess-none", "vmess-zero", "socks-udp"].contains(k))
     {
         let egress = proxy_egress(&s, &admin, &lab, kind, server, lab::EXIT_PROXY).await;
-        let (uid, _) = s.user(&admin, &format!("{kind}user").replace('-', "")).await;
+        let (uid, _) = s
+            .user(&admin, &format!("{kind}user").replace('-', ""))
+            .await;
         let host = s
             .host(
                 &admin,
@@ -1010,7 +1032,10 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
         let seen = lab.resolvers_for(&udp_name);
         if ["shadowsocks", "vmess", "vmess-tls"].contains(kind) {
             assert_eq!(a.trim(), lab::EXIT_PROXY, "{kind}: UDP through the proxy");
-            assert!(seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY), "{seen:?}");
+            assert!(
+                seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
+                "{seen:?}"
+            );
         } else {
             assert!(seen.is_empty(), "{kind} carried UDP: {a} {seen:?}");
         }

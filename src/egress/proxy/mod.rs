@@ -203,7 +203,8 @@ where
             match tokio::time::timeout(wait, from.read(&mut buf)).await {
                 Ok(r) => break r?,
                 Err(_) if nudge => {
-                    to.write(&[]).await?;
+                    // An empty write: write_all would skip it.
+                    let _nothing: usize = to.write(&[]).await?;
                     to.flush().await?;
                 }
                 Err(_) => {}

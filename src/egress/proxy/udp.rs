@@ -141,9 +141,7 @@ async fn socks_udp_associate(
         }
     }
     // UDP ASSOCIATE from an address not known in advance: 0.0.0.0:0.
-    control
-        .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
-        .await?;
+    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
     let mut head = [0u8; 4];
     control.read_exact(&mut head).await?;
     if head[0] != 5 || head[1] != 0 {

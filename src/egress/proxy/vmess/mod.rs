@@ -36,7 +36,8 @@ where
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (head, session) = protocol::request(uuid, security, command, target, now, &Randomness::fresh());
+    let (head, session) =
+        protocol::request(uuid, security, command, target, now, &Randomness::fresh());
     transport.write_all(&head).await?;
     transport.flush().await?;
     Ok(VmessStream::new(transport, session))

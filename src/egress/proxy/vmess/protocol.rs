@@ -19,7 +19,9 @@ use shake::digest::{ExtendableOutput, Update, XofReader};
 /// A VMess protocol failure: the server's answer did not authenticate or made no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum VmessError {
-    #[error("vmess: the server's {0} did not authenticate (wrong uuid, or not a VMess AEAD server)")]
+    #[error(
+        "vmess: the server's {0} did not authenticate (wrong uuid, or not a VMess AEAD server)"
+    )]
     Unauthentic(&'static str),
     #[error("vmess: the response header belongs to another request")]
     WrongResponse,
@@ -530,7 +532,10 @@ mod tests {
         );
         let key: Vec<u8> = (0..16).collect();
         assert_eq!(
-            hex(kdf(&key, &[b"VMess Header AEAD Key", &[0u8; 16], b"12345678"])),
+            hex(kdf(
+                &key,
+                &[b"VMess Header AEAD Key", &[0u8; 16], b"12345678"]
+            )),
             "1174527af1e2207239b2bef843b54c24c8a19ce4500eda9d2078fa1b3dd4d6c3"
         );
     }
@@ -626,10 +631,9 @@ mod tests {
         let cmd = command_key(&[1u8; 16]);
         let id = auth_id(&cmd, 1_700_000_000, [1, 2, 3, 4]);
         let key = kdf16(&cmd, &[b"AES Auth ID Encryption"]);
-        let dec = aws_lc_rs::cipher::DecryptingKey::ecb(
-            UnboundCipherKey::new(&AES_128, &key).unwrap(),
-        )
-        .unwrap();
+        let dec =
+            aws_lc_rs::cipher::DecryptingKey::ecb(UnboundCipherKey::new(&AES_128, &key).unwrap())
+                .unwrap();
         let mut block = id;
         dec.decrypt(&mut block, aws_lc_rs::cipher::DecryptionContext::None)
             .unwrap();
