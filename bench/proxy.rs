@@ -1,8 +1,10 @@
 //! SOCKS5 egress throughput: iperf3 through Sluice's proxy data plane (a TUN in a namespace,
-//! ipstack, tokio-socks to microsocks) against tun2proxy on the same path, in the same run:
-//! each gets a TUN made the same way in a namespace of its own, runs its stack in this host
-//! namespace, and dials the same microsocks in the tests' lab, which reaches the same iperf3
-//! server. Prints upload and download for both, their ratios, and CPU seconds per Gbit.
+//! ipstack, tokio-socks to microsocks) against tun2proxy on the same path, in the same run.
+//! Each has its TUN in a namespace of its own and opens its sockets to the proxy in this host
+//! namespace (tun2proxy in its `--unshare` mode, which hands the sockets in), and both dial
+//! the same microsocks in the tests' lab, which reaches the same iperf3 server. Prints upload
+//! and download for both, their ratios, and CPU seconds per Gbit (tun2proxy's whole process
+//! tree).
 //!
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
 //! `cargo bench --bench proxy`. Needs iperf3, microsocks, iproute2, iptables.
@@ -11,6 +13,7 @@
 mod lab;
 
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -45,6 +48,21 @@ fn cpu_of(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     (f(11) + f(12)) / ticks
+}
+
+/// CPU seconds of `pid` and all its descendants.
+fn cpu_tree(pid: u32) -> f64 {
+    let mut total = cpu_of(pid);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += cpu_tree(child);
+        }
+    }
+    total
 }
 
 /// One iperf3 run from the namespace at `ns_path`: bits per second received.
@@ -99,6 +117,20 @@ fn tun2proxy() -> std::path::PathBuf {
         })
 }
 
+/// Stops the helper processes, even when a measurement panics.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        // Each was started as the leader of its own process group: the group goes, with
+        // whatever it forked (tun2proxy's unshare child and the command it runs).
+        for c in &mut self.0 {
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The measurements of one data plane.
 struct Run {
     up: f64,
@@ -117,7 +149,7 @@ async fn main() {
     let peer = tun2proxy();
     let mut lab = lab::Lab::new();
     let server = lab.echo();
-    let mut iperf_server = Command::new("ip")
+    let iperf_server = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -128,12 +160,16 @@ async fn main() {
             &server,
         ])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("iperf3 server");
+    let mut children = Children(vec![iperf_server]);
     let (ip, port) = lab.start_socks(None);
     std::thread::sleep(Duration::from_millis(300));
 
     // Sluice.
+    eprintln!("measuring Sluice's data plane…");
     let settings = EgressSettings::Proxy {
         proxy_config: ProxyConfig::Socks {
             server: ip.clone(),
@@ -169,24 +205,16 @@ async fn main() {
     };
     drop(session);
 
-    // tun2proxy: a TUN made the same way in a fresh namespace, its descriptor handed over.
-    let ns = NetNs::create().await.expect("namespace");
-    let tun = sluice::egress::tun::open(&ns, "10.255.255.2/24".parse().unwrap())
-        .await
-        .expect("tun");
-    let fd = tun.as_raw_fd();
-    // The child inherits the descriptor under the same number.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    let NetNs::Held(file) = &ns else {
-        unreachable!()
-    };
-    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
-    let mut child = Command::new(&peer)
+    // tun2proxy the way it is meant for this (its `--unshare` mode): the TUN and its stack in a
+    // namespace of their own, the sockets to the proxy opened in this host namespace and
+    // handed in.
+    eprintln!("measuring tun2proxy…");
+    let pidfile = std::env::temp_dir().join(format!("{}-tun2proxy.pid", lab.prefix));
+    let _ = std::fs::remove_file(&pidfile);
+    let child = Command::new(&peer)
+        .args(["--unshare", "--tun", "t2p0", "--unshare-pidfile"])
+        .arg(&pidfile)
         .args([
-            "--tun-fd",
-            &fd.to_string(),
-            "--close-fd-on-drop",
-            "false",
             "--proxy",
             &format!("socks5://{ip}:{port}"),
             "--mtu",
@@ -195,13 +223,53 @@ async fn main() {
             "over-tcp",
             "--dns-addr",
             &lab.dns(),
+            "--",
+            "sleep",
+            "3600",
         ])
+        .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("tun2proxy");
-    std::thread::sleep(Duration::from_millis(800));
-    let cpu0 = cpu_of(child.id());
+    let peer_pid = child.id();
+    children.0.push(child);
+    let mut inner = None;
+    for _ in 0..100 {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            inner = Some(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inner = inner.expect("tun2proxy wrote no pidfile");
+    let ns_path = format!("/proc/{inner}/ns/net");
+    // Its own `--setup` refuses to run there (it looks for a route to the proxy inside the
+    // namespace, where there is none): the TUN gets Sluice's address and route instead.
+    let in_ns = |args: &[&str]| {
+        Command::new("nsenter")
+            .arg(format!("--net={ns_path}"))
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if in_ns(&["ip", "link", "show", "t2p0"]) {
+            up = in_ns(&["ip", "addr", "add", "10.255.255.2/24", "dev", "t2p0"])
+                && in_ns(&["ip", "link", "set", "t2p0", "up"])
+                && in_ns(&["ip", "route", "add", "default", "dev", "t2p0"]);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "tun2proxy's TUN did not come up");
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = cpu_tree(peer_pid);
     let (up, down) = (
         iperf(&ns_path, &server, false),
         iperf(&ns_path, &server, true),
@@ -209,13 +277,10 @@ async fn main() {
     let tun2proxy = Run {
         up,
         down,
-        cpu: cpu_of(child.id()) - cpu0,
+        cpu: cpu_tree(peer_pid) - cpu0,
     };
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    unsafe { libc::kill(iperf_server.id() as i32, libc::SIGTERM) };
-    let _ = iperf_server.wait();
-    drop(tun);
+    drop(children);
+    let _ = std::fs::remove_file(&pidfile);
     lab.stop_proxies();
 
     println!("SOCKS5 egress throughput, {SECONDS} s of iperf3 each way, same microsocks and path:");

@@ -923,8 +923,8 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
 }
 
 /// UDP leaves through the proxies whose protocol carries it (SOCKS5 with UDP ASSOCIATE,
-/// Shadowsocks, VMess), and goes nowhere with the rest (microsocks has no UDP ASSOCIATE; HTTP,
-/// Trojan here and VMess "zero" carry none).
+/// Shadowsocks, Trojan, VMess), and goes nowhere with the rest (microsocks has no UDP
+/// ASSOCIATE; HTTP and VMess "zero" carry none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() {
     let mut lab = Lab::new();
@@ -933,6 +933,7 @@ async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() 
     for (kind, server) in &servers {
         let carries = [
             "shadowsocks",
+            "trojan",
             "vmess",
             "vmess-tls",
             "vmess-none",
@@ -1030,7 +1031,7 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
             &format!("dig +short +time=2 +tries=1 @{} {udp_name} A", lab.dns()),
         );
         let seen = lab.resolvers_for(&udp_name);
-        if ["shadowsocks", "vmess", "vmess-tls"].contains(kind) {
+        if ["shadowsocks", "trojan", "vmess", "vmess-tls"].contains(kind) {
             assert_eq!(a.trim(), lab::EXIT_PROXY, "{kind}: UDP through the proxy");
             assert!(
                 seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),

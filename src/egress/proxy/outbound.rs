@@ -163,30 +163,7 @@ impl Outbound {
                 let s = shadowsocks::ProxyClientStream::from_stream(context, tcp, config, target);
                 Ok(Box::pin(s))
             }
-            Outbound::Trojan { server, key, tls } => {
-                let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
-                tcp.set_nodelay(true)?;
-                let mut s = tls.connect(tcp).await?;
-                // CRLF-terminated key, then CONNECT (1), the address (SOCKS5 form), CRLF.
-                let mut req = Vec::with_capacity(96);
-                req.extend_from_slice(key.as_bytes());
-                req.extend_from_slice(b"\r\n\x01");
-                match target {
-                    SocketAddr::V4(a) => {
-                        req.push(1);
-                        req.extend_from_slice(&a.ip().octets());
-                    }
-                    SocketAddr::V6(a) => {
-                        req.push(4);
-                        req.extend_from_slice(&a.ip().octets());
-                    }
-                }
-                req.extend_from_slice(&target.port().to_be_bytes());
-                req.extend_from_slice(b"\r\n");
-                s.write_all(&req).await?;
-                s.flush().await?;
-                Ok(Box::pin(s))
-            }
+            Outbound::Trojan { .. } => self.trojan(TrojanCommand::Connect, target).await,
             Outbound::Http { server, auth, tls } => {
                 let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
                 tcp.set_nodelay(true)?;
@@ -197,6 +174,30 @@ impl Outbound {
             }
             Outbound::Vmess { .. } => self.vmess(super::vmess::Command::Tcp, target).await,
         }
+    }
+
+    /// A Trojan request of `command` for `target`: the key line, the command, the address and
+    /// CRLF, then the payload (for UDP, framed datagrams).
+    pub(super) async fn trojan(
+        &self,
+        command: TrojanCommand,
+        target: SocketAddr,
+    ) -> std::io::Result<BoxStream> {
+        let Outbound::Trojan { server, key, tls } = self else {
+            return Err(std::io::Error::other("not a Trojan outbound"));
+        };
+        let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
+        tcp.set_nodelay(true)?;
+        let mut s = tls.connect(tcp).await?;
+        let mut req = Vec::with_capacity(96);
+        req.extend_from_slice(key.as_bytes());
+        req.extend_from_slice(b"\r\n");
+        req.push(command as u8);
+        push_socks_address(&mut req, target);
+        req.extend_from_slice(b"\r\n");
+        s.write_all(&req).await?;
+        s.flush().await?;
+        Ok(Box::pin(s))
     }
 
     /// A VMess request of `command` to `target`; other outbounds have none.
@@ -225,6 +226,28 @@ impl Outbound {
             None => Box::pin(connect(tcp, uuid, *security, command, target).await?),
         })
     }
+}
+
+/// What a Trojan request asks for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TrojanCommand {
+    Connect = 1,
+    UdpAssociate = 3,
+}
+
+/// An address in SOCKS5 form (type, address, port), as SOCKS5 UDP and Trojan both write it.
+pub(super) fn push_socks_address(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// The TLS client for an outbound whose TLS is optional; `None` unless it is enabled.

@@ -1,8 +1,9 @@
 //! UDP of a proxy egress: each UDP flow the container opens (one source port to one
 //! destination) gets its own association through the proxy, where the protocol carries UDP:
 //! SOCKS5 UDP ASSOCIATE (written here: tokio-socks has none), Shadowsocks UDP (the
-//! shadowsocks crate's ProxySocket) and VMess's UDP command (one datagram per chunk). HTTP
-//! CONNECT, Trojan here and VMess "zero" carry none: their flows are dropped.
+//! shadowsocks crate's ProxySocket), Trojan's UDP ASSOCIATE (address, length, CRLF, payload
+//! per datagram) and VMess's UDP command (one datagram per chunk). HTTP CONNECT and VMess
+//! "zero" carry none: their flows are dropped.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::outbound::{BoxStream, CONNECT_TIMEOUT, Outbound};
+use super::outbound::{BoxStream, CONNECT_TIMEOUT, Outbound, TrojanCommand, push_socks_address};
 
 /// The largest datagram relayed; a TUN of MTU 1420 cannot carry more anyway.
 const MAX_DATAGRAM: usize = 2048;
@@ -30,15 +31,20 @@ pub enum Association {
     },
     /// A VMess UDP request: each write and each read is one whole datagram.
     Vmess(BoxStream),
+    /// A Trojan UDP ASSOCIATE: datagrams framed on the stream, for the one destination.
+    Trojan {
+        stream: BoxStream,
+        target: SocketAddr,
+    },
 }
 
 impl Outbound {
     /// Whether this outbound can carry UDP at all.
     pub fn carries_udp(&self) -> bool {
         match self {
-            Outbound::Socks { .. } | Outbound::Shadowsocks { .. } => true,
+            Outbound::Socks { .. } | Outbound::Shadowsocks { .. } | Outbound::Trojan { .. } => true,
             Outbound::Vmess { security, .. } => *security != super::vmess::Security::Zero,
-            Outbound::Http { .. } | Outbound::Trojan { .. } => false,
+            Outbound::Http { .. } => false,
         }
     }
 
@@ -89,26 +95,13 @@ impl Outbound {
             Outbound::Vmess { .. } => Ok(Association::Vmess(
                 self.vmess(super::vmess::Command::Udp, target).await?,
             )),
-            Outbound::Http { .. } | Outbound::Trojan { .. } => {
-                Err(std::io::Error::other("this proxy carries no UDP"))
-            }
+            Outbound::Trojan { .. } => Ok(Association::Trojan {
+                stream: self.trojan(TrojanCommand::UdpAssociate, target).await?,
+                target,
+            }),
+            Outbound::Http { .. } => Err(std::io::Error::other("this proxy carries no UDP")),
         }
     }
-}
-
-/// SOCKS5 address form: type, address, port.
-fn push_socks_address(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr {
-        SocketAddr::V4(a) => {
-            out.push(1);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        SocketAddr::V6(a) => {
-            out.push(4);
-            out.extend_from_slice(&a.ip().octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// Greets a SOCKS5 server on `control`, logs in if asked, and requests UDP ASSOCIATE:
@@ -237,6 +230,40 @@ where
                 }
             }
         },
+        Association::Trojan { stream, target } => {
+            let (mut from_server, mut to_server) = tokio::io::split(stream);
+            let (mut from_flow, mut to_flow) = tokio::io::split(flow);
+            // Each direction a loop of its own: a framed read must not be cut in half.
+            let up = async {
+                let mut packet = Vec::with_capacity(MAX_DATAGRAM + 32);
+                loop {
+                    let Ok(Ok(n @ 1..)) =
+                        tokio::time::timeout(idle, from_flow.read(&mut out)).await
+                    else {
+                        return;
+                    };
+                    packet.clear();
+                    push_socks_address(&mut packet, target);
+                    // n is at most MAX_DATAGRAM.
+                    packet.extend_from_slice(&(n as u16).to_be_bytes());
+                    packet.extend_from_slice(b"\r\n");
+                    packet.extend_from_slice(&out[..n]);
+                    if to_server.write_all(&packet).await.is_err()
+                        || to_server.flush().await.is_err()
+                    {
+                        return;
+                    }
+                }
+            };
+            let down = async {
+                while let Ok(n) = read_trojan_datagram(&mut from_server, &mut back).await {
+                    if to_flow.write_all(&back[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! { _ = up => {}, _ = down => {} }
+        }
         Association::Vmess(stream) => {
             let (mut from_server, mut to_server) = tokio::io::split(stream);
             loop {
@@ -261,9 +288,67 @@ where
     }
 }
 
+/// Reads one framed Trojan datagram into `buf`: its length. Datagrams larger than `buf` are
+/// refused (the stream cannot be resynchronised after one).
+async fn read_trojan_datagram<R: AsyncRead + Unpin>(
+    from: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut kind = [0u8; 1];
+    from.read_exact(&mut kind).await?;
+    let skip = match kind[0] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            from.read_exact(&mut len).await?;
+            usize::from(len[0])
+        }
+        _ => return Err(std::io::Error::other("trojan: unknown address type")),
+    };
+    // Address, port, length, CRLF.
+    let mut head = vec![0u8; skip + 2 + 2 + 2];
+    from.read_exact(&mut head).await?;
+    let len = usize::from(u16::from_be_bytes([head[skip + 2], head[skip + 3]]));
+    if len > buf.len() {
+        return Err(std::io::Error::other("trojan: datagram too large"));
+    }
+    from.read_exact(&mut buf[..len]).await?;
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn trojan_datagrams_are_read_whole_whatever_their_address_type() {
+        let mut wire = Vec::new();
+        for (addr, payload) in [
+            ("192.0.2.9:53", &b"first"[..]),
+            ("[2001:db8::1]:53", &b"second"[..]),
+        ] {
+            push_socks_address(&mut wire, addr.parse().unwrap());
+            wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(payload);
+        }
+        wire.extend_from_slice(&[3, 3, b'a', b'b', b'c', 0, 53, 0, 1, b'\r', b'\n', b'!']);
+        let mut r = &wire[..];
+        let mut buf = [0u8; 64];
+        let n = read_trojan_datagram(&mut r, &mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"first");
+        let n = read_trojan_datagram(&mut r, &mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"second");
+        let n = read_trojan_datagram(&mut r, &mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"!");
+        assert!(read_trojan_datagram(&mut r, &mut buf).await.is_err());
+        let mut big = Vec::new();
+        push_socks_address(&mut big, "192.0.2.9:53".parse().unwrap());
+        big.extend_from_slice(&100u16.to_be_bytes());
+        let mut r = &big[..];
+        assert!(read_trojan_datagram(&mut r, &mut [0u8; 64]).await.is_err());
+    }
 
     #[test]
     fn socks_udp_headers_are_stripped_and_fragments_dropped() {
