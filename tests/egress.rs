@@ -1074,6 +1074,19 @@ async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_
             v["data"]["checks"]["dns_leak"]["resolvers"],
             json!([lab::EXIT_PROXY])
         );
+        // ...and so does the per-host check, from inside the container's own namespace.
+        let (st, v) = s
+            .post(
+                &format!(
+                    "/v1/admin/hosts/{}/egress-check",
+                    host["id"].as_str().unwrap()
+                ),
+                &admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["data"]["status"], "passed", "{kind}: {v}");
     }
 
     // A wrong declared address fails the test, through a throwaway namespace (unbound egress).
