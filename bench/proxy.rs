@@ -9,10 +9,12 @@
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
 //! `cargo bench --bench proxy`. Needs iperf3, microsocks, iproute2, iptables.
 
+mod cpu;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
-use std::os::fd::AsRawFd;
+use cpu::{cpu_self, cpu_tree};
+
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -21,49 +23,8 @@ use serde_json::Value;
 use sluice::egress::EgressSettings;
 use sluice::egress::engine::Engine;
 use sluice::egress::settings::ProxyConfig;
-use sluice::netns::NetNs;
 
 const SECONDS: u32 = 8;
-
-fn cpu_self() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let f = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (f(11) + f(12)) / ticks
-}
-
-/// CPU seconds of `pid` and all its descendants.
-fn cpu_tree(pid: u32) -> f64 {
-    let mut total = cpu_of(pid);
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    for task in tasks.flatten() {
-        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-            total += cpu_tree(child);
-        }
-    }
-    total
-}
 
 /// One iperf3 run from the namespace at `ns_path`: bits per second received.
 fn iperf(ns_path: &str, server: &str, reverse: bool) -> f64 {
@@ -181,10 +142,7 @@ async fn main() {
     };
     let engine = Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
-    let NetNs::Held(file) = &session.ns else {
-        unreachable!()
-    };
-    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    let ns_path = session.ns.path();
     std::thread::sleep(Duration::from_millis(500));
     let cpu0 = cpu_self();
     let (up, down) = tokio::task::spawn_blocking({

@@ -4,10 +4,12 @@
 //! CPU seconds per Gbit moved. Run as root: `cargo bench --bench wireguard`.
 //! Needs iperf3, wireguard-go, wg, iproute2, iptables.
 
+mod cpu;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
-use std::os::fd::AsRawFd;
+use cpu::{cpu_of, cpu_self};
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,34 +17,8 @@ use serde_json::Value;
 use sluice::egress::EgressSettings;
 use sluice::egress::engine::Engine;
 use sluice::egress::settings::{WireguardSettings, generate_private_key, public_key_of};
-use sluice::netns::NetNs;
 
 const SECONDS: u32 = 8;
-
-fn cpu_self() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let f = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (f(11) + f(12)) / ticks
-}
 
 /// Runs an iperf3 client (from `prefix` command words) and answers bits per second received.
 fn iperf(prefix: &[String], server: &str) -> f64 {
@@ -173,10 +149,7 @@ async fn main() {
     });
     let engine = Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
-    let NetNs::Held(file) = &session.ns else {
-        unreachable!()
-    };
-    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    let ns_path = session.ns.path();
     let prefix = vec!["nsenter".to_string(), format!("--net={ns_path}")];
     std::thread::sleep(Duration::from_secs(1));
     let cpu0 = cpu_self();

@@ -25,6 +25,16 @@ impl NetNs {
         }
     }
 
+    /// A path that names this namespace for other programs (`nsenter --net=PATH`, `ip netns
+    /// exec` does not take one), valid while this process holds it.
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        match self {
+            NetNs::Pid(pid) => format!("/proc/{pid}/ns/net"),
+            NetNs::Held(f) => format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()),
+        }
+    }
+
     /// A new, empty network namespace (no interface but a down `lo`), alive as long as this
     /// value or a clone of it is.
     pub async fn create() -> std::io::Result<NetNs> {

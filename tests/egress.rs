@@ -851,7 +851,6 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Runs `cmd` in the namespace of a throwaway session of `outbound` (Sluice's data plane with
 /// no container) and answers its output.
 async fn through_throwaway(lab: &Lab, outbound: &Value, cmd: &str) -> String {
-    use std::os::fd::AsRawFd;
     let config = serde_json::from_value(outbound.clone()).unwrap();
     let settings = sluice::egress::EgressSettings::Proxy {
         proxy_config: config,
@@ -859,10 +858,7 @@ async fn through_throwaway(lab: &Lab, outbound: &Value, cmd: &str) -> String {
     };
     let engine = sluice::egress::engine::Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
-    let sluice::netns::NetNs::Held(file) = &session.ns else {
-        unreachable!()
-    };
-    let ns = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    let ns = session.ns.path();
     let cmd = cmd.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("nsenter")
