@@ -9,52 +9,21 @@
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
 //! `cargo bench --bench proxy`. Needs iperf3, microsocks, iproute2, iptables.
 
-mod cpu;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+mod measure;
 
-use cpu::{cpu_self, cpu_tree};
+use measure::{cpu_self, cpu_tree, iperf};
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use sluice::egress::EgressSettings;
 use sluice::egress::engine::Engine;
 use sluice::egress::settings::ProxyConfig;
 
 const SECONDS: u32 = 8;
-
-/// One iperf3 run from the namespace at `ns_path`: bits per second received.
-fn iperf(ns_path: &str, server: &str, reverse: bool) -> f64 {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={ns_path}")).args([
-        "timeout",
-        "60",
-        "iperf3",
-        "-c",
-        server,
-        "-t",
-        &SECONDS.to_string(),
-        "-J",
-        "--connect-timeout",
-        "5000",
-    ]);
-    if reverse {
-        cmd.arg("-R");
-    }
-    let out = cmd.output().expect("iperf3");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| {
-            panic!(
-                "iperf3 from {ns_path} failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-}
 
 /// Where `cargo install tun2proxy` put its binary.
 fn tun2proxy() -> std::path::PathBuf {
@@ -109,23 +78,8 @@ impl Run {
 async fn main() {
     let peer = tun2proxy();
     let mut lab = lab::Lab::new();
-    let server = lab.echo();
-    let iperf_server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net_ns(),
-            "iperf3",
-            "-s",
-            "-B",
-            &server,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("iperf3 server");
-    let mut children = Children(vec![iperf_server]);
+    let server = lab.start_iperf3();
+    let mut children = Children(vec![]);
     let (ip, port) = lab.start_socks(None);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -149,8 +103,8 @@ async fn main() {
         let (ns_path, server) = (ns_path.clone(), server.clone());
         move || {
             (
-                iperf(&ns_path, &server, false),
-                iperf(&ns_path, &server, true),
+                iperf(&ns_path, &server, SECONDS, false),
+                iperf(&ns_path, &server, SECONDS, true),
             )
         }
     })
@@ -229,8 +183,8 @@ async fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let cpu0 = cpu_tree(peer_pid);
     let (up, down) = (
-        iperf(&ns_path, &server, false),
-        iperf(&ns_path, &server, true),
+        iperf(&ns_path, &server, SECONDS, false),
+        iperf(&ns_path, &server, SECONDS, true),
     );
     let tun2proxy = Run {
         up,

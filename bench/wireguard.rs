@@ -4,50 +4,20 @@
 //! CPU seconds per Gbit moved. Run as root: `cargo bench --bench wireguard`.
 //! Needs iperf3, wireguard-go, wg, iproute2, iptables.
 
-mod cpu;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+mod measure;
 
-use cpu::{cpu_of, cpu_self};
+use measure::{cpu_of, cpu_self, iperf};
 
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use sluice::egress::EgressSettings;
 use sluice::egress::engine::Engine;
 use sluice::egress::settings::{WireguardSettings, generate_private_key, public_key_of};
 
 const SECONDS: u32 = 8;
-
-/// Runs an iperf3 client (from `prefix` command words) and answers bits per second received.
-fn iperf(prefix: &[String], server: &str) -> f64 {
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .args([
-            "timeout",
-            "60",
-            "iperf3",
-            "-c",
-            server,
-            "-t",
-            &SECONDS.to_string(),
-            "-J",
-            "--connect-timeout",
-            "5000",
-        ])
-        .output()
-        .expect("iperf3");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| {
-            panic!(
-                "iperf3 through {prefix:?} failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-}
 
 /// Undoes what the peer measurement set up in the host namespace, even on a panic.
 struct PeerSetup {
@@ -117,20 +87,7 @@ fn run(args: &[&str]) {
 #[tokio::main]
 async fn main() {
     let mut lab = lab::Lab::new();
-    let server_addr = lab.echo();
-    let iperf_server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net_ns(),
-            "iperf3",
-            "-s",
-            "-B",
-            &server_addr,
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
+    let server_addr = lab.start_iperf3();
     let client_private = generate_private_key();
     let client_public = public_key_of(&client_private).unwrap();
     let server_public = lab.start_wireguard(0, &client_public);
@@ -150,12 +107,11 @@ async fn main() {
     let engine = Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
     let ns_path = session.ns.path();
-    let prefix = vec!["nsenter".to_string(), format!("--net={ns_path}")];
     std::thread::sleep(Duration::from_secs(1));
     let cpu0 = cpu_self();
     let sluice_bps = tokio::task::spawn_blocking({
-        let (prefix, server) = (prefix.clone(), server_addr.clone());
-        move || iperf(&prefix, &server)
+        let server = server_addr.clone();
+        move || iperf(&ns_path, &server, SECONDS, false)
     })
     .await
     .unwrap();
@@ -174,7 +130,7 @@ async fn main() {
     let _ = Command::new("ip").args(["link", "del", &veth_a]).output();
     run(&["ip", "netns", "add", &client_ns]);
     let mut setup = PeerSetup {
-        children: vec![iperf_server],
+        children: vec![],
         client_ns: client_ns.clone(),
         veth: veth_a.clone(),
         host_link: lab.host_link(),
@@ -319,13 +275,12 @@ async fn main() {
     let wg_pid = wg_client.id();
     setup.children.push(wg_client);
     let cpu0 = cpu_of(wg_pid);
-    let peer_prefix = vec![
-        "ip".to_string(),
-        "netns".into(),
-        "exec".into(),
-        client_ns.clone(),
-    ];
-    let peer_bps = iperf(&peer_prefix, &server_addr);
+    let peer_bps = iperf(
+        &format!("/var/run/netns/{client_ns}"),
+        &server_addr,
+        SECONDS,
+        false,
+    );
     let peer_cpu = cpu_of(wg_pid) - cpu0;
     let _ = std::fs::remove_file(&key_file);
     drop(setup);

@@ -1190,21 +1190,7 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
         .await;
     let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
     wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net_ns(),
-            "iperf3",
-            "-s",
-            "-B",
-            &lab.echo(),
-            "-p",
-            "5201",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
+    lab.start_iperf3();
     let (ok, pid) = docker(&[
         "inspect",
         "-f",
@@ -1258,8 +1244,6 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let _ = server.kill();
-    let _ = server.wait();
     eprintln!(
         "iperf3 -P 10 -R through SOCKS5: {:.0} Mbit/s; RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
         bps / 1e6,

@@ -29,6 +29,8 @@ pub struct Lab {
     pub k: u8,
     wg: Vec<Child>,
     proxies: Vec<Child>,
+    /// Other servers (iperf3): stopped with the lab.
+    servers: Vec<Child>,
     pub queries: QueryLog,
     dir: tempfile::TempDir,
     /// Held for the lab's life: no other lab on this machine uses the same K.
@@ -85,6 +87,7 @@ impl Lab {
             k,
             wg: vec![],
             proxies: vec![],
+            servers: vec![],
             queries: Arc::new(Mutex::new(vec![])),
             dir: tempfile::tempdir().unwrap(),
             _claim: claim,
@@ -479,6 +482,21 @@ impl Lab {
         (ip, 10086, 10443, 1081)
     }
 
+    /// Starts an iperf3 server on the echo address (port 5201), stopped with the lab; answers
+    /// the address.
+    pub fn start_iperf3(&mut self) -> String {
+        let ip = self.echo();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net_ns(), "iperf3", "-s", "-B", &ip])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        self.servers.push(child);
+        wait_listening(&ip, 5201);
+        ip
+    }
+
     /// Starts a server that speaks first, as SSH does, on the echo address's port 2222: it
     /// sends `sluice-lab-banner` and a newline to each connection, before reading anything.
     pub fn start_banner(&mut self) -> (String, u16) {
@@ -553,6 +571,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_wireguard();
         self.stop_proxies();
+        for mut c in self.servers.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.exit_ns()])
             .output();

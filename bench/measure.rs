@@ -1,5 +1,38 @@
-//! CPU time of this process and of others, for the benchmarks' "CPU seconds per Gbit".
+//! What the benchmarks measure with: an iperf3 client run from a namespace, and CPU time of
+//! this process and of others (for "CPU seconds per Gbit").
 #![allow(dead_code)]
+
+/// Runs an iperf3 client for `seconds` from the namespace at `ns_path` (a path `nsenter
+/// --net=` takes) against `server`, downloading when `reverse`: bits per second received.
+pub fn iperf(ns_path: &str, server: &str, seconds: u32, reverse: bool) -> f64 {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={ns_path}")).args([
+        "timeout",
+        "60",
+        "iperf3",
+        "-c",
+        server,
+        "-t",
+        &seconds.to_string(),
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd.output().expect("iperf3");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| {
+            panic!(
+                "iperf3 from {ns_path} failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+}
 
 /// User and system CPU seconds this process has used.
 pub fn cpu_self() -> f64 {
