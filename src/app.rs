@@ -31,11 +31,16 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path} (SLUICE_DATA_DIR): {source}")]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "data directory {0} (SLUICE_DATA_DIR) is in use by another `sluice serve`; \
+         stop it or give this one its own SLUICE_DATA_DIR"
+    )]
+    DataDirInUse(PathBuf),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -61,6 +66,8 @@ pub struct Running {
     runtime: Arc<dyn HostRuntime>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// The data directory's lock, held while this control plane lives.
+    _lock: DataDirLock,
 }
 
 impl Running {
@@ -91,8 +98,13 @@ pub async fn start(
     runtime: Arc<dyn HostRuntime>,
     listener: Option<TcpListener>,
 ) -> Result<Running, StartError> {
-    let data_dir = &settings.store.data_dir;
+    let data_dir =
+        &std::path::absolute(&settings.store.data_dir).map_err(|source| StartError::DataDir {
+            path: settings.store.data_dir.clone(),
+            source,
+        })?;
     create_private_dir(data_dir)?;
+    let lock = DataDirLock::take(data_dir)?;
     let store = Store::connect(&settings.store.effective_database_url()).await?;
     let secret = jwt_secret(settings, data_dir)?;
     let generated_admin_password = ensure_admin(&store, settings).await?;
@@ -154,14 +166,17 @@ pub async fn start(
         stop.clone(),
     ));
 
+    let attempts = Arc::new(crate::auth::attempts::Attempts::default());
     let ssh = SshProxy::new(
         store.clone(),
         runtime.clone(),
         settings.ssh.clone(),
         host_key,
         settings.public_url.clone(),
+        attempts.clone(),
     );
     tokio::spawn(ssh.clone().serve(ssh_listener, stop.clone()));
+    tokio::spawn(ssh.clone().revalidate(stop.clone()));
 
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
@@ -177,17 +192,14 @@ pub async fn start(
         ssh: ssh.clone(),
         probe: settings.probe.targets(),
         entry: Default::default(),
+        attempts,
     }));
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let graceful = stop.clone();
-    let server = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let app = api::router(state);
+    let limits = api::server::ServerLimits {
+        max_connections: settings.http_max_connections as usize,
+        header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+    };
+    let server = tokio::spawn(api::server::serve(listener, app, limits, stop.clone()));
     tracing::info!(%addr, database = ?store.backend(), "Sluice API listening");
     tracing::info!(addr = %ssh_addr, "SSH proxy listening");
     Ok(Running {
@@ -199,7 +211,37 @@ pub async fn start(
         runtime,
         stop,
         server,
+        _lock: lock,
     })
+}
+
+/// An exclusive `flock` on `<data dir>/lock`: two control planes on one data directory would
+/// fight over the same containers. The kernel drops it when the process ends, however it ends.
+struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl DataDirLock {
+    fn take(data_dir: &Path) -> Result<Self, StartError> {
+        let path = data_dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Self(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(StartError::DataDirInUse(data_dir.to_path_buf()))
+            }
+            Err((_, errno)) => Err(StartError::DataDir {
+                path,
+                source: errno.into(),
+            }),
+        }
+    }
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StartError> {
@@ -212,6 +254,22 @@ fn create_private_dir(path: &Path) -> Result<(), StartError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Where the first start leaves a generated admin password when no terminal shows it.
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// Writes `contents` into a new file readable by its owner only (replacing an older one).
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
 }
 
 /// The configured JWT secret, or the one kept in the data directory (created on first use,

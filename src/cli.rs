@@ -22,9 +22,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The settings that carry secrets, which have no flag (a flag shows in `ps`).
+const SECRETS_HELP: &str = "Secrets, from the environment or the --config file only (no flags):
+  [env: DATABASE_URL]      sqlite://PATH or postgres://USER:PASS@HOST/DB
+                           (default: sluice.db in the data directory)
+  [env: ADMIN_PASSWORD]    the administrator's password on first start, 8-128 characters
+                           (default: generated, shown once on the terminal, or written to
+                           admin-password (0600) in the data directory without one)
+  [env: ADMIN_JWT_SECRET]  signs login tokens, at least 32 characters
+                           (default: generated into jwt_secret (0600) in the data directory)";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: HTTP API, task worker and housekeeping.
+    #[command(after_help = SECRETS_HELP)]
     Serve(Box<ServeSettings>),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
@@ -131,6 +142,11 @@ pub fn config_keys() -> Vec<(String, String)> {
             let env = a.get_env()?.to_str()?;
             Some((long.replace('-', "_"), env.to_string()))
         })
+        .chain(
+            crate::config::SECRET_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
         .collect()
 }
 

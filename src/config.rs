@@ -18,26 +18,41 @@ pub struct StoreSettings {
         long = "data-dir",
         env = "SLUICE_DATA_DIR",
         value_name = "SLUICE_DATA_DIR",
-        default_value = "./data"
+        default_value = "./data",
+        value_parser = parse_dir
     )]
     pub data_dir: PathBuf,
 
-    /// Database URL: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`.
-    /// Default: `sluice.db` in the data directory.
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        hide_env_values = true
-    )]
+    /// Database URL: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`. It may carry a
+    /// password, so it is read from `DATABASE_URL` (or the `--config` file), never from a flag
+    /// (flags show in `ps`). Default: `sluice.db` in the data directory.
+    #[arg(skip)]
     pub database_url: Option<String>,
 }
 
+/// Settings that carry secrets: read from the environment (or the `--config` file, which
+/// sets the environment), never from command-line flags, which any local user sees in `ps`.
+/// (name in the TOML file, environment variable)
+pub const SECRET_SETTINGS: &[(&str, &str)] = &[
+    ("database_url", "DATABASE_URL"),
+    ("admin_password", "ADMIN_PASSWORD"),
+    ("admin_jwt_secret", "ADMIN_JWT_SECRET"),
+];
+
+fn secret_from_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
 impl StoreSettings {
-    /// The database URL in effect: the configured one, or the SQLite file in the data dir.
+    /// The database URL in effect: the configured one (`DATABASE_URL`), or the SQLite file in
+    /// the data dir.
     pub fn effective_database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
+        match self
+            .database_url
+            .clone()
+            .or_else(|| secret_from_env("DATABASE_URL"))
+        {
+            Some(url) => url,
             None => format!("sqlite://{}", self.data_dir.join("sluice.db").display()),
         }
     }
@@ -62,6 +77,27 @@ pub struct ServeSettings {
     )]
     pub http_addr: SocketAddr,
 
+    /// Most HTTP connections open at once (beyond it, new ones wait in the kernel's backlog).
+    #[arg(
+        long = "http-max-connections",
+        env = "SLUICE_HTTP_MAX_CONNECTIONS",
+        value_name = "SLUICE_HTTP_MAX_CONNECTIONS",
+        default_value = "4096",
+        value_parser = clap::value_parser!(u32).range(16..=1_000_000)
+    )]
+    pub http_max_connections: u32,
+
+    /// Seconds a client has to send a request's headers; also the longest an HTTP keep-alive
+    /// connection may sit idle.
+    #[arg(
+        long = "http-header-timeout",
+        env = "SLUICE_HTTP_HEADER_TIMEOUT",
+        value_name = "SLUICE_HTTP_HEADER_TIMEOUT",
+        default_value = "10",
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub http_header_timeout_secs: u64,
+
     #[command(flatten)]
     pub store: StoreSettings,
 
@@ -75,26 +111,16 @@ pub struct ServeSettings {
     )]
     pub admin_username: String,
 
-    /// Password of the administrator account on first start. If unset, one is generated and
-    /// printed once on stdout; only its hash is stored.
-    #[arg(
-        long = "admin-password",
-        env = "ADMIN_PASSWORD",
-        value_name = "ADMIN_PASSWORD",
-        hide_env_values = true,
-        value_parser = parse_password
-    )]
+    /// Password of the administrator account on first start (`ADMIN_PASSWORD`, environment
+    /// or config file only). If unset, one is generated and shown once; only its hash is
+    /// stored.
+    #[arg(skip)]
     pub admin_password: Option<String>,
 
-    /// Secret that signs login tokens (HS256), at least 32 characters. If unset, one is
-    /// generated and kept in the data directory (mode 0600).
-    #[arg(
-        long = "admin-jwt-secret",
-        env = "ADMIN_JWT_SECRET",
-        value_name = "ADMIN_JWT_SECRET",
-        hide_env_values = true,
-        value_parser = parse_jwt_secret
-    )]
+    /// Secret that signs login tokens (HS256), at least 32 characters (`ADMIN_JWT_SECRET`,
+    /// environment or config file only). If unset, one is generated and kept in the data
+    /// directory (mode 0600).
+    #[arg(skip)]
     pub admin_jwt_secret: Option<String>,
 
     /// Port of the SSH proxy, shown in access commands.
@@ -143,6 +169,29 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+impl ServeSettings {
+    /// Reads the secret settings from the environment, checking each; the error names the
+    /// variable.
+    pub fn read_secrets(&mut self) -> Result<(), String> {
+        if self.store.database_url.is_none() {
+            self.store.database_url = secret_from_env("DATABASE_URL");
+        }
+        if self.admin_password.is_none()
+            && let Some(p) = secret_from_env("ADMIN_PASSWORD")
+        {
+            parse_password(&p).map_err(|e| format!("ADMIN_PASSWORD: {e}"))?;
+            self.admin_password = Some(p);
+        }
+        if self.admin_jwt_secret.is_none()
+            && let Some(s) = secret_from_env("ADMIN_JWT_SECRET")
+        {
+            parse_jwt_secret(&s).map_err(|e| format!("ADMIN_JWT_SECRET: {e}"))?;
+            self.admin_jwt_secret = Some(s);
+        }
+        Ok(())
+    }
 }
 
 /// How the SSH proxy treats connections.
@@ -297,6 +346,15 @@ pub struct LogSettings {
     pub log_level: String,
 }
 
+/// A directory setting, made absolute against the working directory once, at start: Docker
+/// refuses relative bind-mount sources, and nothing later should depend on the cwd.
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("expected a directory path".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
+}
+
 fn parse_username(s: &str) -> Result<String, String> {
     crate::users::validate_username(s).map(|_| s.to_string())
 }
@@ -419,6 +477,18 @@ pub fn overlay_from_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_data_dir_becomes_absolute_against_the_working_directory() {
+        let got = parse_dir("./data").unwrap();
+        assert!(got.is_absolute(), "{}", got.display());
+        assert_eq!(got, std::env::current_dir().unwrap().join("data"));
+        assert_eq!(
+            parse_dir("/var/lib/sluice").unwrap(),
+            PathBuf::from("/var/lib/sluice")
+        );
+        assert!(parse_dir("").is_err());
+    }
 
     #[test]
     fn file_keys_map_to_variables_and_unknown_keys_are_named() {

@@ -54,7 +54,10 @@ fn init_logging(log: &LogSettings) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(settings) => serve(*settings).await,
+        Command::Serve(mut settings) => {
+            settings.read_secrets().map_err(anyhow::Error::msg)?;
+            serve(*settings).await
+        }
         Command::Token(cmd) => token(cmd).await,
         Command::Image(ImageCommand::Build { store }) => {
             init_logging(&LogSettings {
@@ -83,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log);
+    raise_open_files_limit(u64::from(settings.http_max_connections));
     let runtime = Arc::new(
         DockerRuntime::new(&settings.store.data_dir).with_context(|| {
             format!(
@@ -98,11 +102,7 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     }
     let running = app::start(&settings, runtime, None).await?;
     if let Some(pw) = &running.generated_admin_password {
-        println!(
-            "Administrator account `{}` created with password: {pw}\n\
-             It is shown only this once; change it with `sluice admin reset-password`.",
-            settings.admin_username
-        );
+        show_admin_password(&settings, &running, pw)?;
     }
     let stop = running.stop_token();
     tokio::spawn(async move {
@@ -111,6 +111,70 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
         stop.cancel();
     });
     running.wait().await;
+    Ok(())
+}
+
+/// Descriptors a busy Sluice wants: each host's data plane, each SSH session (two sockets),
+/// each HTTP connection. Below this, it says so at start.
+const WANTED_OPEN_FILES: u64 = 65_536;
+
+/// Raises the open-files soft limit to the hard limit, and says so when even that is low.
+fn raise_open_files_limit(http_max_connections: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let now = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-files limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    if now < WANTED_OPEN_FILES || now < http_max_connections * 2 {
+        tracing::warn!(
+            limit = now,
+            wanted = WANTED_OPEN_FILES.max(http_max_connections * 2),
+            "the open-files limit is low for a busy Sluice: raise it (systemd: LimitNOFILE; \
+             shell: ulimit -Hn), or lower SLUICE_HTTP_MAX_CONNECTIONS"
+        );
+    }
+}
+
+/// Shows the first start's generated admin password once: on the terminal when stdout is one,
+/// otherwise in a 0600 file in the data dir whose path the log names. Never in a log line.
+fn show_admin_password(
+    settings: &sluice::config::ServeSettings,
+    running: &app::Running,
+    password: &str,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let name = &settings.admin_username;
+    let dashboard = format!("http://{}", running.addr);
+    if std::io::stdout().is_terminal() {
+        println!(
+            "Administrator account `{name}` created with password: {password}\n\
+             It is shown only this once; change it with `sluice admin reset-password`.\n\
+             API: {dashboard}/v1  (reference: {dashboard}/docs)"
+        );
+        return Ok(());
+    }
+    let path = std::path::absolute(&settings.store.data_dir)?.join(app::ADMIN_PASSWORD_FILE);
+    app::write_private_file(&path, &format!("{password}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(
+        file = %path.display(),
+        username = %name,
+        "administrator account created; its generated password is in this file (mode 0600): \
+         read it, then delete the file"
+    );
     Ok(())
 }
 

@@ -8,12 +8,78 @@ use utoipa::ToSchema;
 /// Length of generated passwords.
 pub const GENERATED_PASSWORD_LEN: usize = 20;
 
-/// A user name is 3-50 characters of `[a-z0-9._-]` and starts with a letter (it becomes the
-/// Linux account name inside the user's hosts).
+/// Longest user name: Linux account names (useradd) stop at 32 characters.
+pub const MAX_USERNAME_LEN: usize = 32;
+
+/// Accounts and groups the managed image (Debian bookworm with OpenSSH's server) already has,
+/// and a few every Linux system reserves: a user named so would collide inside their host.
+pub const RESERVED_USERNAMES: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "nogroup",
+    "_apt",
+    "sshd",
+    "adm",
+    "tty",
+    "disk",
+    "kmem",
+    "dialout",
+    "fax",
+    "voice",
+    "cdrom",
+    "floppy",
+    "tape",
+    "sudo",
+    "audio",
+    "dip",
+    "operator",
+    "src",
+    "shadow",
+    "utmp",
+    "video",
+    "sasl",
+    "plugdev",
+    "staff",
+    "users",
+    "messagebus",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "systemd-journal",
+    "polkitd",
+    "halt",
+    "shutdown",
+    "wheel",
+    "input",
+    "kvm",
+    "render",
+    "netdev",
+    "crontab",
+];
+
+/// A user name is 3-32 characters of `[a-z0-9._-]`, starts with a letter, and is not an
+/// account the host image already has (it becomes the Linux account name inside the user's
+/// hosts).
 pub fn validate_username(s: &str) -> Result<(), String> {
     let len = s.chars().count();
-    if !(3..=50).contains(&len) {
-        return Err("must be 3 to 50 characters".into());
+    if !(3..=MAX_USERNAME_LEN).contains(&len) {
+        return Err(format!("must be 3 to {MAX_USERNAME_LEN} characters"));
     }
     if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err("must start with a lower-case letter".into());
@@ -23,6 +89,11 @@ pub fn validate_username(s: &str) -> Result<(), String> {
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
     {
         return Err("may contain only a-z, 0-9, '.', '_' and '-'".into());
+    }
+    if RESERVED_USERNAMES.contains(&s) {
+        return Err(format!(
+            "`{s}` is reserved: the host image has an account or group of that name"
+        ));
     }
     Ok(())
 }
@@ -102,7 +173,7 @@ mod tests {
 
     #[test]
     fn usernames() {
-        for ok in ["abc", "alice", "a.b_c-9", &"a".repeat(50)] {
+        for ok in ["abc", "alice", "a.b_c-9", &"a".repeat(32), "admin"] {
             assert!(validate_username(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -112,8 +183,12 @@ mod tests {
             "al ice",
             "al@ce",
             "",
-            &"a".repeat(51),
+            &"a".repeat(33),
             ".abc",
+            "root",
+            "sshd",
+            "nobody",
+            "www-data",
         ] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }

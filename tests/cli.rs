@@ -163,13 +163,25 @@ fn help_lists_commands_and_every_setting_with_its_variable() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
+    // Secrets are listed too, but have no flag: a flag would show in `ps`.
+    for var in ["DATABASE_URL", "ADMIN_PASSWORD", "ADMIN_JWT_SECRET"] {
+        assert!(
+            text.contains(&format!("env: {var}")),
+            "{var} missing in serve --help:\n{text}"
+        );
+    }
+    for flag in ["--database-url", "--admin-password", "--admin-jwt-secret"] {
+        assert!(!text.contains(flag), "{flag} is a flag:\n{text}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-password", "visible-in-ps"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     for var in [
         "HTTP_ADDR",
         "SLUICE_DATA_DIR",
-        "DATABASE_URL",
         "ADMIN_USERNAME",
-        "ADMIN_PASSWORD",
-        "ADMIN_JWT_SECRET",
         "SSH_PROXY_PORT",
         "SLUICE_PUBLIC_HOST",
         "LOG_FORMAT",
@@ -293,14 +305,27 @@ fn first_start_prints_the_admin_password_once_and_logs_carry_no_secret() {
         ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
     ];
     let s = Serve::start(dir.path(), &env);
-    let out = s.stdout();
-    let admin_pw = out
-        .lines()
-        .find_map(|l| l.split("with password: ").nth(1))
-        .expect("the generated admin password is printed")
+    // No terminal on stdout: the password goes to a 0600 file the log names, not to a log.
+    let pw_file = dir.path().join("admin-password");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pw_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let admin_pw = std::fs::read_to_string(&pw_file)
+        .expect("the generated admin password is in the data dir")
         .trim()
         .to_string();
     assert_eq!(admin_pw.len(), 20);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&pw_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        s.stderr().contains(&pw_file.display().to_string()),
+        "the log names the file: {}",
+        s.stderr()
+    );
+    assert!(!s.stdout().contains(&admin_pw) && !s.stderr().contains(&admin_pw));
     let secret_file = dir.path().join("jwt_secret");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&secret_file).unwrap().permissions(),

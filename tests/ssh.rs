@@ -597,6 +597,110 @@ async fn live_sessions_are_listed_and_can_be_ended() {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// Starts `ssh ... sleep 60` and waits until the proxy lists it.
+async fn long_session(lab: &Lab, login: &Login<'_>, n: usize) -> std::process::Child {
+    let child = lab
+        .ssh(lab.short(), login, &["echo started; sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_sessions(lab, n).await;
+    child
+}
+
+/// Waits for `child` to end (within 20 s) and answers its stderr.
+async fn ended(child: std::process::Child) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the session ended in time")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_sessions_end_when_what_they_logged_in_with_goes_away() {
+    let lab = lab("hank", |_| {}).await;
+    let host = lab.host_id().to_string();
+
+    // The SSH password is rotated: a password session ends, a key session goes on.
+    let by_password = long_session(&lab, &Login::Password(lab.password()), 1).await;
+    let by_key = long_session(&lab, &Login::Key(&lab.key), 2).await;
+    let (st, _) = lab
+        .server
+        .post(
+            &format!("/v1/admin/hosts/{host}/rotate-ssh-password"),
+            &lab.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let why = ended(by_password).await;
+    assert!(why.contains("SSH password of host"), "{why}");
+    wait_sessions(&lab, 1).await;
+
+    // The key it logged in with is removed: the key session ends.
+    let (_, keys) = lab
+        .server
+        .get(
+            &format!("/v1/admin/users/{}/ssh-keys", lab.user_id),
+            &lab.admin,
+        )
+        .await;
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = lab
+        .server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/users/{}/ssh-keys/{key_id}", lab.user_id),
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let why = ended(by_key).await;
+    assert!(
+        why.contains("key this session logged in with was removed"),
+        "{why}"
+    );
+    wait_sessions(&lab, 0).await;
+
+    // The account is disabled: a session with the new password ends, told why.
+    let (_, v) = lab
+        .server
+        .get(&format!("/v1/admin/hosts/{host}"), &lab.admin)
+        .await;
+    assert_eq!(v["data"]["status"], "running");
+    let (st, v) = lab
+        .server
+        .post(
+            &format!("/v1/admin/hosts/{host}/rotate-ssh-password"),
+            &lab.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let password = v["data"]["ssh_password"].as_str().unwrap().to_string();
+    let session = long_session(&lab, &Login::Password(&password), 1).await;
+    let (st, _) = lab
+        .server
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{}", lab.user_id),
+            Some(&lab.admin),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let why = ended(session).await;
+    assert!(why.contains("account hank is disabled"), "{why}");
+    wait_sessions(&lab, 0).await;
+}
+
 /// This process's TCP sockets, in its own namespace and in the container's (where the proxy's
 /// upstream connections live). Unix sockets (the Docker client's pool) are not counted.
 fn tcp_fds(container_pid: &str) -> usize {

@@ -202,7 +202,8 @@ pub async fn update(
     let mut tx = state.store.begin().await?;
     let old = find(tx.conn(), id).await?;
     let base = settings::to_input(&old.label, &old.ip_address, &old.provider, &old.settings.0);
-    let valid = settings::validate(settings::overlay(base, input)).map_err(ApiError::invalid)?;
+    let merged = settings::overlay(base, input).map_err(ApiError::invalid)?;
+    let valid = settings::validate(merged).map_err(ApiError::invalid)?;
     let row = EgressRow {
         label: valid.label,
         ip_address: valid.ip_address,

@@ -27,10 +27,10 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ClientIp, JsonBody};
 use super::hosts::PublicHost;
 use super::layers::check;
+use crate::auth::attempts::Target;
 use crate::auth::password;
 use crate::events::{self, NewEvent};
 use crate::hosts::{HostStatus, is_short_id};
-use crate::sshproxy::limits::Lockouts;
 use crate::sshproxy::login::{self, Check, Credential, Entrant, Refusal};
 use crate::store::{self, hosts::HostRow};
 use crate::tasks::Kind;
@@ -40,26 +40,14 @@ const COMMON: &str = include_str!("scripts/common.sh");
 const ENTRY_SCRIPT: &str = include_str!("scripts/entry.sh");
 const BOOTSTRAP_SCRIPT: &str = include_str!("scripts/bootstrap.sh");
 
-/// Failed entry passwords allowed per short id within the window, and the lock they earn.
-const ENTRY_FAILURES: usize = 5;
-const ENTRY_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a bootstrap session may wait for its host and its handoff.
 const BOOTSTRAP_TTL: Duration = Duration::from_secs(15 * 60);
 const BOOTSTRAP_MAX: usize = 10_000;
 
-/// State of the entry and bootstrap flows.
+/// State of the bootstrap flow (password attempts are counted in `AppState::attempts`).
+#[derive(Default)]
 pub struct EntryState {
-    lockouts: Lockouts<String>,
     bootstraps: Mutex<HashMap<String, Bootstrap>>,
-}
-
-impl Default for EntryState {
-    fn default() -> Self {
-        Self {
-            lockouts: Lockouts::new(ENTRY_FAILURES, ENTRY_WINDOW, ENTRY_WINDOW),
-            bootstraps: Mutex::default(),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -189,17 +177,16 @@ pub async fn entry_auth(
     Path(short_id): Path<String>,
     JsonBody(req): JsonBody<EntryAuth>,
 ) -> ApiResult<Json<EntryAnswer>> {
-    if !is_short_id(&short_id) {
-        return Err(ApiError::NotFound("host"));
-    }
-    if let Some(wait) = state.entry.lockouts.locked(&short_id) {
-        return Err(ApiError::TooManyRequests {
-            retry_after: wait.as_secs() + 1,
-        });
-    }
     let password = req.password.unwrap_or_default();
     if password.is_empty() {
         return Err(ApiError::field("password", "is required"));
+    }
+    // The failure slot is taken before anything is checked: unknown and malformed short ids
+    // cost the caller as much as wrong passwords.
+    let attempt = state.attempts.begin(ip, Target::host(&short_id))?;
+    if !is_short_id(&short_id) {
+        attempt.failed();
+        return Err(ApiError::NotFound("host"));
     }
     let source = ip.map(|i| i.to_string());
     let actor = format!("entry:{short_id}");
@@ -209,16 +196,25 @@ pub async fn entry_auth(
         &short_id,
         Credential::HostPassword(&password),
     )
-    .await?;
+    .await;
     let entrant = match verdict {
-        Check::Verified(e) => *e,
-        _ => {
+        Ok(Check::Verified(e)) => {
+            attempt.succeeded();
+            *e
+        }
+        Ok(_) => {
+            let locked = attempt.failed();
             let mut db = state.store.acquire().await?;
-            let Some(host) = store::hosts::get_by_short_id(db.conn(), &short_id).await? else {
-                return Err(ApiError::NotFound("host"));
-            };
+            let host = store::hosts::get_by_short_id(db.conn(), &short_id).await?;
             drop(db);
-            let locked = state.entry.lockouts.fail(&short_id);
+            let Some(host) = host else {
+                return Err(match locked {
+                    Some(wait) => ApiError::TooManyRequests {
+                        retry_after: wait.as_secs(),
+                    },
+                    None => ApiError::NotFound("host"),
+                });
+            };
             record(
                 &state,
                 NewEvent::new(actor, "entry.auth_failed", "host")
@@ -235,6 +231,11 @@ pub async fn entry_auth(
                 },
                 None => ApiError::Unauthorized("wrong password".into()),
             });
+        }
+        Err(e) => {
+            // Not a verdict on the password (busy, database): the slot goes back.
+            attempt.succeeded();
+            return Err(e.into());
         }
     };
     let host = entrant.host.clone();
@@ -338,6 +339,7 @@ pub async fn bootstrap_start(
         return Err(ApiError::invalid(errs));
     }
     check(&state.limits.login, &(ip, username.clone()))?;
+    let attempt = state.attempts.begin(ip, Target::account(&username))?;
     let source = ip.map(|i| i.to_string());
     let mut db = state.store.acquire().await?;
     let user = store::users::get_by_username(db.conn(), &username)
@@ -345,10 +347,21 @@ pub async fn bootstrap_start(
         .filter(|u| u.role == Role::User.as_str());
     drop(db);
     let Some(user) = user else {
-        password::verify_decoy(&pw).await;
+        password::verify_decoy(&pw).await?;
+        attempt.failed();
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
-    if !password::verify(&pw, &user.password_hash).await {
+    let right = match password::verify(&pw, &user.password_hash).await {
+        Ok(right) => right,
+        Err(e) => {
+            attempt.succeeded();
+            return Err(e.into());
+        }
+    };
+    if right {
+        attempt.succeeded();
+    } else {
+        attempt.failed();
         record(
             &state,
             NewEvent::new(

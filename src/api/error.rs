@@ -70,6 +70,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Seconds a caller is asked to wait when every password-hashing slot is taken.
+const BUSY_RETRY_AFTER: u64 = 2;
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -78,6 +81,17 @@ impl From<AuthError> for ApiError {
             AuthError::Inactive(what) => ApiError::Unauthorized(format!("account is {what}")),
             AuthError::Store(s) => s.into(),
             AuthError::Hash(h) => ApiError::Internal(h),
+            AuthError::Busy => ApiError::TooManyRequests {
+                retry_after: BUSY_RETRY_AFTER,
+            },
+        }
+    }
+}
+
+impl From<crate::auth::attempts::Refused> for ApiError {
+    fn from(r: crate::auth::attempts::Refused) -> Self {
+        ApiError::TooManyRequests {
+            retry_after: r.retry_after_secs(),
         }
     }
 }

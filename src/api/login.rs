@@ -12,6 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ClientIp, JsonBody};
 use super::layers::check;
 use crate::auth::AuthError;
+use crate::auth::attempts::Target;
 use crate::events::{self, NewEvent};
 use crate::validation::FieldErrors;
 
@@ -52,7 +53,23 @@ pub async fn login(
         return Err(ApiError::invalid(errs));
     }
     check(&state.limits.login, &(ip.0, username.to_lowercase()))?;
-    let result = state.auth.login(&username, &password).await;
+    // The failure slot is taken before the password is checked; unknown names count too.
+    let attempt = state.attempts.begin(ip.0, Target::account(&username))?;
+    let result = match state.auth.login(&username, &password).await {
+        // Not a verdict on the password (busy, database): the slot goes back.
+        Err(e @ (AuthError::Busy | AuthError::Store(_) | AuthError::Hash(_))) => {
+            attempt.succeeded();
+            return Err(e.into());
+        }
+        Err(AuthError::Invalid) => {
+            attempt.failed();
+            Err(AuthError::Invalid)
+        }
+        other => {
+            attempt.succeeded();
+            other
+        }
+    };
     // The name as typed goes into the event; bound its length.
     let shown: String = username.chars().take(64).collect();
     let mut db = state.store.acquire().await?;

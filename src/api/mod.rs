@@ -37,6 +37,7 @@ pub mod hosts;
 pub mod layers;
 pub mod login;
 pub mod portal;
+pub mod server;
 pub mod sessions;
 pub mod ssh_keys;
 pub mod tasks;
@@ -62,8 +63,10 @@ pub struct Shared {
     /// The port the SSH proxy listens on.
     pub ssh_port: u16,
     pub ssh: Arc<crate::sshproxy::Proxy>,
-    /// Short-link lockouts and bootstrap sessions.
+    /// Bootstrap sessions.
     pub entry: entry::EntryState,
+    /// Password-attempt budgets (shared with the SSH proxy).
+    pub attempts: Arc<crate::auth::attempts::Attempts>,
     /// What the egress checks probe.
     pub probe: crate::probe::Targets,
 }

@@ -10,10 +10,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, Paging, UserCaller, parse_id};
+use super::extract::{ClientIp, JsonBody, Paging, UserCaller, parse_id};
 use super::hosts::{
     Host, PublicHost, RebuildRequest, TaskQueued, find_host, host_view, queue_step,
 };
+use crate::auth::attempts::Target;
 use crate::auth::password;
 use crate::events::{self, NewEvent};
 use crate::store;
@@ -30,10 +31,11 @@ pub struct ChangePassword {
 
 /// Change my password. Every login token issued before stops working, this caller's included.
 #[utoipa::path(post, path = "/v1/user/change-password", tag = "user portal", request_body = ChangePassword,
-    responses((status = 204), (status = 422)), security(("bearer" = [])))]
+    responses((status = 204), (status = 422), (status = 429)), security(("bearer" = [])))]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: UserCaller,
+    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<ChangePassword>,
 ) -> ApiResult<StatusCode> {
     let mut errs = FieldErrors::new();
@@ -51,12 +53,15 @@ pub async fn change_password(
         .await?
         .ok_or(ApiError::NotFound("user"))?;
     drop(db);
-    if !password::verify(&old, &user.password_hash).await {
+    let attempt = state.attempts.begin(ip, Target::account(&user.username))?;
+    if !password::verify(&old, &user.password_hash).await? {
+        attempt.failed();
         return Err(ApiError::field(
             "old_password",
             "is not your current password",
         ));
     }
+    attempt.succeeded();
     let hash = password::hash(&new).await?;
     let mut tx = state.store.begin().await?;
     store::users::set_password(tx.conn(), caller.id, &hash, crate::clock::now()).await?;

@@ -3,6 +3,7 @@
 //! concerns (headers, status codes) stay in the api module's layers.
 
 pub mod abilities;
+pub mod attempts;
 pub mod jwt;
 pub mod password;
 pub mod principal;
@@ -25,4 +26,7 @@ pub enum AuthError {
     Store(#[from] crate::store::StoreError),
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// Every password-hashing slot stayed taken for too long.
+    #[error("Sluice is busy checking passwords; try again in a moment")]
+    Busy,
 }

@@ -154,10 +154,10 @@ impl Authenticator {
         let user = store::users::get_by_username(db.conn(), username).await?;
         drop(db);
         let Some(user) = user else {
-            password::verify_decoy(pw).await;
+            password::verify_decoy(pw).await?;
             return Err(AuthError::Invalid);
         };
-        if !password::verify(pw, &user.password_hash).await {
+        if !password::verify(pw, &user.password_hash).await? {
             return Err(AuthError::Invalid);
         }
         check_active(&user.status, user.expires_at, crate::clock::now())?;

@@ -43,7 +43,10 @@ pub struct EgressInput {
     pub wg_public_key: Option<String>,
     /// Optional preshared key, base64 of 32 bytes.
     pub wg_preshared_key: Option<String>,
-    /// Routed networks, CIDR list; default `0.0.0.0/0`.
+    /// Routed networks: a list of CIDRs, or one string with one CIDR or several separated by
+    /// commas (as cloud-cli-proxy documents it); default `0.0.0.0/0`.
+    #[serde(default, deserialize_with = "cidr_list")]
+    #[schema(value_type = Option<CidrList>)]
     pub wg_allowed_ips: Option<Vec<String>>,
     /// DNS server reachable through the tunnel.
     pub wg_dns_server: Option<String>,
@@ -56,6 +59,55 @@ pub struct EgressInput {
     /// sing-box outbound object of type `socks`, `http`, `shadowsocks`, `vmess` or `trojan`.
     #[schema(value_type = Option<Object>)]
     pub proxy_config: Option<Value>,
+}
+
+/// `wg_allowed_ips` as the API takes it: `"0.0.0.0/0"`, `"10.0.0.0/8, 192.168.0.0/16"` or
+/// `["0.0.0.0/0"]`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CidrList {
+    /// One CIDR, or several separated by commas.
+    One(String),
+    Many(Vec<String>),
+}
+
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a CIDR string (commas between several) or a list of CIDR strings")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(c) = a.next_element::<String>()? {
+                out.push(c);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(V)
 }
 
 /// Stored settings of an egress (secrets included).
@@ -215,14 +267,33 @@ pub fn to_input(
 }
 
 /// Overlays the fields present in `update` on `base`. A secret sent back as [`MASK`] keeps the
-/// stored value, so a client may round-trip what it read.
-pub fn overlay(mut base: EgressInput, update: EgressInput) -> EgressInput {
-    fn keep_secret(new: Option<String>, old: Option<String>) -> Option<String> {
-        match new {
-            Some(v) if v == MASK => old,
-            other => other,
+/// stored value, so a client may round-trip what it read, but only while it would go to the
+/// same peer: for a proxy the same type, server, port and TLS name; for WireGuard the same
+/// endpoint and server key. Re-pointed elsewhere, a masked secret is refused (422 naming the
+/// field): the old secret must never reach a new server because a client echoed a mask.
+pub fn overlay(mut base: EgressInput, update: EgressInput) -> Result<EgressInput, FieldErrors> {
+    let mut errs = FieldErrors::new();
+    let wg_same_peer = update
+        .wg_endpoint
+        .as_ref()
+        .is_none_or(|e| Some(e.trim()) == base.wg_endpoint.as_deref().map(str::trim))
+        && update
+            .wg_public_key
+            .as_ref()
+            .is_none_or(|k| Some(k.trim()) == base.wg_public_key.as_deref().map(str::trim));
+    let mut keep_secret = |field: &str, new: Option<String>, old: Option<String>| match new {
+        Some(v) if v == MASK => {
+            if !wg_same_peer {
+                errs.add(
+                    field,
+                    "the endpoint or server key changed: give the secret again (a masked value \
+                     is kept only for the same peer)",
+                );
+            }
+            old
         }
-    }
+        other => other,
+    };
     macro_rules! take {
         ($($f:ident),*) => { $( if update.$f.is_some() { base.$f = update.$f; } )* };
     }
@@ -237,21 +308,38 @@ pub fn overlay(mut base: EgressInput, update: EgressInput) -> EgressInput {
         };
     }
     if update.wg_private_key.is_some() {
-        base.wg_private_key = keep_secret(update.wg_private_key, base.wg_private_key.take());
+        base.wg_private_key = keep_secret(
+            "wg_private_key",
+            update.wg_private_key,
+            base.wg_private_key.take(),
+        );
     }
     if update.wg_preshared_key.is_some() {
-        base.wg_preshared_key = keep_secret(update.wg_preshared_key, base.wg_preshared_key.take());
+        base.wg_preshared_key = keep_secret(
+            "wg_preshared_key",
+            update.wg_preshared_key,
+            base.wg_preshared_key.take(),
+        );
     }
     if let Some(Value::Object(mut new)) = update.proxy_config.clone() {
-        if let Some(Value::Object(old)) = &base.proxy_config
-            && old.get("type") == new.get("type")
-        {
-            for key in ["password", "uuid"] {
-                if new.get(key) == Some(&Value::String(MASK.into()))
-                    && let Some(v) = old.get(key)
-                {
+        let old = match &base.proxy_config {
+            Some(Value::Object(old)) => Some(old),
+            _ => None,
+        };
+        let same_peer = old.is_some_and(|old| same_proxy_peer(old, &new));
+        for key in ["password", "uuid"] {
+            if new.get(key) != Some(&Value::String(MASK.into())) {
+                continue;
+            }
+            match old.and_then(|o| o.get(key)).filter(|_| same_peer) {
+                Some(v) => {
                     new.insert(key.into(), v.clone());
                 }
+                None => errs.add(
+                    format!("proxy_config.{key}"),
+                    "the type, server, port or TLS name changed: give the secret again (a \
+                     masked value is kept only for the same server)",
+                ),
             }
         }
         base.proxy_config = Some(Value::Object(new));
@@ -270,7 +358,26 @@ pub fn overlay(mut base: EgressInput, update: EgressInput) -> EgressInput {
         wg_peer_address,
         proxy_dns_server
     );
-    base
+    if errs.is_empty() { Ok(base) } else { Err(errs) }
+}
+
+/// Whether two sing-box outbounds go to the same peer: type, server, port and TLS name.
+fn same_proxy_peer(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    let tls_name = |m: &Map<String, Value>| {
+        m.get("tls")
+            .and_then(|t| t.get("server_name"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let trimmed = |m: &Map<String, Value>, k: &str| match m.get(k) {
+        Some(Value::String(s)) => Value::String(s.trim().to_ascii_lowercase()),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    };
+    ["type", "server", "server_port"]
+        .iter()
+        .all(|k| trimmed(old, k) == trimmed(new, k))
+        && tls_name(old) == tls_name(new)
 }
 
 /// Validates a complete input, naming every bad field. Generates the WireGuard client key pair
@@ -826,6 +933,37 @@ mod tests {
     }
 
     #[test]
+    fn allowed_ips_come_as_a_string_a_comma_list_or_a_list() {
+        let parse = |v: Value| -> Result<Option<Vec<String>>, String> {
+            serde_json::from_value::<EgressInput>(serde_json::json!({ "wg_allowed_ips": v }))
+                .map(|i| i.wg_allowed_ips)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            parse("0.0.0.0/0".into()).unwrap(),
+            Some(vec!["0.0.0.0/0".into()])
+        );
+        assert_eq!(
+            parse("10.0.0.0/8, 192.168.0.0/16".into()).unwrap(),
+            Some(vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()])
+        );
+        assert_eq!(
+            parse(serde_json::json!(["0.0.0.0/0"])).unwrap(),
+            Some(vec!["0.0.0.0/0".into()])
+        );
+        assert_eq!(parse(Value::Null).unwrap(), None);
+        let missing: EgressInput = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(missing.wg_allowed_ips, None);
+        let err = parse(serde_json::json!(5)).unwrap_err();
+        assert!(err.contains("CIDR"), "{err}");
+        // An empty string lists nothing, which validation refuses by name.
+        let mut i = wg();
+        i.wg_allowed_ips = parse("".into()).unwrap();
+        let errs = validate(i).unwrap_err();
+        assert!(errs.0.contains_key("wg_allowed_ips"), "{errs:?}");
+    }
+
+    #[test]
     fn wireguard_errors_name_every_field() {
         let mut i = wg();
         i.wg_endpoint = Some("nohostport".into());
@@ -939,15 +1077,38 @@ mod tests {
         let masked = proxy_config.masked();
         assert_eq!(masked["password"], MASK);
         let base = to_input(&v.label, &v.ip_address, &v.provider, &v.settings);
+        // Re-pointed (another port, another server, TLS name or type): the mask is refused.
+        for (key, value) in [
+            ("server_port", json!(8389)),
+            ("server", json!("192.0.2.99")),
+            ("type", json!("socks")),
+        ] {
+            let mut change = masked.clone();
+            change[key] = value;
+            let errs = overlay(
+                base.clone(),
+                EgressInput {
+                    proxy_config: Some(change),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                errs.0.contains_key("proxy_config.password"),
+                "{key}: {errs:?}"
+            );
+        }
+        // The same server with another cipher keeps the secret.
         let mut change = masked.clone();
-        change["server_port"] = json!(8389);
+        change["method"] = json!("aes-128-gcm");
         let merged = overlay(
             base,
             EgressInput {
                 proxy_config: Some(change),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         let v2 = validate(merged).unwrap();
         let EgressSettings::Proxy { proxy_config, .. } = v2.settings else {
             panic!()
@@ -956,8 +1117,8 @@ mod tests {
             proxy_config,
             ProxyConfig::Shadowsocks {
                 server: "192.0.2.1".into(),
-                server_port: 8389,
-                method: "aes-256-gcm".into(),
+                server_port: 8388,
+                method: "aes-128-gcm".into(),
                 password: "s3cret".into()
             }
         );

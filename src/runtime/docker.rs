@@ -107,6 +107,9 @@ impl DockerRuntime {
     /// A runtime keeping its per-host files under `data_dir`. The engine is contacted (and its
     /// API version negotiated) on first use, so Sluice starts even while Docker is down.
     pub fn new(data_dir: &Path) -> std::io::Result<Self> {
+        // Bind-mount sources must be absolute; whatever the caller passed, resolve it once.
+        let data_dir = std::path::absolute(data_dir)?;
+        let data_dir = data_dir.as_path();
         Ok(Self {
             docker: OnceCell::new(),
             data_dir: data_dir.to_path_buf(),
@@ -464,7 +467,13 @@ fn instance_id(data_dir: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)?;
+    }
     let id = Uuid::now_v7().simple().to_string();
     std::fs::write(&path, &id)?;
     Ok(id)

@@ -58,6 +58,68 @@ impl RuntimeError {
             transient: true,
         }
     }
+
+    /// A short reason for API callers and users: never Docker's own message, a server path
+    /// or an OS error (the full message goes to the log).
+    pub fn summary(&self) -> String {
+        let m = self.message.as_str();
+        let known: &[(&str, &str)] = &[
+            ("Docker engine busy", "the container engine is busy"),
+            (
+                "Docker engine unreachable",
+                "the container engine is unreachable",
+            ),
+            (
+                "Docker engine did not answer",
+                "the container engine is unreachable",
+            ),
+            (
+                "Docker refused",
+                "the container engine refused the operation",
+            ),
+            ("Docker error", "the container engine failed"),
+            ("cannot write", "Sluice could not write the host's files"),
+            ("cannot remove", "Sluice could not remove the host's files"),
+            ("cannot read", "Sluice could not read the host's files"),
+            ("egress attach failed", "the egress could not be attached"),
+            (
+                "the container exited",
+                "the container exited while starting",
+            ),
+            ("the host's internal key", "the host's keys are unreadable"),
+            ("the host's pinned key", "the host's keys are unreadable"),
+        ];
+        if let Some((_, short)) = known.iter().find(|(prefix, _)| m.starts_with(prefix)) {
+            return (*short).to_string();
+        }
+        // Sluice's own short sentences pass; anything carrying a path or a long quote does not.
+        if m.len() <= 80 && !m.contains('/') && !m.contains(':') {
+            m.to_string()
+        } else {
+            "the operation failed (details in the Sluice log)".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RuntimeError;
+
+    #[test]
+    fn summaries_carry_no_docker_message_or_path() {
+        let e = RuntimeError::permanent(
+            "Docker refused: invalid mount config for type \"bind\": invalid mount path: './data/hosts/x/etc'",
+        );
+        assert_eq!(e.summary(), "the container engine refused the operation");
+        let e = RuntimeError::permanent("cannot write the host's files: /var/lib/sluice: EACCES");
+        assert!(!e.summary().contains('/'), "{}", e.summary());
+        assert_eq!(
+            RuntimeError::permanent("the host has no owner").summary(),
+            "the host has no owner"
+        );
+        let e = RuntimeError::permanent("something: at /srv/x");
+        assert!(!e.summary().contains("/srv"), "{}", e.summary());
+    }
 }
 
 /// Where a running task reports how far it got.

@@ -1,82 +1,9 @@
-//! Limits on what one source address may do to the proxy: simultaneous connections, and
-//! failed logins (five within five minutes lock the address out for five minutes).
+//! Limits on what one source address may do to the proxy: simultaneous connections. (Failed
+//! logins are counted by `auth::attempts`, shared with the API.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Failures within [`FAILURE_WINDOW`] that lock a source out.
-pub const MAX_FAILURES: usize = 5;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(300);
-/// How long a source stays locked out.
-pub const LOCKOUT: Duration = Duration::from_secs(300);
-
-/// A sliding-window failure counter with lockout, per key.
-pub struct Lockouts<K> {
-    max: usize,
-    window: Duration,
-    lockout: Duration,
-    state: Mutex<HashMap<K, Entry>>,
-}
-
-#[derive(Default)]
-struct Entry {
-    failures: VecDeque<Instant>,
-    locked_until: Option<Instant>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Lockouts<K> {
-    pub fn new(max: usize, window: Duration, lockout: Duration) -> Self {
-        Self {
-            max,
-            window,
-            lockout,
-            state: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// How long `key` stays locked out, if it is.
-    pub fn locked(&self, key: &K) -> Option<Duration> {
-        let now = Instant::now();
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .get(key)
-            .and_then(|e| e.locked_until)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Counts a failure; answers the lockout it triggered, if any.
-    pub fn fail(&self, key: &K) -> Option<Duration> {
-        let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.len() > 100_000 {
-            let window = self.window;
-            state.retain(|_, e| {
-                e.locked_until.is_some_and(|u| u > now)
-                    || e.failures
-                        .back()
-                        .is_some_and(|t| now.duration_since(*t) < window)
-            });
-        }
-        let e = state.entry(key.clone()).or_default();
-        while e
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            e.failures.pop_front();
-        }
-        e.failures.push_back(now);
-        if e.failures.len() >= self.max {
-            e.failures.clear();
-            e.locked_until = Some(now + self.lockout);
-            return Some(self.lockout);
-        }
-        None
-    }
-}
 
 /// Counts open connections per source address.
 #[derive(Clone)]
@@ -129,18 +56,6 @@ impl Drop for ConnectionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn five_failures_lock_the_key_and_others_are_untouched() {
-        let l = Lockouts::new(5, Duration::from_secs(60), Duration::from_secs(30));
-        for _ in 0..4 {
-            assert_eq!(l.fail(&"a"), None);
-        }
-        assert!(l.locked(&"a").is_none());
-        assert_eq!(l.fail(&"a"), Some(Duration::from_secs(30)));
-        assert!(l.locked(&"a").is_some());
-        assert!(l.locked(&"b").is_none());
-    }
 
     #[test]
     fn connection_slots_are_capped_and_freed() {

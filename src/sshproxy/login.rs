@@ -8,11 +8,12 @@ use russh::keys::ssh_key::PublicKey;
 use time::OffsetDateTime;
 
 use super::credentials::EntryCredentials;
+use crate::auth::AuthError;
 use crate::auth::password;
 use crate::hosts::{HostStatus, is_short_id};
 use crate::store::hosts::HostRow;
 use crate::store::users::UserRow;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store};
 use crate::users::{Role, UserStatus};
 
 /// What the client offered.
@@ -89,14 +90,10 @@ impl Entrant {
             HostStatus::Suspended => Some(Refusal::HostSuspended),
             HostStatus::Pending | HostStatus::Provisioning => Some(Refusal::HostStarting),
             HostStatus::Deleting => Some(Refusal::HostBroken("is being deleted".into())),
-            HostStatus::Error => Some(Refusal::HostBroken(format!(
-                "failed{}: ask your administrator",
-                self.host
-                    .status_reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ))),
+            // The stored reason is for administrators; the user gets the short version.
+            HostStatus::Error => Some(Refusal::HostBroken(
+                "failed to start: ask your administrator".into(),
+            )),
         }
     }
 
@@ -131,7 +128,7 @@ pub async fn check(
     entry: &EntryCredentials,
     login: &str,
     credential: Credential<'_>,
-) -> Result<Check, StoreError> {
+) -> Result<Check, AuthError> {
     let mut db = store.acquire().await?;
     let (user, hosts) = if is_short_id(login) {
         match store::hosts::get_by_short_id(db.conn(), login).await? {
@@ -150,9 +147,18 @@ pub async fn check(
             _ => (None, vec![]),
         }
     };
+    // A key check reads the owner's keys now; nothing below holds the connection (password
+    // hashing waits for its turn at the global gate and must not pin a pooled connection).
+    let keys = match (&user, &credential) {
+        (Some(u), Credential::PublicKey(_)) if !hosts.is_empty() => {
+            store::ssh_keys::public_keys(db.conn(), u.id).await?
+        }
+        _ => vec![],
+    };
+    drop(db);
     let Some(user) = user.filter(|_| !hosts.is_empty()) else {
         if let Credential::Password(p) | Credential::HostPassword(p) = credential {
-            password::verify_decoy(p).await;
+            password::verify_decoy(p).await?;
         }
         return Ok(Check::Denied);
     };
@@ -168,7 +174,7 @@ pub async fn check(
             }
             if found.is_none() {
                 for h in &hosts {
-                    if password::verify(p, &h.ssh_password_hash).await {
+                    if password::verify(p, &h.ssh_password_hash).await? {
                         found = Some((h.clone(), Method::Password));
                         break;
                     }
@@ -177,7 +183,6 @@ pub async fn check(
             found
         }
         Credential::PublicKey(offered) => {
-            let keys = store::ssh_keys::public_keys(db.conn(), user.id).await?;
             let owns = keys.iter().any(|line| {
                 PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == offered.key_data())
             });
@@ -212,4 +217,62 @@ pub async fn offers_owner_key(
         check(store, entry, login, Credential::PublicKey(key)).await,
         Ok(Check::Verified(_) | Check::Ambiguous { .. })
     )
+}
+
+/// What a live session's login rested on; it is checked again while the session lasts, so a
+/// session ends when its ground goes away.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    /// The host's SSH password (typed, or traded for a one-time entry credential): rotating
+    /// it ends the session.
+    HostPassword { hash: String },
+    /// One of the owner's keys (its key data): removing the key ends the session.
+    Key(russh::keys::ssh_key::public::KeyData),
+}
+
+/// Why a session of `user_id` on `host_id`, logged in with `proof`, may not go on; `None` when
+/// it may. Account and host states are judged as at login ([`Entrant::refusal`]).
+pub async fn revalidate(
+    store: &Store,
+    user_id: uuid::Uuid,
+    host_id: uuid::Uuid,
+    proof: &Proof,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let mut db = store.acquire().await?;
+    let Some(host) = store::hosts::get(db.conn(), host_id).await? else {
+        return Ok(Some("the host was deleted".into()));
+    };
+    let Some(user) = store::users::get(db.conn(), user_id).await? else {
+        return Ok(Some("the account was deleted".into()));
+    };
+    if host.user_id != Some(user.id) {
+        return Ok(Some("the host changed owner".into()));
+    }
+    let keys = match proof {
+        Proof::Key(_) => store::ssh_keys::public_keys(db.conn(), user.id).await?,
+        Proof::HostPassword { .. } => vec![],
+    };
+    drop(db);
+    let entrant = Entrant {
+        user,
+        host,
+        method: Method::Password,
+    };
+    if let Some(r) = entrant.refusal(crate::clock::now()) {
+        return Ok(Some(entrant.explain(&r, None)));
+    }
+    Ok(match proof {
+        Proof::HostPassword { hash } if *hash != entrant.host.ssh_password_hash => Some(format!(
+            "the SSH password of host {} was changed: log in again",
+            entrant.host.short_id
+        )),
+        Proof::Key(data)
+            if !keys
+                .iter()
+                .any(|line| PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == data)) =>
+        {
+            Some("the key this session logged in with was removed".into())
+        }
+        _ => None,
+    })
 }

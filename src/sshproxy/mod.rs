@@ -6,7 +6,7 @@
 //! (registry.rs). This file accepts connections and watches each one's clock: login time,
 //! idle time and total length.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,12 +28,55 @@ pub mod registry;
 pub mod server;
 pub mod upstream;
 
+use crate::auth::attempts::Attempts;
 use credentials::EntryCredentials;
-use limits::{ConnectionCounter, Lockouts};
+use limits::ConnectionCounter;
 use registry::{Meter, Metered, Sessions};
 
 /// How long a session being ended may take to say goodbye before its socket is cut.
 const GOODBYE: Duration = Duration::from_secs(3);
+/// How often live sessions are checked against what their login rested on.
+const REVALIDATE_EVERY: Duration = Duration::from_secs(3);
+/// Connections not yet logged in, across all sources: each costs a key exchange and a
+/// handshake timer, so a flood of them is capped whoever sends it.
+pub const MAX_UNAUTHENTICATED: usize = 512;
+/// New connections per source: a burst, then a steady rate (a key-exchange flood from one
+/// address, as ssh-audit's DHEat test sends, is turned away at accept).
+const NEW_PER_SOURCE_BURST: u32 = 64;
+const NEW_PER_SOURCE_PER_SECOND: u32 = 10;
+
+/// What the proxy offers: only algorithms without known weaknesses. No 2048-bit groups
+/// (group14, and group exchange, whose moduli russh may pick at 2048 bits), no SHA-1, and
+/// only encrypt-then-MAC MACs; the AEAD ciphers come first. The strict-kex markers (Terrapin)
+/// and ext-info stay.
+fn preferred_algorithms() -> russh::Preferred {
+    use russh::{cipher, kex, mac};
+    use std::borrow::Cow;
+    const KEX: &[kex::Name] = &[
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::DH_G16_SHA512,
+        kex::DH_G18_SHA512,
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ];
+    const CIPHERS: &[cipher::Name] = &[
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::AES_256_CTR,
+        cipher::AES_192_CTR,
+        cipher::AES_128_CTR,
+    ];
+    const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+    russh::Preferred {
+        kex: Cow::Borrowed(KEX),
+        cipher: Cow::Borrowed(CIPHERS),
+        mac: Cow::Borrowed(MACS),
+        ..russh::Preferred::DEFAULT
+    }
+}
 
 /// The SSH proxy and what the API shares with it.
 pub struct Proxy {
@@ -42,8 +85,13 @@ pub struct Proxy {
     pub settings: SshSettings,
     pub credentials: EntryCredentials,
     pub sessions: Arc<Sessions>,
-    failures: Lockouts<IpAddr>,
+    /// Password-attempt budgets, shared with the API's login, short-link and bootstrap.
+    attempts: Arc<Attempts>,
     connections: ConnectionCounter,
+    /// Slots of connections still in their handshake or login.
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// New connections per source address.
+    new_connections: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     host_key: PrivateKey,
     config: Arc<russh::server::Config>,
     /// Base URL of the web API, for the hint on stopped hosts.
@@ -57,6 +105,7 @@ impl Proxy {
         settings: SshSettings,
         host_key: PrivateKey,
         public_url: Option<String>,
+        attempts: Arc<Attempts>,
     ) -> Arc<Self> {
         let config = russh::server::Config {
             server_id: SshId::Standard("SSH-2.0-Sluice".into()),
@@ -69,20 +118,28 @@ impl Proxy {
             keepalive_max: 4,
             nodelay: true,
             max_auth_attempts: 6,
+            preferred: preferred_algorithms(),
             ..Default::default()
         };
         Arc::new(Self {
             store,
             runtime,
             connections: ConnectionCounter::new(settings.max_connections_per_source),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED)),
+            new_connections: governor::RateLimiter::keyed(
+                governor::Quota::per_second(
+                    std::num::NonZeroU32::new(NEW_PER_SOURCE_PER_SECOND)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                )
+                .allow_burst(
+                    std::num::NonZeroU32::new(NEW_PER_SOURCE_BURST)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            ),
             settings,
             credentials: EntryCredentials::default(),
             sessions: Arc::default(),
-            failures: Lockouts::new(
-                limits::MAX_FAILURES,
-                limits::FAILURE_WINDOW,
-                limits::LOCKOUT,
-            ),
+            attempts,
             host_key,
             config: Arc::new(config),
             public_url,
@@ -107,6 +164,7 @@ impl Proxy {
     /// Accepts connections on `listener` until `stop` is cancelled; live sessions are then
     /// told Sluice is stopping.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        let mut accepted: u64 = 0;
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -119,15 +177,33 @@ impl Proxy {
                     }
                 },
             };
+            accepted = accepted.wrapping_add(1);
+            if accepted.is_multiple_of(1024) {
+                // Forget sources whose budget has refilled, so the map stays bounded.
+                self.new_connections.retain_recent();
+            }
+            if self.new_connections.check_key(&peer.ip()).is_err() {
+                tracing::debug!(source = %peer.ip(), "SSH connections arriving too fast from one source: refused");
+                drop(tcp);
+                continue;
+            }
             let Some(slot) = self.connections.acquire(peer.ip()) else {
                 tracing::warn!(source = %peer.ip(), "too many SSH connections from one source: refused");
+                drop(tcp);
+                continue;
+            };
+            let Ok(unauthenticated) = self.unauthenticated.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    max = MAX_UNAUTHENTICATED,
+                    "too many SSH connections still logging in: refused"
+                );
                 drop(tcp);
                 continue;
             };
             let proxy = self.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                proxy.connection(tcp, peer, stop).await;
+                proxy.connection(tcp, peer, stop, unauthenticated).await;
                 drop(slot);
             });
         }
@@ -138,7 +214,9 @@ impl Proxy {
         tcp: TcpStream,
         peer: SocketAddr,
         stop: CancellationToken,
+        unauthenticated: tokio::sync::OwnedSemaphorePermit,
     ) {
+        let mut unauthenticated = Some(unauthenticated);
         let _ = tcp.set_nodelay(true);
         let meter = Meter::new();
         let handler = server::ClientConn::new(self.clone(), peer, meter.clone());
@@ -177,6 +255,10 @@ impl Proxy {
                 }
                 _ = stop.cancelled(), if ending.is_none() => meter.end("Sluice is shutting down"),
                 _ = tick.tick() => {
+                    if unauthenticated.is_some() && meter.authed_at().is_some() {
+                        // Logged in: no longer counted among the connections logging in.
+                        unauthenticated = None;
+                    }
                     if let Some(t) = ending {
                         if t.elapsed() >= GOODBYE {
                             meter.cut();
@@ -194,6 +276,30 @@ impl Proxy {
         }
         if let Some(info) = session.get() {
             self.record_end(info, &meter).await;
+        }
+    }
+
+    /// Checks every live session's ground (account, host, the password or key it logged in
+    /// with) every [`REVALIDATE_EVERY`], whoever changed it (API, CLI, expiry sweep), and
+    /// ends the sessions that lost it, with the reason.
+    pub async fn revalidate(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(REVALIDATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (info, proof) in self.sessions.proofs() {
+                match login::revalidate(&self.store, info.user_id, info.host_id, &proof).await {
+                    Ok(Some(reason)) => {
+                        tracing::info!(session = %info.id, host = %info.short_id, %reason, "session no longer allowed");
+                        self.sessions.end(info.id, &reason);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot re-check live sessions"),
+                }
+            }
         }
     }
 

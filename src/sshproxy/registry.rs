@@ -179,6 +179,7 @@ pub struct SessionInfo {
 struct Live {
     info: SessionInfo,
     meter: Arc<Meter>,
+    proof: super::login::Proof,
 }
 
 /// The proxy's live sessions.
@@ -194,12 +195,17 @@ pub struct Registered {
 }
 
 impl Sessions {
-    pub fn register(self: &Arc<Self>, info: SessionInfo, meter: Arc<Meter>) -> Registered {
+    pub fn register(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        meter: Arc<Meter>,
+        proof: super::login::Proof,
+    ) -> Registered {
         let id = info.id;
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Live { info, meter });
+            .insert(id, Live { info, meter, proof });
         Registered {
             id,
             sessions: self.clone(),
@@ -239,6 +245,14 @@ impl Sessions {
             n += 1;
         }
         n
+    }
+
+    /// Every live session with what its login rested on, for [`super::Proxy::revalidate`].
+    pub fn proofs(&self) -> Vec<(SessionInfo, super::login::Proof)> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values()
+            .map(|l| (l.info.clone(), l.proof.clone()))
+            .collect()
     }
 
     pub fn count(&self) -> usize {

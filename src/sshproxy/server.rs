@@ -17,6 +17,7 @@ use super::channels::{direct_tcpip, session};
 use super::login::{self, Check, Credential, Entrant, Refusal};
 use super::registry::{Meter, Registered, SessionInfo};
 use super::upstream::Upstream;
+use crate::auth::attempts::{Attempt, Target};
 use crate::events::{self, NewEvent};
 
 /// One client connection.
@@ -36,6 +37,24 @@ pub struct ClientConn {
     pub upstream: Arc<OnceLock<Arc<Upstream>>>,
     /// The session, once registered (the connection task records its end).
     pub session: Arc<OnceLock<SessionInfo>>,
+    /// Public keys offered and refused on this connection.
+    refused_offers: u32,
+    /// The key a key login used.
+    login_key: Option<PublicKey>,
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        if self.refused_offers > 0
+            && self.entrant.is_none()
+            && let Ok(a) = self
+                .proxy
+                .attempts
+                .begin(Some(self.peer.ip()), Self::target(&self.login))
+        {
+            a.failed();
+        }
+    }
 }
 
 impl ClientConn {
@@ -50,11 +69,22 @@ impl ClientConn {
             registered: None,
             upstream: Arc::new(OnceLock::new()),
             session: Arc::new(OnceLock::new()),
+            refused_offers: 0,
+            login_key: None,
         }
     }
 
     fn locked(&self) -> bool {
-        self.proxy.failures.locked(&self.peer.ip()).is_some()
+        self.proxy.attempts.source_locked(self.peer.ip()).is_some()
+    }
+
+    /// What a login name tries: a host by short id, or an account by user name.
+    fn target(login: &str) -> Target {
+        if crate::hosts::is_short_id(login) {
+            Target::host(login)
+        } else {
+            Target::account(login)
+        }
     }
 
     async fn event(
@@ -73,12 +103,33 @@ impl ClientConn {
         events::record_alone(&self.proxy.store, e).await;
     }
 
-    /// Turns a credential check into the answer russh gives the client.
-    async fn decide(&mut self, login: &str, check: Check, method: &'static str) -> Auth {
+    /// Turns a credential check into the answer russh gives the client, settling the
+    /// attempt (a password's; key logins take none, their offers are counted instead).
+    async fn decide(
+        &mut self,
+        login: &str,
+        check: Check,
+        method: &'static str,
+        attempt: Option<Attempt<'_>>,
+    ) -> Auth {
         self.login = login.to_string();
+        if !matches!(check, Check::Denied)
+            && let Some(a) = attempt
+        {
+            a.succeeded();
+            return self.accept(check);
+        }
         match check {
             Check::Denied => {
-                let locked_for = self.proxy.failures.fail(&self.peer.ip());
+                let locked_for = match attempt {
+                    Some(a) => a.failed(),
+                    None => self
+                        .proxy
+                        .attempts
+                        .begin(Some(self.peer.ip()), Self::target(login))
+                        .ok()
+                        .and_then(|a| a.failed()),
+                };
                 self.event(
                     "ssh.login_failed",
                     login,
@@ -91,6 +142,14 @@ impl ClientConn {
                 }
                 Auth::reject()
             }
+            other => self.accept(other),
+        }
+    }
+
+    /// A right credential: accepted, with the reason to refuse it afterwards if there is one.
+    fn accept(&mut self, check: Check) -> Auth {
+        match check {
+            Check::Denied => Auth::reject(),
             Check::Ambiguous { username, hosts } => {
                 self.refusal = Some(format!(
                     "account {username} has {} hosts: log in with a host's short id as the user name ({})",
@@ -118,7 +177,7 @@ impl russh::server::Handler for ClientConn {
     type Error = russh::Error;
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        Ok(self.proxy.failures.locked(&self.peer.ip()).map(|d| {
+        Ok(self.proxy.attempts.source_locked(self.peer.ip()).map(|d| {
             format!(
                 "Too many failed logins from {}: refused for another {} s.\r\n",
                 self.peer.ip(),
@@ -128,21 +187,31 @@ impl russh::server::Handler for ClientConn {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.locked() {
+        // The failure slot is taken before the password is checked.
+        let proxy = self.proxy.clone();
+        let Ok(attempt) = proxy
+            .attempts
+            .begin(Some(self.peer.ip()), Self::target(user))
+        else {
             return Ok(Auth::reject());
-        }
+        };
         let check = login::check(
             &self.proxy.store,
             &self.proxy.credentials,
             user,
             Credential::Password(password),
         )
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "SSH login check failed");
-            Check::Denied
-        });
-        Ok(self.decide(user, check, "password").await)
+        .await;
+        let check = match check {
+            Ok(c) => c,
+            Err(e) => {
+                // Not a verdict on the password (busy, database): the slot goes back.
+                tracing::warn!(error = %e, "SSH password check failed");
+                attempt.succeeded();
+                return Ok(Auth::reject());
+            }
+        };
+        Ok(self.decide(user, check, "password", Some(attempt)).await)
     }
 
     async fn auth_publickey_offered(
@@ -150,15 +219,21 @@ impl russh::server::Handler for ClientConn {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.locked()
-            || !login::offers_owner_key(
-                &self.proxy.store,
-                &self.proxy.credentials,
-                user,
-                offer.public_key,
-            )
-            .await
+        if self.locked() {
+            return Ok(Auth::reject());
+        }
+        if !login::offers_owner_key(
+            &self.proxy.store,
+            &self.proxy.credentials,
+            user,
+            offer.public_key,
+        )
+        .await
         {
+            // Counted: a connection that ends unauthenticated after refused offers costs its
+            // source one failure (see Drop), so keys cannot be enumerated without limit.
+            self.refused_offers += 1;
+            self.login = user.to_string();
             return Ok(Auth::reject());
         }
         Ok(Auth::Accept)
@@ -173,6 +248,7 @@ impl russh::server::Handler for ClientConn {
             return Ok(Auth::reject());
         }
         let public: PublicKey = key.public_key.clone();
+        self.login_key = Some(public.clone());
         let check = login::check(
             &self.proxy.store,
             &self.proxy.credentials,
@@ -184,7 +260,7 @@ impl russh::server::Handler for ClientConn {
             tracing::error!(error = %e, "SSH login check failed");
             Check::Denied
         });
-        Ok(self.decide(user, check, "publickey").await)
+        Ok(self.decide(user, check, "publickey", None).await)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
@@ -205,9 +281,10 @@ impl russh::server::Handler for ClientConn {
                         let _ = self.upstream.set(Arc::new(up));
                     }
                     Err(e) => {
+                        tracing::warn!(host = %entrant.host.short_id, error = %e, "no SSH endpoint for the host");
                         self.refusal = Some(format!(
-                            "host {} cannot be reached: {}",
-                            entrant.host.short_id, e.message
+                            "host {} cannot be reached now: ask your administrator",
+                            entrant.host.short_id
                         ))
                     }
                 },
@@ -248,7 +325,17 @@ impl russh::server::Handler for ClientConn {
         };
         let session_id = info.id;
         let _ = self.session.set(info.clone());
-        self.registered = Some(self.proxy.sessions.register(info, self.meter.clone()));
+        let proof = match (&self.login_key, entrant.method) {
+            (Some(key), login::Method::PublicKey) => login::Proof::Key(key.key_data().clone()),
+            _ => login::Proof::HostPassword {
+                hash: entrant.host.ssh_password_hash.clone(),
+            },
+        };
+        self.registered = Some(
+            self.proxy
+                .sessions
+                .register(info, self.meter.clone(), proof),
+        );
         self.event(
             "ssh.login_succeeded",
             &login,

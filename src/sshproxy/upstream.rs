@@ -74,6 +74,7 @@ impl Upstream {
                 tokio::time::timeout(CONNECT_TIMEOUT, self.connect_with_retries())
                     .await
                     .unwrap_or_else(|_| {
+                        tracing::warn!(host = %self.short_id, "the host's sshd did not answer in time");
                         Err(format!("host {} did not answer in time", self.short_id))
                     })
                     .map(Arc::new)
@@ -97,10 +98,12 @@ impl Upstream {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
-                other => return other.map_err(Failure::into_message),
+                other => return other.map_err(|f| f.into_message(&self.short_id)),
             }
         }
-        self.connect().await.map_err(Failure::into_message)
+        self.connect()
+            .await
+            .map_err(|f| f.into_message(&self.short_id))
     }
 
     async fn connect(&self) -> Result<Connected, Failure> {
@@ -183,10 +186,11 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_message(self) -> String {
-        match self {
-            Failure::Dropped(m) | Failure::Final(m) => m,
-        }
+    /// The sentence for the client; the detail (socket and SSH errors) goes to the log only.
+    fn into_message(self, short: &str) -> String {
+        let (Failure::Dropped(detail) | Failure::Final(detail)) = self;
+        tracing::warn!(host = short, %detail, "cannot reach the host's sshd");
+        format!("host {short} cannot be reached now: try again, or ask your administrator")
     }
 }
 

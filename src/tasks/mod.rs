@@ -237,13 +237,15 @@ impl Worker {
                 Kind::BindEgress => self.runtime.bind_egress(&spec, &progress).await,
             };
             match r {
-                Err(RuntimeError {
-                    transient: true,
-                    message,
-                }) if attempt < MAX_ATTEMPTS => {
+                Err(
+                    e @ RuntimeError {
+                        transient: true, ..
+                    },
+                ) if attempt < MAX_ATTEMPTS => {
                     let backoff = Duration::from_millis(500 * 2u64.pow(attempt));
+                    tracing::warn!(task = %task.id, host = %host_id, error = %e, "retrying");
                     progress
-                        .report(&format!("retrying in {backoff:?} after: {message}"))
+                        .report(&format!("retrying in {backoff:?} after: {}", e.summary()))
                         .await;
                     tokio::time::sleep(backoff).await;
                     attempt += 1;
@@ -266,7 +268,12 @@ impl Worker {
                 .host_running(host_id, matches!(kind, Kind::Create | Kind::Rebuild))
                 .await
                 .map_err(|e| e.to_string()),
-            (Err(e), _) => Err(e.message.clone()),
+            (Err(e), _) => {
+                // The detail (Docker's message, paths) is for the log; rows and answers get
+                // the short reason.
+                tracing::error!(task = %task.id, host = %host_id, kind = kind.as_str(), error = %e, "host task failed");
+                Err(e.summary())
+            }
         };
         if let Err(reason) = &outcome {
             let reason = format!("{} failed: {reason}", kind.as_str());

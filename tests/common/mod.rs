@@ -207,6 +207,8 @@ pub struct Server {
 pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
     ServeSettings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        http_max_connections: 4096,
+        http_header_timeout_secs: 10,
         store: StoreSettings {
             data_dir: dir.to_path_buf(),
             database_url: Some(url),
@@ -322,7 +324,43 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        Self::send(&self.http, &self.base, method, path, token, body).await
+    }
+
+    /// Sends every later request from another loopback address (127.0.0.x).
+    pub fn set_source(&mut self, source: [u8; 4]) {
+        self.http = reqwest::Client::builder()
+            .local_address(Some(std::net::IpAddr::from(source)))
+            .build()
+            .unwrap();
+    }
+
+    /// Sends a request from another loopback address (127.0.0.x), as a second client
+    /// machine would.
+    pub async fn call_from(
+        &self,
+        source: [u8; 4],
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let client = reqwest::Client::builder()
+            .local_address(Some(std::net::IpAddr::from(source)))
+            .build()
+            .unwrap();
+        Self::send(&client, &self.base, method, path, token, body).await
+    }
+
+    async fn send(
+        http: &reqwest::Client,
+        base: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = http.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -24,7 +24,7 @@ main() {
   rm -f "$tmp/body"
   [ "$code" = 201 ] || fail_on
   local status_url shown='' status stage msg deadline=$((SECONDS + 300))
-  status_url=$(field status_url "$resp")
+  status_url=$(checked "status URL" "$(field status_url "$resp")" '^/v1/bootstrap/tasks/[0-9a-f]{32}$') || exit
   while :; do
     call GET "$status_url"
     [ "$code" = 200 ] || fail_on

@@ -17,9 +17,16 @@ field() {
   printf '%s' "$2" | sed -n -E 's/.*"'"$1"'":("(([^"\\]|\\.)*)"|(-?[0-9]+)).*/\2\4/p' | head -n 1
 }
 
-# The server's message, unescaped for display.
+# The server's message, unescaped for display, without control characters (a message never
+# gets to move the cursor or retitle the terminal).
 message() {
-  field message "$1" | sed -e 's/\\"/"/g' -e 's/\\\\/\\/g'
+  field message "$1" | sed -e 's/\\"/"/g' -e 's/\\\\/\\/g' | LC_ALL=C tr -d '\000-\010\013-\037\177' | head -c 500
+}
+
+# checked NAME VALUE REGEX: dies unless VALUE (a field Sluice sent) matches REGEX whole.
+checked() {
+  [[ $2 =~ $3 ]] || die 8 "unexpected $1 from Sluice; refusing to use it"
+  printf '%s' "$2"
 }
 
 # Escapes a string for a JSON string literal; refuses control characters it cannot carry.
@@ -65,16 +72,27 @@ read_secret() {
 # and the password handed over by an askpass helper (never on a command line or in ssh's
 # environment).
 connect() {
-  printf '%s\n' "$4" >"$tmp/known_hosts"
-  printf '%s\n' "$5" >"$tmp/pass"
+  local user host port key pass
+  # Every field is checked before use: nothing from the answer becomes an ssh option.
+  user=$(checked "user name" "$1" '^[a-z0-9][a-z0-9._-]{0,31}$') || exit
+  host=$(checked "host" "$2" '^[A-Za-z0-9.:_]([A-Za-z0-9.:_-]{0,252})$|^\[[0-9A-Fa-f:.]+\]$') || exit
+  port=$(checked "port" "$3" '^[1-9][0-9]{0,4}$') || exit
+  [ "$port" -le 65535 ] || die 8 "unexpected port from Sluice; refusing to use it"
+  key=$(checked "host key" "$4" '^[][A-Za-z0-9.:_-]+ (ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$') || exit
+  pass=$(checked "one-time password" "$5" '^[[:graph:]]{8,128}$') || exit
+  printf '%s\n' "$key" >"$tmp/known_hosts"
+  printf '%s\n' "$pass" >"$tmp/pass"
   printf '#!/bin/sh\nexec cat %s\n' "'$tmp/pass'" >"$tmp/askpass"
   chmod 700 "$tmp/askpass"
-  printf 'sluice: connecting to %s\n' "$1" >&2
+  printf 'sluice: connecting to %s\n' "$user" >&2
   local status=0
-  SSH_ASKPASS="$tmp/askpass" SSH_ASKPASS_REQUIRE=force ssh -p "$3" \
+  # -F /dev/null: no user or system ssh_config (no ProxyCommand, LocalCommand or forwards from
+  # there); -a -x: no agent or X11 forwarding into the host; -- before the destination.
+  SSH_ASKPASS="$tmp/askpass" SSH_ASKPASS_REQUIRE=force ssh -F /dev/null -a -x -p "$port" \
     -o UserKnownHostsFile="$tmp/known_hosts" -o GlobalKnownHostsFile=/dev/null \
     -o StrictHostKeyChecking=yes -o PubkeyAuthentication=no \
     -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 \
-    "$1@$2" </dev/tty || status=$?
+    -o ClearAllForwardings=yes -o PermitLocalCommand=no -o UpdateHostKeys=no \
+    -- "$user@$host" </dev/tty || status=$?
   return $status
 }

@@ -53,9 +53,14 @@ main() {
       starting)
         local task
         task=$(field task_id "$resp")
-        if [ -n "$task" ]; then wait_for_task "$task"; else sleep 2; fi
+        if [ -n "$task" ]; then
+          task=$(checked "task id" "$task" '^[0-9a-f-]{36}$') || exit
+          wait_for_task "$task"
+        else
+          sleep 2
+        fi
         ;;
-      *) die 8 "unexpected answer from Sluice: $resp" ;;
+      *) die 8 "unexpected answer from Sluice" ;;
     esac
   done
   die 7 "host $SHORT is not running yet; try again in a moment"
