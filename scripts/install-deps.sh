@@ -3,7 +3,7 @@
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
 # tinyproxy, shadowsocks-libev, trojan, v2ray, socat as a TLS front, openssl for the
-# certificates, iperf3, dig for UDP through a proxy).
+# certificates, iperf3, dig for UDP through a proxy), and from PyPI ssh-audit and schemathesis.
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -40,6 +40,19 @@ if ((${#missing[@]})); then
             invoke-rc.d "$service" stop >/dev/null 2>&1 || true
         fi
     done
+fi
+# Outside judges run by the tests, from PyPI, in a virtualenv of their own (Debian's Python
+# refuses system-wide pip installs): ssh-audit on the SSH proxy, schemathesis on /openapi.json.
+if ! command -v ssh-audit >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    echo "installing from PyPI: ssh-audit schemathesis"
+    python3 -m venv /opt/sluice-judges
+    /opt/sluice-judges/bin/pip install --quiet --disable-pip-version-check ssh-audit schemathesis
+    ln -sf /opt/sluice-judges/bin/ssh-audit /opt/sluice-judges/bin/schemathesis /usr/local/bin/
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest

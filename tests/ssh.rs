@@ -172,6 +172,18 @@ impl Lab {
         cmd
     }
 
+    /// `ssh -b SOURCE ...`: from another loopback address, as another client machine.
+    fn ssh_from(&self, source: &str, user: &str, login: &Login, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ssh");
+        self.common_opts(&mut cmd);
+        self.authenticate(&mut cmd, login);
+        cmd.args(["-b", source])
+            .args(["-p", &self.server.ssh_addr.port().to_string()])
+            .arg(format!("{user}@127.0.0.1"))
+            .args(args);
+        cmd
+    }
+
     fn run(&self, user: &str, login: &Login, command: &str) -> Output {
         self.ssh(user, login, &[command]).output().unwrap()
     }
@@ -751,9 +763,12 @@ async fn fifty_sessions_at_once_and_a_killed_client_leaves_nothing_behind() {
     let pid = container_pid(lab.short());
     let (fds_before, tasks_before) = (tcp_fds(&pid), metrics.num_alive_tasks());
 
+    // From five addresses: one address may open only so many connections at once (the
+    // proxy throttles new connections per source).
     let children: Vec<_> = (0..50)
         .map(|i| {
-            lab.ssh(
+            lab.ssh_from(
+                &format!("127.0.0.{}", 10 + i % 5),
                 lab.short(),
                 &Login::Key(&lab.key),
                 &[&format!("echo session-{i}; sleep 3")],
@@ -995,4 +1010,48 @@ async fn idle_and_overlong_sessions_end_with_a_message_and_sources_are_capped() 
     wait_sessions(&lab, 0).await;
     let out = lab.run(lab.short(), &Login::Key(&lab.key), "true");
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// ssh-audit (from PyPI) against the proxy: no failure, no CVE, no additional note (its
+/// DHEat connection-rate test included), and no warning but the post-quantum one that the
+/// classic key exchanges, kept for older clients, carry.
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_audit_finds_nothing_but_post_quantum_notes() {
+    let server = Server::start(Backend::Sqlite).await;
+    let port = server.ssh_addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ssh-audit")
+            .args(["-j", "-p", &port, "127.0.0.1"])
+            .output()
+            .expect("ssh-audit is installed (scripts/install-deps.sh)")
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    const POST_QUANTUM: &str = "does not provide protection against post-quantum attacks";
+    let mut complaints = vec![];
+    for section in ["kex", "key", "enc", "mac"] {
+        for alg in report[section].as_array().unwrap() {
+            let name = alg["algorithm"].as_str().unwrap();
+            for level in ["fail", "warn"] {
+                for note in alg["notes"][level].as_array().into_iter().flatten() {
+                    if !(level == "warn" && note == POST_QUANTUM) {
+                        complaints.push(format!("{section} {name}: {level}: {note}"));
+                    }
+                }
+            }
+        }
+    }
+    for list in ["additional_notes", "cves"] {
+        for note in report[list].as_array().into_iter().flatten() {
+            complaints.push(format!("{list}: {note}"));
+        }
+    }
+    assert!(complaints.is_empty(), "{complaints:#?}");
+    // A post-quantum exchange is offered first.
+    assert_eq!(
+        report["kex"][0]["algorithm"], "mlkem768x25519-sha256",
+        "{report}"
+    );
 }

@@ -36,6 +36,7 @@ pub mod health;
 pub mod hosts;
 pub mod layers;
 pub mod login;
+pub mod openapi;
 pub mod portal;
 pub mod server;
 pub mod sessions;
@@ -174,10 +175,11 @@ pub fn router(state: AppState) -> Router {
             layers::authenticate,
         ));
 
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(public)
         .merge(protected)
         .split_for_parts();
+    self::openapi::finish(&mut openapi);
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
