@@ -1055,3 +1055,40 @@ async fn ssh_audit_finds_nothing_but_post_quantum_notes() {
         "{report}"
     );
 }
+
+/// 1100 TCP connections opened to the API and left silent take neither `/healthz` nor an SSH
+/// login down, and the API closes them once their header deadline passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_idle_api_sockets_stop_neither_health_nor_ssh() {
+    // The server runs in this process: give it and the idle clients room.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let lab = lab("ivy", |s| s.http_header_timeout_secs = 5).await;
+    let mut idle = vec![];
+    for _ in 0..1100 {
+        idle.push(
+            tokio::net::TcpStream::connect(lab.server.addr)
+                .await
+                .expect("the API accepts"),
+        );
+    }
+    let (st, v) = lab
+        .server
+        .call(reqwest::Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let out = lab.run(lab.short(), &Login::Key(&lab.key), "echo still-here");
+    assert_eq!(text(&out.stdout), "still-here\n", "{}", text(&out.stderr));
+
+    // Past the header deadline, the server has closed every one of them.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for s in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut rest = vec![];
+        // Closed (perhaps after a 408): the read reaches the end rather than waiting.
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("an idle connection is still open");
+    }
+}
