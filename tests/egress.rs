@@ -1269,3 +1269,87 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
         "memory grew: {before:?} -> {peak:?}"
     );
 }
+
+/// A container opens 3000 TCP connections at once and floods its resolver with 20000 queries
+/// on one socket and single datagrams from 500 more: Sluice's descriptors stay within the
+/// flow caps and its memory within a budget while it lasts, and both come back afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let socks = lab.start_socks(None);
+    let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
+    let (uid, _) = s.user(&admin, "fiona").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 256, "pids_limit": 512}),
+        )
+        .await;
+    let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = footprint();
+
+    // A DNS query for a.test, type A, as bytes for printf.
+    let query =
+        r"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x04test\x00\x00\x01\x00\x01";
+    let echo = lab.echo();
+    let flood = format!(
+        "ulimit -n 8192; \
+         for i in $(seq 3000); do exec {{fd}}<>/dev/tcp/{echo}/80 2>/dev/null; done; \
+         exec 3>/dev/udp/{resolver}/53; \
+         for i in $(seq 20000); do printf '{query}' >&3; done; \
+         for i in $(seq 500); do printf '{query}' > /dev/udp/{resolver}/53; done; \
+         sleep 3; echo flooded",
+        resolver = sluice::egress::proxy::RESOLVER,
+    );
+    let h = host.clone();
+    let flooder = std::thread::spawn(move || exec(&h, &format!("bash -c '{flood}'")));
+    let mut peak = before;
+    while !flooder.is_finished() {
+        let now = footprint();
+        peak = (peak.0.max(now.0), peak.1.max(now.1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, out) = flooder.join().unwrap();
+    assert!(out.contains("flooded"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = footprint();
+        if now.1 <= before.1 + 4 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "flood: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
+        before.0, peak.0, after.0, before.1, peak.1, after.1
+    );
+    // Within the host's TCP cap (twice: the lab's echo server runs in this process and holds
+    // the far end of each flow that got through), the DNS queries in flight everywhere, its
+    // UDP cap, and some slack; far below the 3000 connections and 20500 queries asked for.
+    let cap = 2 * sluice::egress::proxy::MAX_TCP_FLOWS
+        + sluice::egress::proxy::dns::in_flight_budget()
+        + sluice::egress::proxy::MAX_UDP_FLOWS
+        + 64;
+    assert!(
+        peak.1 <= before.1 + cap,
+        "descriptors grew: {before:?} -> {peak:?}"
+    );
+    assert!(
+        after.1 <= before.1 + 4,
+        "descriptors left behind: {before:?} -> {after:?}"
+    );
+    assert!(
+        peak.0 <= before.0 + 256 * 1024,
+        "memory grew: {before:?} -> {peak:?}"
+    );
+    // And the host still resolves and connects afterwards.
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+}

@@ -66,6 +66,8 @@ impl Path {
 }
 
 const STEP: Duration = Duration::from_secs(8);
+/// The most of a probe target's answer that is read.
+const MAX_RESPONSE: u64 = 64 * 1024;
 
 /// The outcome of the three checks.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -397,11 +399,15 @@ async fn http_get(path: &Path, url: &str) -> Result<(u16, String), String> {
         .write_all(req.as_bytes())
         .await
         .map_err(|e| format!("{url}: {e}"))?;
+    // Echo services answer a few bytes: anything past this is cut off, not buffered.
     let mut resp = Vec::new();
-    tokio::time::timeout(STEP, stream.read_to_end(&mut resp))
-        .await
-        .map_err(|_| format!("{url}: no answer within {} s", STEP.as_secs()))?
-        .map_err(|e| format!("{url}: {e}"))?;
+    tokio::time::timeout(
+        STEP,
+        (&mut stream).take(MAX_RESPONSE).read_to_end(&mut resp),
+    )
+    .await
+    .map_err(|_| format!("{url}: no answer within {} s", STEP.as_secs()))?
+    .map_err(|e| format!("{url}: {e}"))?;
     let text = String::from_utf8_lossy(&resp);
     let status = text
         .split_whitespace()

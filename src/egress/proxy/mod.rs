@@ -3,22 +3,25 @@
 //! (outbound.rs), DNS queries to the resolver address are answered through the proxy too
 //! (dns.rs), and other UDP flows get an association through the proxy where its protocol
 //! carries UDP (udp.rs). Everything else (UDP the proxy cannot carry, ICMP, IPv6) is dropped:
-//! it leaves through the proxy or not at all. Flows per host are capped and idle flows time
-//! out, so one container cannot exhaust the control plane.
+//! it leaves through the proxy or not at all. Flows per host are capped, all hosts' flows
+//! share a global budget, datagram flows are read through bounded queues (queue.rs), and
+//! idle flows time out, so no container, nor all of them together, can exhaust the control
+//! plane.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ipstack::{IpStack, IpStackConfig, IpStackStream, TcpConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub mod dns;
 pub mod outbound;
+pub mod queue;
 pub mod tls;
 pub mod udp;
 pub mod vmess;
@@ -39,6 +42,33 @@ pub const MAX_UDP_FLOWS: usize = 256;
 pub const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
 /// A UDP flow (DNS or other) with no traffic for this long is forgotten.
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// Descriptors the proxy data plane may hold across all hosts: a quarter of the open-files
+/// limit (read once; Sluice raises the soft limit to the hard one at start), within bounds.
+pub fn descriptor_budget() -> usize {
+    static BUDGET: LazyLock<usize> = LazyLock::new(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        usize::try_from(soft / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(256, 65_536)
+    });
+    *BUDGET
+}
+
+/// Flows (TCP connections and UDP associations, each a socket to a proxy) open at once
+/// across all hosts: one container within its own caps, times many hosts, still cannot take
+/// every descriptor Sluice has.
+static FLOWS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(descriptor_budget())));
+
+/// A slot of the host's own cap and one of the global budget, or none.
+fn flow_slot(host: &Arc<Semaphore>) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let mine = host.clone().try_acquire_owned().ok()?;
+    let global = FLOWS.clone().try_acquire_owned().ok()?;
+    Some((mine, global))
+}
 
 /// The TUN as ipstack wants it: one packet per read or write.
 struct TunIo(Arc<tun_rs::AsyncDevice>);
@@ -110,7 +140,7 @@ pub async fn run(
         };
         match stream {
             IpStackStream::Tcp(flow) => {
-                let Ok(permit) = tcp_flows.clone().try_acquire_owned() else {
+                let Some(permit) = flow_slot(&tcp_flows) else {
                     tracing::debug!("proxy egress: flow limit reached, a connection was dropped");
                     continue; // dropped: the container sees a reset
                 };
@@ -134,6 +164,7 @@ pub async fn run(
                 let (outbound, end) = (outbound.clone(), flows.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let flow = queue::drain(flow, queue::DEPTH);
                     tokio::select! {
                         _ = dns::serve(flow, outbound, dns_server) => {}
                         _ = end.cancelled() => {}
@@ -141,7 +172,7 @@ pub async fn run(
                 });
             }
             IpStackStream::Udp(flow) if carries_udp => {
-                let Ok(permit) = udp_flows.clone().try_acquire_owned() else {
+                let Some(permit) = flow_slot(&udp_flows) else {
                     tracing::debug!("proxy egress: UDP flow limit reached, a flow was dropped");
                     continue;
                 };
@@ -149,6 +180,7 @@ pub async fn run(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let target = flow.peer_addr();
+                    let flow = queue::drain(flow, queue::DEPTH);
                     let relay = async {
                         match outbound.associate(target).await {
                             Ok(a) => udp::relay(flow, a, UDP_IDLE).await,

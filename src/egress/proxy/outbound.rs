@@ -261,6 +261,24 @@ fn tls_for(
     }
 }
 
+/// The longest line taken from an HTTP proxy's answer.
+const MAX_LINE: u64 = 8 * 1024;
+
+/// Reads one line of at most [`MAX_LINE`] bytes: a peer cannot make Sluice buffer more.
+async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut String,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let n = reader.take(MAX_LINE).read_line(line).await?;
+    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+        return Err(std::io::Error::other(
+            "http proxy answered a line longer than 8 KiB",
+        ));
+    }
+    Ok(n)
+}
+
 /// Asks an HTTP proxy, over `s`, for a tunnel to `target`.
 async fn http_connect<S: Stream + 'static>(
     mut s: S,
@@ -277,7 +295,7 @@ async fn http_connect<S: Stream + 'static>(
     s.flush().await?;
     let mut reader = BufReader::new(s);
     let mut line = String::new();
-    reader.read_line(&mut line).await?;
+    read_line_limited(&mut reader, &mut line).await?;
     let status = line.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         return Err(std::io::Error::other(format!(
@@ -288,11 +306,29 @@ async fn http_connect<S: Stream + 'static>(
     // Headers up to the empty line; bounded so a broken proxy cannot feed us forever.
     for _ in 0..100 {
         line.clear();
-        if reader.read_line(&mut line).await? == 0 || line == "\r\n" || line == "\n" {
+        if read_line_limited(&mut reader, &mut line).await? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
     }
     // A destination that speaks first may already have said something, in the same read as
     // the proxy's answer: the reader keeps it, and hands it on first.
     Ok(Box::pin(reader))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_http_proxy_cannot_feed_an_endless_line() {
+        let mut ok = BufReader::new(&b"HTTP/1.1 200 OK\r\nrest"[..]);
+        let mut line = String::new();
+        read_line_limited(&mut ok, &mut line).await.unwrap();
+        assert_eq!(line, "HTTP/1.1 200 OK\r\n");
+        let endless = vec![b'a'; 1 << 20];
+        let mut r = BufReader::new(&endless[..]);
+        let mut line = String::new();
+        assert!(read_line_limited(&mut r, &mut line).await.is_err());
+        assert_eq!(line.len() as u64, MAX_LINE);
+    }
 }
