@@ -90,7 +90,7 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     let runtime = Arc::new(
         DockerRuntime::new(&settings.store.data_dir).with_context(|| {
             format!(
-                "cannot use data directory {}",
+                "cannot use data directory {} (SLUICE_DATA_DIR)",
                 settings.store.data_dir.display()
             )
         })?,
@@ -291,7 +291,8 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             let store = open_store(&c.store).await?;
             let mut tx = store.begin().await?;
             let (row, plain) =
-                auth::tokens::issue(tx.conn(), &c.name, &abilities, expires_at, "cli").await?;
+                auth::tokens::issue(tx.conn(), &c.name, &abilities, expires_at, "cli", None)
+                    .await?;
             sluice::events::record(
                 tx.conn(),
                 sluice::events::NewEvent::new("cli", "token.created", "token")

@@ -1579,7 +1579,17 @@ async fn api_tokens(b: Backend) {
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
-    let (st, _) = s
+    // What a token mints lives no longer than the token itself...
+    let (st, v) = s
+        .post(
+            "/v1/admin/tokens",
+            &token,
+            json!({"name": "longer", "abilities": ["host:read"], "expires_at": "2100-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["errors"]["expires_at"].is_array(), "{v}");
+    let (st, v) = s
         .post(
             "/v1/admin/tokens",
             &token,
@@ -1587,6 +1597,11 @@ async fn api_tokens(b: Backend) {
         )
         .await;
     assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(v["data"]["expires_at"], "2099-01-01T00:00:00Z", "{v}");
+    assert_eq!(v["data"]["parent_id"], id.as_str(), "{v}");
+    let minted = v["data"]["token"].as_str().unwrap().to_string();
+    let (st, _) = s.get("/v1/admin/hosts", &minted).await;
+    assert_eq!(st, StatusCode::OK);
     for (body, field) in [
         (json!({"abilities": ["host:read"]}), "name"),
         (json!({"name": "x"}), "abilities"),
@@ -1633,6 +1648,9 @@ async fn api_tokens(b: Backend) {
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, _) = s.get("/v1/admin/hosts", &token).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // ...and goes with it when it is revoked.
+    let (st, _) = s.get("/v1/admin/hosts", &minted).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let (st, _) = s
         .call(
@@ -1771,10 +1789,16 @@ async fn rate_limits(b: Backend) {
     // A token for admin work (the admin login is locked for a minute).
     let store = s.running.as_ref().unwrap().store.clone();
     let mut tx = store.begin().await.unwrap();
-    let (_, token) =
-        sluice::auth::tokens::issue(tx.conn(), "t", &[sluice::auth::Ability::All], None, "test")
-            .await
-            .unwrap();
+    let (_, token) = sluice::auth::tokens::issue(
+        tx.conn(),
+        "t",
+        &[sluice::auth::Ability::All],
+        None,
+        "test",
+        None,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     // Token creation: 10 a minute per caller.

@@ -201,6 +201,41 @@ fn help_lists_commands_and_every_setting_with_its_variable() {
 }
 
 #[test]
+fn a_second_serve_on_the_same_data_dir_refuses_to_start_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let first = Serve::start(dir.path(), &env);
+    let out = sluice(dir.path())
+        .arg("serve")
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SLUICE_DATA_DIR") && err.contains("in use"),
+        "{err}"
+    );
+    drop(first);
+    // A data dir that cannot be made is named too.
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SLUICE_DATA_DIR", "/proc/sluice-cannot-be-here")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SLUICE_DATA_DIR") && err.contains("/proc/sluice-cannot-be-here"),
+        "{err}"
+    );
+}
+
+#[test]
 fn wrong_settings_name_the_variable_and_exit_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     for (var, value) in [

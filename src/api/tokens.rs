@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -34,6 +35,8 @@ pub struct Token {
     pub last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The token that minted this one, if a token did: revoking that one revokes this one.
+    pub parent_id: Option<Uuid>,
 }
 
 impl From<TokenRow> for Token {
@@ -47,6 +50,7 @@ impl From<TokenRow> for Token {
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
             created_at: t.created_at,
+            parent_id: t.parent_id,
         }
     }
 }
@@ -102,8 +106,38 @@ pub async fn create(
         )));
     }
     let mut tx = state.store.begin().await?;
-    let (row, plain) =
-        tokens::issue(tx.conn(), &name, &abilities, expires_at, &caller.actor()).await?;
+    // A token minting a token: the new one lives no longer than its parent, and goes with it.
+    let (parent_id, expires_at) = match &caller.principal {
+        crate::auth::Principal::Token { id, .. } => {
+            let parent = store::tokens::get(tx.conn(), *id)
+                .await?
+                .ok_or(ApiError::Unauthorized("the token was revoked".into()))?;
+            let expires_at = match (parent.expires_at, expires_at) {
+                (Some(limit), Some(asked)) if asked > limit => {
+                    return Err(ApiError::field(
+                        "expires_at",
+                        format!(
+                            "must not be later than the expiry of the token creating it ({})",
+                            limit.format(&Rfc3339).unwrap_or_default()
+                        ),
+                    ));
+                }
+                (Some(limit), None) => Some(limit),
+                (_, asked) => asked,
+            };
+            (Some(*id), expires_at)
+        }
+        _ => (None, expires_at),
+    };
+    let (row, plain) = tokens::issue(
+        tx.conn(),
+        &name,
+        &abilities,
+        expires_at,
+        &caller.actor(),
+        parent_id,
+    )
+    .await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "token.created", "token")
@@ -140,7 +174,7 @@ pub async fn list(
     ))
 }
 
-/// Revoke an API token.
+/// Revoke an API token, and every token it minted, down the line.
 #[utoipa::path(delete, path = "/v1/admin/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
 pub async fn revoke(

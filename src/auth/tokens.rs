@@ -64,6 +64,7 @@ pub async fn issue(
     abilities: &[super::Ability],
     expires_at: Option<time::OffsetDateTime>,
     created_by: &str,
+    parent_id: Option<uuid::Uuid>,
 ) -> crate::store::Result<(crate::store::tokens::TokenRow, String)> {
     let plain = generate();
     let row = crate::store::tokens::TokenRow {
@@ -76,6 +77,7 @@ pub async fn issue(
         expires_at,
         last_used_at: None,
         created_at: crate::clock::now(),
+        parent_id,
     };
     crate::store::tokens::insert(c, &row).await?;
     Ok((row, plain))

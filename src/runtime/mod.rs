@@ -60,9 +60,33 @@ impl RuntimeError {
     }
 
     /// A short reason for API callers and users: never Docker's own message, a server path
-    /// or an OS error (the full message goes to the log).
+    /// or an OS error (the full message goes to the log). Known refusals are told in
+    /// Sluice's words; Sluice's own sentences pass when they carry nothing internal.
     pub fn summary(&self) -> String {
         let m = self.message.as_str();
+        let clean = |s: &str| s.len() <= 160 && !s.contains('/') && !s.contains("os error");
+        if let Some(docker) = m.strip_prefix("Docker refused: ") {
+            let d = docker.to_ascii_lowercase();
+            return if d.contains("cpu") {
+                "the container engine refused: the host asks for more CPUs than this machine has"
+            } else if d.contains("memory") {
+                "the container engine refused the host's memory limit"
+            } else if d.contains("mount") {
+                "the container engine could not mount the host's files"
+            } else if d.contains("no such image") || d.contains("not found") {
+                "the managed image is missing: run `sluice image build`"
+            } else {
+                "the container engine refused the operation"
+            }
+            .to_string();
+        }
+        if let Some(why) = m.strip_prefix("egress attach failed: ") {
+            return if clean(why) {
+                format!("the egress could not be attached: {why}")
+            } else {
+                "the egress could not be attached".to_string()
+            };
+        }
         let known: &[(&str, &str)] = &[
             ("Docker engine busy", "the container engine is busy"),
             (
@@ -73,15 +97,10 @@ impl RuntimeError {
                 "Docker engine did not answer",
                 "the container engine is unreachable",
             ),
-            (
-                "Docker refused",
-                "the container engine refused the operation",
-            ),
             ("Docker error", "the container engine failed"),
             ("cannot write", "Sluice could not write the host's files"),
             ("cannot remove", "Sluice could not remove the host's files"),
             ("cannot read", "Sluice could not read the host's files"),
-            ("egress attach failed", "the egress could not be attached"),
             (
                 "the container exited",
                 "the container exited while starting",
@@ -92,8 +111,7 @@ impl RuntimeError {
         if let Some((_, short)) = known.iter().find(|(prefix, _)| m.starts_with(prefix)) {
             return (*short).to_string();
         }
-        // Sluice's own short sentences pass; anything carrying a path or a long quote does not.
-        if m.len() <= 80 && !m.contains('/') && !m.contains(':') {
+        if clean(m) {
             m.to_string()
         } else {
             "the operation failed (details in the Sluice log)".to_string()
@@ -110,14 +128,30 @@ mod tests {
         let e = RuntimeError::permanent(
             "Docker refused: invalid mount config for type \"bind\": invalid mount path: './data/hosts/x/etc'",
         );
-        assert_eq!(e.summary(), "the container engine refused the operation");
+        assert_eq!(
+            e.summary(),
+            "the container engine could not mount the host's files"
+        );
+        let e = RuntimeError::permanent(
+            "Docker refused: Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available",
+        );
+        assert!(e.summary().contains("CPUs"), "{}", e.summary());
+        assert!(!e.summary().contains("0.01"), "{}", e.summary());
+        let e = RuntimeError::permanent(
+            "egress attach failed: the proxy egress cannot be used: unknown shadowsocks method rc4-md5",
+        );
+        assert!(
+            e.summary().ends_with("unknown shadowsocks method rc4-md5"),
+            "{}",
+            e.summary()
+        );
         let e = RuntimeError::permanent("cannot write the host's files: /var/lib/sluice: EACCES");
         assert!(!e.summary().contains('/'), "{}", e.summary());
         assert_eq!(
             RuntimeError::permanent("the host has no owner").summary(),
             "the host has no owner"
         );
-        let e = RuntimeError::permanent("something: at /srv/x");
+        let e = RuntimeError::permanent("something at /srv/x");
         assert!(!e.summary().contains("/srv"), "{}", e.summary());
     }
 }

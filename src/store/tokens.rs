@@ -18,15 +18,17 @@ pub struct TokenRow {
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    /// The token that minted this one, if a token did; revoking it deletes this one too.
+    pub parent_id: Option<Uuid>,
 }
 
-const SELECT: &str = "SELECT id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at FROM api_tokens";
+const SELECT: &str = "SELECT id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at, parent_id FROM api_tokens";
 
 pub async fn insert(c: Conn<'_>, t: &TokenRow) -> Result<()> {
     on_conn!(c, |c| {
         sqlx::query(
-        "INSERT INTO api_tokens (id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO api_tokens (id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at, parent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     )
     .bind(t.id)
     .bind(&t.name)
@@ -37,6 +39,7 @@ pub async fn insert(c: Conn<'_>, t: &TokenRow) -> Result<()> {
     .bind(t.expires_at)
     .bind(t.last_used_at)
     .bind(t.created_at)
+    .bind(t.parent_id)
     .execute(&mut *c)
     .await
     .map(|r| r.rows_affected())
@@ -50,6 +53,16 @@ pub async fn get_by_hash(c: Conn<'_>, hash: &str) -> Result<Option<TokenRow>> {
         sqlx::AssertSqlSafe(sql)
     )
     .bind(hash)
+    .fetch_optional(&mut *c)
+    .await)?)
+}
+
+pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<TokenRow>> {
+    let sql = format!("{SELECT} WHERE id = $1");
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, TokenRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(id)
     .fetch_optional(&mut *c)
     .await)?)
 }
@@ -84,7 +97,7 @@ pub async fn touch(c: Conn<'_>, id: Uuid, now: OffsetDateTime) -> Result<()> {
 /// Deletes a token and returns it; `None` when there is no such token.
 pub async fn delete(c: Conn<'_>, id: Uuid) -> Result<Option<TokenRow>> {
     let sql = "DELETE FROM api_tokens WHERE id = $1
-         RETURNING id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at";
+         RETURNING id, name, token_hash, prefix, abilities, created_by, expires_at, last_used_at, created_at, parent_id";
     Ok(on_conn!(c, |c| sqlx::query_as::<_, TokenRow>(sql)
         .bind(id)
         .fetch_optional(&mut *c)
