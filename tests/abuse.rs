@@ -27,6 +27,21 @@ fn random_short_id() -> String {
         .collect()
 }
 
+/// Wrong entry passwords at random short ids, one in ten at `owners`.
+fn guesses_at_short_ids(owners: String) -> impl Fn(usize) -> (String, Value) + Send + Sync {
+    move |n| {
+        let id = if n % 10 == 0 {
+            owners.clone()
+        } else {
+            random_short_id()
+        };
+        (
+            format!("/v1/entry/{id}/auth"),
+            json!({"password": "guess-guess"}),
+        )
+    }
+}
+
 /// Sends `FLOOD` requests from `CLIENTS` parallel clients, all from 127.0.0.1 or each from an
 /// address of its own (127.0.0.10 and up); `make` gives each request's path and body.
 /// Answers the count of each status.
@@ -112,19 +127,7 @@ async fn a_password_flood_is_turned_away_and_starves_no_one(b: Backend) {
     };
 
     // Wrong passwords at random short ids (the owner's among them).
-    let owners = short.clone();
-    let statuses = flood(&s, false, move |n| {
-        let id = if n % 10 == 0 {
-            owners.clone()
-        } else {
-            random_short_id()
-        };
-        (
-            format!("/v1/entry/{id}/auth"),
-            json!({"password": "guess-guess"}),
-        )
-    })
-    .await;
+    let statuses = flood(&s, false, guesses_at_short_ids(short.clone())).await;
     let refused = statuses.get(&429).copied().unwrap_or(0);
     assert!(
         statuses.keys().all(|s| [401, 404, 429].contains(s)),
@@ -146,19 +149,7 @@ async fn a_password_flood_is_turned_away_and_starves_no_one(b: Backend) {
     // The same flood spread over 64 addresses: each gets its five guesses, so hundreds of
     // passwords are hashed, one core at most at a time; the rest wait their turn or are told
     // to come back. Nothing fails, and the administrator is still answered.
-    let owners = short.clone();
-    let statuses = flood(&s, true, move |n| {
-        let id = if n % 10 == 0 {
-            owners.clone()
-        } else {
-            random_short_id()
-        };
-        (
-            format!("/v1/entry/{id}/auth"),
-            json!({"password": "guess-guess"}),
-        )
-    })
-    .await;
+    let statuses = flood(&s, true, guesses_at_short_ids(short.clone())).await;
     assert!(
         statuses.keys().all(|s| [401, 404, 429].contains(s)),
         "{statuses:?}"

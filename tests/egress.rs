@@ -1170,26 +1170,78 @@ fn footprint() -> (u64, usize) {
     (rss, std::fs::read_dir("/proc/self/fd").unwrap().count())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
+/// Samples [`footprint`] while `work` runs (answering the peak), then until the descriptors
+/// are back near `before` or a minute has passed (answering where they ended).
+async fn footprint_around<T>(
+    before: (u64, usize),
+    work: std::thread::JoinHandle<T>,
+) -> (T, (u64, usize), (u64, usize)) {
+    let mut peak = before;
+    while !work.is_finished() {
+        let now = footprint();
+        peak = (peak.0.max(now.0), peak.1.max(now.1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = work.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = footprint();
+        if now.1 <= before.1 + 4 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    (out, peak, after)
+}
+
+/// A running host bound to a SOCKS5 egress in a lab of its own. Dropped in field order: the
+/// containers go first, then the server, its data, and the lab last.
+struct SocksHost {
+    host: Value,
+    _cleanup: Cleanup,
+    _server: Server,
+    _tmp: tempfile::TempDir,
+    lab: Lab,
+}
+
+async fn socks_host(username: &str) -> SocksHost {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
     let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
+    let cleanup = Cleanup(runtime.instance().to_string());
     let admin = s.admin().await;
     let socks = lab.start_socks(Some(("labuser", "lab-pass")));
     let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
-    let (uid, _) = s.user(&admin, "iris").await;
+    let (uid, _) = s.user(&admin, username).await;
     let host = s
         .host(
             &admin,
             &uid,
-            json!({"egress_ip_id": egress, "memory_mb": 256}),
+            json!({"egress_ip_id": egress, "memory_mb": 256, "pids_limit": 512}),
         )
         .await;
     let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
     wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    SocksHost {
+        host,
+        _cleanup: cleanup,
+        _server: s,
+        _tmp: tmp,
+        lab,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
+    // Bound in this order so that they drop in the struct's order (locals drop in reverse).
+    let SocksHost {
+        mut lab,
+        _tmp,
+        _server,
+        _cleanup,
+        host,
+    } = socks_host("iris").await;
     lab.start_iperf3();
     let (ok, pid) = docker(&[
         "inspect",
@@ -1219,13 +1271,8 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
             .output()
             .unwrap()
     });
-    let mut peak = before;
-    while !client.is_finished() {
-        let now = footprint();
-        peak = (peak.0.max(now.0), peak.1.max(now.1));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let out = client.join().unwrap();
+    // Flows the proxy left half-open close after 30 s of silence.
+    let (out, peak, after) = footprint_around(before, client).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let bps = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -1235,15 +1282,6 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
         "iperf3 moved nothing: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // Flows the proxy left half-open close after 30 s of silence.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let now = footprint();
-        if now.1 <= before.1 + 4 || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
     eprintln!(
         "iperf3 -P 10 -R through SOCKS5: {:.0} Mbit/s; RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
         bps / 1e6,
@@ -1275,24 +1313,15 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
 /// flow caps and its memory within a budget while it lasts, and both come back afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
-    let mut lab = Lab::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
-    let _cleanup = Cleanup(runtime.instance().to_string());
-    let admin = s.admin().await;
-    let socks = lab.start_socks(None);
-    let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
-    let (uid, _) = s.user(&admin, "fiona").await;
-    let host = s
-        .host(
-            &admin,
-            &uid,
-            json!({"egress_ip_id": egress, "memory_mb": 256, "pids_limit": 512}),
-        )
-        .await;
+    // Bound in this order so that they drop in the struct's order (locals drop in reverse).
+    let SocksHost {
+        lab,
+        _tmp,
+        _server,
+        _cleanup,
+        host,
+    } = socks_host("fiona").await;
     let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
-    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     let before = footprint();
 
@@ -1311,22 +1340,8 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
     );
     let h = host.clone();
     let flooder = std::thread::spawn(move || exec(&h, &format!("bash -c '{flood}'")));
-    let mut peak = before;
-    while !flooder.is_finished() {
-        let now = footprint();
-        peak = (peak.0.max(now.0), peak.1.max(now.1));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (_, out) = flooder.join().unwrap();
+    let ((_, out), peak, after) = footprint_around(before, flooder).await;
     assert!(out.contains("flooded"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let now = footprint();
-        if now.1 <= before.1 + 4 || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
     eprintln!(
         "flood: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
         before.0, peak.0, after.0, before.1, peak.1, after.1

@@ -15,6 +15,23 @@ use common::pty::Pty;
 use serde_json::{Value, json};
 use sluice::runtime::docker::DockerRuntime;
 
+/// Sends `body` to `path` as the admin `token` (or none) and answers the JSON reply.
+async fn call(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut req = match body {
+        Some(b) => http.post(url).body(b.to_string()),
+        None => http.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -77,43 +94,35 @@ async fn the_binary_on_its_defaults_runs_a_host_a_user_logs_into() {
         .unwrap_or_else(|e| panic!("no admin-password file ({e}): {}", serve_log()));
 
     // README's own requests.
-    let v: Value = http
-        .post(format!("{base}/v1/auth/login"))
-        .body(json!({"username": "admin", "password": admin_pw.trim()}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = call(
+        &http,
+        format!("{base}/v1/auth/login"),
+        None,
+        Some(json!({"username": "admin", "password": admin_pw.trim()})),
+    )
+    .await;
     let token = v["token"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
         .to_string();
-    let v: Value = http
-        .post(format!("{base}/v1/admin/users"))
-        .bearer_auth(&token)
-        .body(json!({"username": "alice"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = call(
+        &http,
+        format!("{base}/v1/admin/users"),
+        Some(&token),
+        Some(json!({"username": "alice"})),
+    )
+    .await;
     let alice = v["data"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
         .to_string();
-    let v: Value = http
-        .post(format!("{base}/v1/admin/hosts"))
-        .bearer_auth(&token)
-        .body(json!({"user_id": alice}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = call(
+        &http,
+        format!("{base}/v1/admin/hosts"),
+        Some(&token),
+        Some(json!({"user_id": alice})),
+    )
+    .await;
     let host_id = v["data"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
@@ -127,15 +136,13 @@ async fn the_binary_on_its_defaults_runs_a_host_a_user_logs_into() {
 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let v: Value = http
-            .get(format!("{base}/v1/admin/hosts/{host_id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = call(
+            &http,
+            format!("{base}/v1/admin/hosts/{host_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
         match v["data"]["status"].as_str() {
             Some("running") => break,
             Some("error") => panic!("the host failed: {v}\n{}", serve_log()),
