@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::docker::{Cleanup, docker, ensure_image, spawn_serve};
 use common::{RecordingRuntime, Server};
 use lab::Lab;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sluice::runtime::HostRuntime;
 use sluice::runtime::docker::{DockerRuntime, container_name};
@@ -1367,4 +1367,103 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
     );
     // And the host still resolves and connects afterwards.
     wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+}
+
+/// An egress re-pointed at another server with its masked secret echoed back is refused, and
+/// the new server never hears the old secret: a listener standing in for it records every
+/// byte it is sent, through the refused edit and the egress tests after it. Given again, the
+/// new secret (and only it) reaches the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+
+    // The new server: answers SOCKS5 greetings asking for user/password, records all it gets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let recorder = {
+        let heard = heard.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = listener.accept().await else {
+                    return;
+                };
+                let heard = heard.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let mut greeted = false;
+                    while let Ok(n @ 1..) = c.read(&mut buf).await {
+                        heard.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if !greeted {
+                            greeted = true;
+                            let _ = c.write_all(&[5, 2]).await;
+                        } else {
+                            let _ = c.write_all(&[1, 1]).await; // auth refused
+                        }
+                    }
+                });
+            }
+        })
+    };
+
+    let (st, v) = s
+        .post(
+            "/v1/admin/egress-ips",
+            &admin,
+            json!({
+                "label": "moving",
+                "ip_address": lab::EXIT_PROXY,
+                "tunnel_type": "proxy",
+                "proxy_config": {"type": "socks", "server": "127.0.0.1", "server_port": 9,
+                                 "username": "user", "password": "the-old-secret"},
+            }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/admin/egress-ips/{id}");
+    let mut cfg = v["data"]["proxy_config"].clone();
+    assert_eq!(cfg["password"], "********");
+    cfg["server_port"] = json!(new_port);
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&admin),
+            Some(json!({"proxy_config": cfg})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["errors"]["proxy_config.password"].is_array(), "{v}");
+    // The egress still points where it did: testing it dials the old (closed) port only.
+    let (st, v) = s.post(&format!("{path}/test"), &admin, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        heard.lock().unwrap().is_empty(),
+        "the new server heard something"
+    );
+
+    // With the secret given again, the new server hears the new one, never the old.
+    cfg["password"] = json!("the-new-secret");
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&admin),
+            Some(json!({"proxy_config": cfg})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.post(&format!("{path}/test"), &admin, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
+    assert!(heard.contains("the-new-secret"), "{heard:?}");
+    assert!(!heard.contains("the-old-secret"), "{heard:?}");
+    recorder.abort();
 }
