@@ -101,8 +101,14 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
         tracing::error!(error = %e, "the managed image is not available; hosts cannot start until it is");
     }
     let running = app::start(&settings, runtime, None).await?;
-    if let Some(pw) = &running.generated_admin_password {
-        show_admin_password(&settings, &running, pw)?;
+    if let Some(pw) = &running.generated_admin_password
+        && let Err(e) = show_admin_password(&settings, &running, pw)
+    {
+        tracing::error!(
+            error = %e,
+            "the generated admin password could not be shown; set a new one with \
+             `sluice admin reset-password`"
+        );
     }
     let stop = running.stop_token();
     tokio::spawn(async move {
@@ -157,7 +163,11 @@ fn show_admin_password(
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let name = &settings.admin_username;
-    let dashboard = format!("http://{}", running.addr);
+    let dashboard = if running.addr.ip().is_unspecified() {
+        format!("http://localhost:{}", running.addr.port())
+    } else {
+        format!("http://{}", running.addr)
+    };
     if std::io::stdout().is_terminal() {
         println!(
             "Administrator account `{name}` created with password: {password}\n\
