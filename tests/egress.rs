@@ -1467,3 +1467,41 @@ async fn a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server() {
     assert!(!heard.contains("the-old-secret"), "{heard:?}");
     recorder.abort();
 }
+
+/// A container uploading as fast as it can to a destination that reads nothing: what its
+/// proxy cannot take must wait in the container (TCP backpressure), not pile up in Sluice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice() {
+    // Bound in this order so that they drop in the struct's order (locals drop in reverse).
+    let SocksHost {
+        mut lab,
+        _tmp,
+        _server,
+        _cleanup,
+        host,
+    } = socks_host("uma").await;
+    let (sink, port) = lab.start_sink();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = footprint();
+    let h = host.clone();
+    let upload = std::thread::spawn(move || {
+        exec(
+            &h,
+            &format!(
+                "timeout 10 bash -c 'head -c 400000000 /dev/zero > /dev/tcp/{sink}/{port}'; echo done"
+            ),
+        )
+    });
+    let ((_, out), peak, after) = footprint_around(before, upload).await;
+    assert!(out.contains("done"), "{out}");
+    eprintln!(
+        "stalled upload: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
+        before.0, peak.0, after.0, before.1, peak.1, after.1
+    );
+    // The proxy's and the sink's socket buffers hold a few MiB; Sluice holds at most a
+    // bounded window per flow on top, not the 400 MB the container tried to send.
+    assert!(
+        peak.0 <= before.0 + 64 * 1024,
+        "Sluice buffered the upload: {before:?} -> {peak:?}"
+    );
+}

@@ -497,6 +497,23 @@ impl Lab {
         ip
     }
 
+    /// Starts a sink on the echo address's port 9999 that accepts connections and never reads
+    /// from them (a destination slower than any sender): answers its address.
+    pub fn start_sink(&mut self) -> (String, u16) {
+        let ip = self.echo();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net_ns(), "socat"])
+            .arg(format!("TCP-LISTEN:9999,bind={ip},reuseaddr,fork"))
+            .arg("SYSTEM:sleep 3600")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat sink");
+        self.servers.push(child);
+        wait_listening(&ip, 9999);
+        (ip, 9999)
+    }
+
     /// Starts a server that speaks first, as SSH does, on the echo address's port 2222: it
     /// sends `sluice-lab-banner` and a newline to each connection, before reading anything.
     pub fn start_banner(&mut self) -> (String, u16) {

@@ -25,6 +25,7 @@ pub mod queue;
 pub mod tls;
 pub mod udp;
 pub mod vmess;
+pub mod window;
 
 pub use outbound::Outbound;
 
@@ -70,8 +71,12 @@ fn flow_slot(host: &Arc<Semaphore>) -> Option<(OwnedSemaphorePermit, OwnedSemaph
     Some((mine, global))
 }
 
-/// The TUN as ipstack wants it: one packet per read or write.
-struct TunIo(Arc<tun_rs::AsyncDevice>);
+/// The TUN as ipstack wants it: one packet per read or write, with TCP flow control
+/// (window.rs) applied on the way in and out.
+struct TunIo {
+    device: Arc<tun_rs::AsyncDevice>,
+    windows: Arc<window::Windows>,
+}
 
 impl AsyncRead for TunIo {
     fn poll_read(
@@ -79,14 +84,20 @@ impl AsyncRead for TunIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let dst = buf.initialize_unfilled();
-        match self.0.poll_recv(cx, dst) {
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
+        loop {
+            let dst = buf.initialize_unfilled();
+            match self.device.poll_recv(cx, dst) {
+                Poll::Ready(Ok(n)) => {
+                    // Data a flow has no room for is dropped here; the container resends it.
+                    if !self.windows.inbound(&dst[..n]) {
+                        continue;
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -97,7 +108,11 @@ impl AsyncWrite for TunIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.0.poll_send(cx, buf)
+        let mut packet = buf.to_vec();
+        if self.windows.outbound(&mut packet) {
+            return self.device.poll_send(cx, &packet).map_ok(|_| buf.len());
+        }
+        self.device.poll_send(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -122,7 +137,14 @@ pub async fn run(
     tcp.timeout = TCP_IDLE;
     config.with_tcp_config(tcp);
     config.udp_timeout(UDP_IDLE);
-    let mut stack = IpStack::new(config, TunIo(device));
+    let windows = Arc::new(window::Windows::default());
+    let mut stack = IpStack::new(
+        config,
+        TunIo {
+            device: device.clone(),
+            windows: windows.clone(),
+        },
+    );
     let resolver = SocketAddr::new(IpAddr::V4(RESOLVER), 53);
     let tcp_flows = Arc::new(Semaphore::new(MAX_TCP_FLOWS));
     let dns_flows = Arc::new(Semaphore::new(MAX_DNS_FLOWS));
@@ -145,12 +167,19 @@ pub async fn run(
                     continue; // dropped: the container sees a reset
                 };
                 let (outbound, end) = (outbound.clone(), flows.clone());
+                let flow_window = match (flow.local_addr(), flow.peer_addr()) {
+                    (SocketAddr::V4(container), SocketAddr::V4(remote)) => {
+                        Some(windows.register(window::FlowKey { container, remote }))
+                    }
+                    _ => None,
+                };
+                let device = device.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let target = flow.peer_addr();
                     let relay = async {
                         match outbound.connect(target).await {
-                            Ok(up) => relay(flow, up).await,
+                            Ok(up) => relay(flow, up, flow_window, device).await,
                             Err(e) => tracing::debug!(%target, error = %e, "proxy refused a flow"),
                         }
                     };
@@ -216,6 +245,7 @@ async fn pump<R, W>(
     to: &mut W,
     last: &std::sync::Mutex<std::time::Instant>,
     mut nudge: bool,
+    window: Option<(&window::FlowWindow, &tun_rs::AsyncDevice)>,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -247,6 +277,12 @@ where
         if n == 0 {
             return Ok(());
         }
+        // Taken off the stack: the flow has room again, which the container may need telling.
+        if let Some((w, device)) = window
+            && let Some(update) = w.consumed(n)
+        {
+            let _ = device.send(&update).await;
+        }
         to.write_all(&buf[..n]).await?;
         // Framing outbounds (VMess, TLS) may hold the tail of a write until flushed.
         to.flush().await?;
@@ -276,7 +312,12 @@ async fn finish(
 /// Moves bytes both ways between a container's flow and its proxied stream. When the
 /// destination ends, the container gets its FIN (retried: ipstack sends it only once its
 /// in-flight data is acknowledged, and does not always wake the closer when that happens).
-async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
+async fn relay(
+    flow: ipstack::IpStackTcpStream,
+    up: outbound::BoxStream,
+    flow_window: Option<window::Registered>,
+    device: Arc<tun_rs::AsyncDevice>,
+) {
     use tokio::io::AsyncWriteExt;
     let (mut from_container, mut to_container) = tokio::io::split(flow);
     let (mut from_dest, mut to_dest) = tokio::io::split(up);
@@ -285,11 +326,12 @@ async fn relay(flow: ipstack::IpStackTcpStream, up: outbound::BoxStream) {
         std::sync::Mutex::new(std::time::Instant::now()),
     );
     let outgoing = async {
-        let _ = pump(&mut from_container, &mut to_dest, &sent, true).await;
+        let counted = flow_window.as_ref().map(|r| (&*r.window, &*device));
+        let _ = pump(&mut from_container, &mut to_dest, &sent, true, counted).await;
         let _ = to_dest.shutdown().await;
     };
     let incoming = async {
-        let _ = pump(&mut from_dest, &mut to_container, &received, false).await;
+        let _ = pump(&mut from_dest, &mut to_container, &received, false, None).await;
         for _ in 0..300 {
             if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
                 .await
