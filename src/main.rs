@@ -403,14 +403,8 @@ async fn egress_test(
         .throwaway(&egress.settings.0)
         .await
         .with_context(|| format!("cannot bring egress `{}` up", egress.label))?;
-    let dns = match &egress.settings.0 {
-        sluice::egress::EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
-        sluice::egress::EgressSettings::Proxy { .. } => None,
-    };
-    let path = sluice::probe::Path {
-        ns: Some(throwaway.ns.clone()),
-        dns,
-    };
+    // The same path the API's test takes: the resolver a host behind this egress would use.
+    let path = sluice::probe::Path::through(throwaway.ns.clone(), &egress.settings.0);
     let report = sluice::probe::run(
         &probe.targets(),
         &path,

@@ -1505,3 +1505,40 @@ async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice() 
         "Sluice buffered the upload: {before:?} -> {peak:?}"
     );
 }
+
+/// `sluice egress test` on a proxy egress runs the same three checks as the API, DNS
+/// included (names asked through the proxy, answered from the proxy's side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tests_a_proxy_egress_dns_included() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let (s, runtime) = start_server(tmp.path(), &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
+    let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
+    let echo = lab.echo();
+    let (dir, url2) = (tmp.path().to_path_buf(), url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["egress", "test", &egress])
+            .env("SLUICE_DATA_DIR", dir)
+            .env("DATABASE_URL", url2)
+            .env("SLUICE_PROBE_URL", format!("http://{echo}/"))
+            .env("SLUICE_PROBE_IP_URLS", format!("http://{echo}/"))
+            .env("SLUICE_PROBE_DNS_NAME", "*.whoami.lab.test")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["checks"]["dns_leak"]["passed"], true, "{report}");
+    assert_eq!(report["checks"]["exit_ip"]["passed"], true, "{report}");
+}

@@ -277,11 +277,7 @@ async fn probe_through(
     settings: &EgressSettings,
     expected: &str,
 ) -> ApiResult<crate::probe::Report> {
-    let dns = match settings {
-        EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
-        EgressSettings::Proxy { .. } => Some(crate::egress::proxy::RESOLVER.into()),
-    };
-    let path = crate::probe::Path { ns: Some(ns), dns };
+    let path = crate::probe::Path::through(ns, settings);
     Ok(crate::probe::run(&state.probe, &path, &crate::probe::Path::direct(), expected).await)
 }
 

@@ -56,6 +56,19 @@ pub struct Path {
 }
 
 impl Path {
+    /// The path through an egress's data plane in namespace `ns`: names go to the resolver a
+    /// host behind that egress uses (the WireGuard egress's DNS server, or the proxy engine's
+    /// resolver address, answered through the proxy).
+    pub fn through(ns: NetNs, egress: &crate::egress::EgressSettings) -> Path {
+        let dns = match egress {
+            crate::egress::EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
+            crate::egress::EgressSettings::Proxy { .. } => {
+                Some(crate::egress::proxy::RESOLVER.into())
+            }
+        };
+        Path { ns: Some(ns), dns }
+    }
+
     /// Sluice's own, direct path.
     pub fn direct() -> Path {
         Path {
