@@ -108,11 +108,10 @@ impl AsyncWrite for TunIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut packet = buf.to_vec();
-        if self.windows.outbound(&mut packet) {
-            return self.device.poll_send(cx, &packet).map_ok(|_| buf.len());
+        match self.windows.outbound(buf) {
+            Some(clamped) => self.device.poll_send(cx, &clamped).map_ok(|_| buf.len()),
+            None => self.device.poll_send(cx, buf),
         }
-        self.device.poll_send(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))

@@ -279,19 +279,15 @@ impl Windows {
         true
     }
 
-    /// A packet from the stack to the container: its window is clamped to the flow's room.
-    /// Answers whether the packet was changed.
-    pub fn outbound(&self, packet: &mut [u8]) -> bool {
-        let Some(s) = parse(packet) else {
-            return false;
-        };
+    /// A packet from the stack to the container: answers it with its window clamped to the
+    /// flow's room, when that changes it (the common case, plenty of room, copies nothing).
+    pub fn outbound(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let s = parse(packet)?;
         let key = FlowKey {
             container: s.dst,
             remote: s.src,
         };
-        let Some(flow) = self.find(&key) else {
-            return false;
-        };
+        let flow = self.find(&key)?;
         let room = flow.room();
         {
             let mut st = flow.lock();
@@ -309,14 +305,15 @@ impl Windows {
         let old = u16::from_be_bytes([packet[at], packet[at + 1]]);
         let new = u64::from(old).min(room) as u16;
         if new == old {
-            return false;
+            return None;
         }
-        packet[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        let mut out = packet.to_vec();
+        out[at..at + 2].copy_from_slice(&new.to_be_bytes());
         let sum_at = s.tcp_at + 16;
-        let sum = u16::from_be_bytes([packet[sum_at], packet[sum_at + 1]]);
+        let sum = u16::from_be_bytes([out[sum_at], out[sum_at + 1]]);
         let sum = adjust_checksum(sum, old, new);
-        packet[sum_at..sum_at + 2].copy_from_slice(&sum.to_be_bytes());
-        true
+        out[sum_at..sum_at + 2].copy_from_slice(&sum.to_be_bytes());
+        Some(out)
     }
 }
 
@@ -382,8 +379,8 @@ mod tests {
         }
         // The stack's ACK to it now offers (almost) no window, checksum kept right.
         let acked = seq;
-        let mut ack = bare_ack(addr(R), addr(C), 1, acked, 65535);
-        assert!(windows.outbound(&mut ack));
+        let ack = bare_ack(addr(R), addr(C), 1, acked, 65535);
+        let ack = windows.outbound(&ack).expect("the window is clamped");
         let window = u16::from_be_bytes([ack[34], ack[35]]);
         assert!(u64::from(window) < NEARLY_CLOSED, "{window}");
         assert!(checksum_holds(&ack));
@@ -414,8 +411,8 @@ mod tests {
     fn unknown_flows_and_other_packets_pass_untouched() {
         let windows = Windows::default();
         assert!(windows.inbound(&data(1, 100)));
-        let mut ack = bare_ack(addr(R), addr(C), 1, 1, 65535);
-        assert!(!windows.outbound(&mut ack));
+        let ack = bare_ack(addr(R), addr(C), 1, 1, 65535);
+        assert!(windows.outbound(&ack).is_none());
         assert!(windows.inbound(&[0x60; 40]), "IPv6 is not this module's");
         assert!(windows.inbound(&[]));
     }
