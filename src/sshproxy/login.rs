@@ -183,9 +183,7 @@ pub async fn check(
             found
         }
         Credential::PublicKey(offered) => {
-            let owns = keys.iter().any(|line| {
-                PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == offered.key_data())
-            });
+            let owns = owns_key(&keys, offered.key_data());
             match (owns, hosts.as_slice()) {
                 (true, [only]) => Some((only.clone(), Method::PublicKey)),
                 (true, _) => {
@@ -230,49 +228,73 @@ pub enum Proof {
     Key(russh::keys::ssh_key::public::KeyData),
 }
 
-/// Why a session of `user_id` on `host_id`, logged in with `proof`, may not go on; `None` when
-/// it may. Account and host states are judged as at login ([`Entrant::refusal`]).
-pub async fn revalidate(
-    store: &Store,
-    user_id: uuid::Uuid,
-    host_id: uuid::Uuid,
-    proof: &Proof,
-) -> Result<Option<String>, crate::store::StoreError> {
-    let mut db = store.acquire().await?;
-    let Some(host) = store::hosts::get(db.conn(), host_id).await? else {
-        return Ok(Some("the host was deleted".into()));
-    };
-    let Some(user) = store::users::get(db.conn(), user_id).await? else {
-        return Ok(Some("the account was deleted".into()));
-    };
-    if host.user_id != Some(user.id) {
-        return Ok(Some("the host changed owner".into()));
-    }
-    let keys = match proof {
-        Proof::Key(_) => store::ssh_keys::public_keys(db.conn(), user.id).await?,
-        Proof::HostPassword { .. } => vec![],
-    };
-    drop(db);
-    let entrant = Entrant {
-        user,
-        host,
-        method: Method::Password,
-    };
-    if let Some(r) = entrant.refusal(crate::clock::now()) {
-        return Ok(Some(entrant.explain(&r, None)));
-    }
-    Ok(match proof {
-        Proof::HostPassword { hash } if *hash != entrant.host.ssh_password_hash => Some(format!(
-            "the SSH password of host {} was changed: log in again",
-            entrant.host.short_id
-        )),
-        Proof::Key(data)
-            if !keys
-                .iter()
-                .any(|line| PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == data)) =>
-        {
-            Some("the key this session logged in with was removed".into())
+/// Whether `data` is one of `keys` (OpenSSH public-key lines).
+fn owns_key(keys: &[String], data: &russh::keys::ssh_key::public::KeyData) -> bool {
+    keys.iter()
+        .any(|line| PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == data))
+}
+
+/// What live sessions of one account on one host stand on, read once for all of them.
+pub enum Ground {
+    /// Nobody may stay: the sentence says why.
+    Gone(String),
+    /// The account and host as they are now, and the owner's keys.
+    Standing {
+        entrant: Box<Entrant>,
+        keys: Vec<String>,
+    },
+}
+
+impl Ground {
+    /// Reads the account, the host and the owner's keys. Account and host states are judged
+    /// as at login ([`Entrant::refusal`]).
+    pub async fn load(
+        store: &Store,
+        user_id: uuid::Uuid,
+        host_id: uuid::Uuid,
+    ) -> Result<Ground, crate::store::StoreError> {
+        let mut db = store.acquire().await?;
+        let Some(host) = store::hosts::get(db.conn(), host_id).await? else {
+            return Ok(Ground::Gone("the host was deleted".into()));
+        };
+        let Some(user) = store::users::get(db.conn(), user_id).await? else {
+            return Ok(Ground::Gone("the account was deleted".into()));
+        };
+        if host.user_id != Some(user.id) {
+            return Ok(Ground::Gone("the host changed owner".into()));
         }
-        _ => None,
-    })
+        let keys = store::ssh_keys::public_keys(db.conn(), user.id).await?;
+        let entrant = Entrant {
+            user,
+            host,
+            method: Method::Password,
+        };
+        if let Some(r) = entrant.refusal(crate::clock::now()) {
+            return Ok(Ground::Gone(entrant.explain(&r, None)));
+        }
+        Ok(Ground::Standing {
+            entrant: Box::new(entrant),
+            keys,
+        })
+    }
+
+    /// Why a session logged in with `proof` may not go on; `None` when it may.
+    pub fn refuses(&self, proof: &Proof) -> Option<String> {
+        let (entrant, keys) = match self {
+            Ground::Gone(why) => return Some(why.clone()),
+            Ground::Standing { entrant, keys } => (entrant, keys),
+        };
+        match proof {
+            Proof::HostPassword { hash } if *hash != entrant.host.ssh_password_hash => {
+                Some(format!(
+                    "the SSH password of host {} was changed: log in again",
+                    entrant.host.short_id
+                ))
+            }
+            Proof::Key(data) if !owns_key(keys, data) => {
+                Some("the key this session logged in with was removed".into())
+            }
+            _ => None,
+        }
+    }
 }

@@ -296,14 +296,27 @@ impl Proxy {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // Sessions of one account on one host share one read of their ground.
+            let mut by_ground: std::collections::HashMap<_, Vec<_>> = Default::default();
             for (info, proof) in self.sessions.proofs() {
-                match login::revalidate(&self.store, info.user_id, info.host_id, &proof).await {
-                    Ok(Some(reason)) => {
+                by_ground
+                    .entry((info.user_id, info.host_id))
+                    .or_default()
+                    .push((info, proof));
+            }
+            for ((user_id, host_id), sessions) in by_ground {
+                let ground = match login::Ground::load(&self.store, user_id, host_id).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot re-check live sessions");
+                        continue;
+                    }
+                };
+                for (info, proof) in sessions {
+                    if let Some(reason) = ground.refuses(&proof) {
                         tracing::info!(session = %info.id, host = %info.short_id, %reason, "session no longer allowed");
                         self.sessions.end(info.id, &reason);
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot re-check live sessions"),
                 }
             }
         }
