@@ -293,16 +293,8 @@ fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<String, Start
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(secret.as_bytes()).map_err(err)?;
+    write_private_file(&path, &secret).map_err(err)?;
     Ok(secret)
 }
 

@@ -175,9 +175,7 @@ impl ServeSettings {
     /// Reads the secret settings from the environment, checking each; the error names the
     /// variable.
     pub fn read_secrets(&mut self) -> Result<(), String> {
-        if self.store.database_url.is_none() {
-            self.store.database_url = secret_from_env("DATABASE_URL");
-        }
+        // DATABASE_URL needs no check here: `effective_database_url` reads it for every command.
         if self.admin_password.is_none()
             && let Some(p) = secret_from_env("ADMIN_PASSWORD")
         {
