@@ -288,9 +288,11 @@ impl Windows {
             remote: s.src,
         };
         let flow = self.find(&key)?;
-        let room = flow.room();
-        {
+        let room = {
+            // Room is read under the lock `consumed` takes after counting, so a read that
+            // frees room either shows here or sees the window marked closed, and announces it.
             let mut st = flow.lock();
+            let room = flow.room();
             if s.flags & (FIN | RST) != 0 {
                 st.ended = true;
             }
@@ -300,7 +302,8 @@ impl Windows {
             if room < NEARLY_CLOSED {
                 st.window_closed = true;
             }
-        }
+            room
+        };
         let at = s.tcp_at + 14;
         let old = u16::from_be_bytes([packet[at], packet[at + 1]]);
         let new = u64::from(old).min(room) as u16;
