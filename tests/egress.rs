@@ -1480,7 +1480,7 @@ async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice() 
         _cleanup,
         host,
     } = socks_host("uma").await;
-    let (sink, port) = lab.start_sink();
+    let (sink, port) = lab.start_sink(9999, 60);
     std::thread::sleep(Duration::from_millis(500));
     let before = footprint();
     let h = host.clone();

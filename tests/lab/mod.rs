@@ -497,21 +497,22 @@ impl Lab {
         ip
     }
 
-    /// Starts a sink on the echo address's port 9999 that accepts connections and never reads
-    /// from them (a destination slower than any sender): answers its address.
-    pub fn start_sink(&mut self) -> (String, u16) {
+    /// Starts a sink on the echo address's `port` that accepts connections and reads nothing
+    /// for `wait` seconds, then everything: answers its address. (Each connection's reader
+    /// outlives the lab by up to `wait` seconds; keep it short.)
+    pub fn start_sink(&mut self, port: u16, wait: u32) -> (String, u16) {
         let ip = self.echo();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.net_ns(), "socat"])
-            .arg(format!("TCP-LISTEN:9999,bind={ip},reuseaddr,fork"))
-            .arg("SYSTEM:sleep 3600")
+            .arg(format!("TCP-LISTEN:{port},bind={ip},reuseaddr,fork"))
+            .arg(format!("SYSTEM:sleep {wait}; cat >/dev/null"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("socat sink");
         self.servers.push(child);
-        wait_listening(&ip, 9999);
-        (ip, 9999)
+        wait_listening(&ip, port);
+        (ip, port)
     }
 
     /// Starts a server that speaks first, as SSH does, on the echo address's port 2222: it
