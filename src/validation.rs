@@ -43,3 +43,42 @@ impl FieldErrors {
         }
     }
 }
+
+/// Checks a name shown to operators (a key's, a token's, an egress's label): trimmed, at most
+/// `max` characters, one line without control characters (a newline in a key's comment would
+/// break the key line; one in a listing would forge a row). `required` refuses an empty name.
+pub fn display_name(value: &str, max: usize, required: bool) -> Result<String, String> {
+    let v = value.trim();
+    if required && v.is_empty() {
+        return Err(format!("is required, 1 to {max} characters"));
+    }
+    if v.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("must be one line without control characters".into());
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_one_trimmed_line_within_their_length() {
+        assert_eq!(display_name("  laptop ", 100, true).unwrap(), "laptop");
+        assert!(display_name("  ", 100, true).is_err());
+        assert_eq!(display_name("", 100, false).unwrap(), "");
+        assert!(display_name("a\nb", 100, true).is_err());
+        assert!(display_name("a\u{8}b", 100, true).is_err());
+        assert!(display_name(&"é".repeat(101), 100, true).is_err());
+        assert_eq!(
+            display_name(&"é".repeat(100), 100, true)
+                .unwrap()
+                .chars()
+                .count(),
+            100
+        );
+    }
+}

@@ -71,13 +71,9 @@ pub struct GeneratedKey {
 
 fn key_name(name: Option<String>, fallback: &str) -> Result<String, ApiError> {
     let name = name
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| fallback.to_string());
-    if name.chars().count() > 100 {
-        return Err(ApiError::field("name", "must be at most 100 characters"));
-    }
-    Ok(name)
+    crate::validation::display_name(&name, 100, true).map_err(|m| ApiError::field("name", m))
 }
 
 async fn list_keys(

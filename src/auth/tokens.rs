@@ -34,9 +34,10 @@ pub fn validate(
     abilities: &[String],
 ) -> Result<Vec<super::Ability>, crate::validation::FieldErrors> {
     let mut errs = crate::validation::FieldErrors::new();
-    if name.trim().is_empty() || name.chars().count() > 100 {
-        errs.add("name", "is required, 1 to 100 characters");
-    }
+    errs.check(
+        "name",
+        crate::validation::display_name(name, 100, true).map(drop),
+    );
     if abilities.is_empty() {
         errs.add("abilities", "must list at least one ability");
     }

@@ -385,15 +385,12 @@ fn same_proxy_peer(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
 pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
     let mut errs = FieldErrors::new();
 
-    let label = input
-        .label
-        .as_deref()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    if label.is_empty() || label.chars().count() > 100 {
-        errs.add("label", "is required, 1 to 100 characters");
-    }
+    let label =
+        crate::validation::display_name(input.label.as_deref().unwrap_or_default(), 100, true)
+            .unwrap_or_else(|m| {
+                errs.add("label", m);
+                String::new()
+            });
     let ip_address = match input.ip_address.as_deref().map(str::trim) {
         None | Some("") => {
             errs.add(
@@ -410,15 +407,12 @@ pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
             }
         },
     };
-    let provider = input
-        .provider
-        .as_deref()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    if provider.chars().count() > 100 {
-        errs.add("provider", "must be at most 100 characters");
-    }
+    let provider =
+        crate::validation::display_name(input.provider.as_deref().unwrap_or_default(), 100, false)
+            .unwrap_or_else(|m| {
+                errs.add("provider", m);
+                String::new()
+            });
 
     let settings = match input.tunnel_type.as_deref() {
         Some("wireguard") => {
