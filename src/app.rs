@@ -15,6 +15,7 @@ use crate::api::{self, AppState, Shared, layers::RateLimits};
 use crate::auth::{Authenticator, password};
 use crate::config::ServeSettings;
 use crate::events::{self, NewEvent};
+use crate::ops::Core;
 use crate::runtime::HostRuntime;
 use crate::sshproxy::{self, Proxy as SshProxy};
 use crate::store::{self, Store, StoreError, users::UserRow};
@@ -181,16 +182,19 @@ pub async fn start(
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
     let state = AppState(Arc::new(Shared {
+        core: Core {
+            store: store.clone(),
+            queue,
+            runtime: runtime.clone(),
+            ssh_port: ssh_addr.port(),
+            public_host: settings.public_host.clone(),
+            public_url: settings.public_url.clone(),
+            probe: settings.probe.targets(),
+            sessions: Some(ssh.sessions.clone()),
+        },
         auth: Authenticator::new(store.clone(), secret.as_bytes()),
-        store: store.clone(),
         limits,
-        queue,
-        runtime: runtime.clone(),
-        public_host: settings.public_host.clone(),
-        public_url: settings.public_url.clone(),
-        ssh_port: ssh_addr.port(),
         ssh: ssh.clone(),
-        probe: settings.probe.targets(),
         entry: Default::default(),
         attempts,
     }));

@@ -13,6 +13,7 @@ pub mod egress;
 pub mod events;
 pub mod hosts;
 pub mod netns;
+pub mod ops;
 pub mod probe;
 pub mod runtime;
 pub mod sshproxy;

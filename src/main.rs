@@ -387,7 +387,7 @@ async fn egress_test(
     };
     for host_id in store::egress::bound_host_ids(db.conn(), id).await? {
         if let Some(h) = store::hosts::get(db.conn(), host_id).await?
-            && h.status == "running"
+            && h.status == sluice::hosts::HostStatus::Running
         {
             bail!(
                 "egress `{}` carries running host {}: test it through the API \

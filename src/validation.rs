@@ -30,6 +30,20 @@ impl FieldErrors {
         }
     }
 
+    /// One sentence for the whole: the first field's messages, and how many more fields.
+    pub fn summary(&self) -> String {
+        let first = self
+            .0
+            .iter()
+            .next()
+            .map(|(field, msgs)| format!("{field}: {}", msgs.join("; ")))
+            .unwrap_or_else(|| "the input is invalid".into());
+        match self.0.len() {
+            0 | 1 => first,
+            n => format!("{first} (and {} more)", n - 1),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -217,7 +217,7 @@ pub async fn update(
     let mut queued = 0;
     for host_id in store::egress::bound_host_ids(tx.conn(), id).await? {
         if let Some(host) = store::hosts::get(tx.conn(), host_id).await?
-            && super::hosts::move_if_live(tx.conn(), &host, &caller.actor())
+            && crate::ops::bindings::move_if_live(tx.conn(), &host, &caller.actor())
                 .await?
                 .is_some()
         {

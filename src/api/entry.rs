@@ -33,7 +33,6 @@ use crate::events::{self, NewEvent};
 use crate::hosts::{HostStatus, is_short_id};
 use crate::sshproxy::login::{self, Check, Credential, Entrant, Refusal};
 use crate::store::{self, hosts::HostRow};
-use crate::tasks::Kind;
 use crate::users::Role;
 
 const COMMON: &str = include_str!("scripts/common.sh");
@@ -140,25 +139,26 @@ fn refusal_error(entrant: &Entrant, r: &Refusal) -> ApiError {
     }
 }
 
-/// Starts a stopped host, or finds the task already bringing it up.
+/// Starts a stopped host for the entrant who proved its password (the domain decides whether
+/// its status starts on entry), or finds the task already bringing it up.
 async fn start_host(
     state: &AppState,
     host: &HostRow,
-    actor: String,
+    door: String,
     source: Option<String>,
 ) -> ApiResult<Option<Uuid>> {
-    let mut db = state.store.acquire().await?;
-    if let Some(t) = store::tasks::open_for_host(db.conn(), host.id).await? {
-        return Ok(Some(t.id));
-    }
-    drop(db);
-    if HostStatus::parse(&host.status) != Some(HostStatus::Stopped) {
+    let Some(owner) = host.user_id else {
         return Ok(None);
-    }
-    let (_, Json(queued)) =
-        super::hosts::queue_step(state, host.id, Kind::Start, json!({}), actor, source, None)
-            .await?;
-    Ok(Some(queued.data.task_id))
+    };
+    let caller = crate::ops::Caller::new(
+        crate::auth::Principal::Entrant {
+            user_id: owner,
+            door,
+        },
+        source,
+        crate::ops::Face::Api,
+    );
+    Ok(crate::ops::hosts::start_on_entry(state, &caller, host).await?)
 }
 
 async fn record(state: &AppState, e: NewEvent) {
@@ -512,13 +512,13 @@ async fn bootstrap_status_of(state: &AppState, b: &Bootstrap) -> ApiResult<Boots
     let host = store::hosts::get(db.conn(), b.host_id)
         .await?
         .ok_or(ApiError::NotFound("host"))?;
-    Ok(match HostStatus::parse(&host.status) {
-        Some(HostStatus::Running) => BootstrapStatus {
+    Ok(match host.status {
+        HostStatus::Running => BootstrapStatus {
             status: "ready",
             stage: "ready",
             message: format!("host {} is running", b.short_id),
         },
-        Some(HostStatus::Pending | HostStatus::Provisioning) => BootstrapStatus {
+        HostStatus::Pending | HostStatus::Provisioning => BootstrapStatus {
             status: "waiting",
             stage: "starting host",
             message: format!("host {} is starting", b.short_id),

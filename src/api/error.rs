@@ -41,16 +41,10 @@ pub enum ApiError {
 impl ApiError {
     /// A 422 naming every bad field.
     pub fn invalid(errors: FieldErrors) -> Self {
-        let message = errors
-            .0
-            .iter()
-            .next()
-            .map(|(field, msgs)| format!("{field}: {}", msgs.join("; ")))
-            .unwrap_or_else(|| "the request is invalid".into());
-        let message = if errors.0.len() > 1 {
-            format!("{message} (and {} more)", errors.0.len() - 1)
+        let message = if errors.is_empty() {
+            "the request is invalid".into()
         } else {
-            message
+            errors.summary()
         };
         ApiError::Validation { message, errors }
     }
@@ -84,6 +78,22 @@ impl From<AuthError> for ApiError {
             AuthError::Busy => ApiError::TooManyRequests {
                 retry_after: BUSY_RETRY_AFTER,
             },
+        }
+    }
+}
+
+/// The one mapping of domain refusals to HTTP.
+impl From<crate::ops::OpError> for ApiError {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError;
+        match e {
+            OpError::NotFound(what) => ApiError::NotFound(what),
+            OpError::Invalid(errors) => ApiError::invalid(errors),
+            OpError::Conflict(m) => ApiError::Conflict(m),
+            OpError::Forbidden(m) => ApiError::Forbidden(m),
+            OpError::Unavailable(m) => ApiError::Conflict(m),
+            OpError::Store(s) => s.into(),
+            OpError::Auth(a) => a.into(),
         }
     }
 }

@@ -210,6 +210,10 @@ impl<A> Admin<A> {
     pub fn actor(&self) -> String {
         self.principal.actor()
     }
+    /// The caller as the domain operations take it.
+    pub fn caller(&self) -> crate::ops::Caller {
+        crate::ops::Caller::new(self.principal.clone(), self.source(), crate::ops::Face::Api)
+    }
     pub fn source(&self) -> Option<String> {
         self.ip.to_option_string()
     }
@@ -228,14 +232,8 @@ impl<S: Send + Sync, A: RequiredAbility> FromRequestParts<S> for Admin<A> {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let p = principal(parts)?;
-        if !p.can(A::ABILITY) {
-            return Err(ApiError::Forbidden(match &p {
-                Principal::Token { .. } => {
-                    format!("this token lacks the ability {}", A::ABILITY)
-                }
-                Principal::Account { .. } => "administrators only".into(),
-            }));
-        }
+        // The rule is the domain's: the same check every face makes.
+        crate::ops::Caller::new(p.clone(), None, crate::ops::Face::Api).require(A::ABILITY)?;
         let ip = ClientIp::from_request_parts(parts, state)
             .await
             .unwrap_or(ClientIp(None));
@@ -257,6 +255,10 @@ pub struct UserCaller {
 impl UserCaller {
     pub fn actor(&self) -> String {
         self.principal.actor()
+    }
+    /// The caller as the domain operations take it.
+    pub fn caller(&self) -> crate::ops::Caller {
+        crate::ops::Caller::new(self.principal.clone(), self.source(), crate::ops::Face::Api)
     }
     pub fn source(&self) -> Option<String> {
         self.ip.to_option_string()

@@ -21,9 +21,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
-use crate::runtime::HostRuntime;
-use crate::store::Store;
-use crate::tasks::Queue;
+use crate::ops::Core;
 
 pub mod dashboard;
 pub mod egress;
@@ -50,26 +48,24 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What every handler can reach.
+/// What every handler can reach: the domain operations' [`Core`] (through `Deref`), and what
+/// only the HTTP face needs.
 pub struct Shared {
-    pub store: Store,
+    pub core: Core,
     pub auth: Authenticator,
     pub limits: Arc<layers::RateLimits>,
-    pub queue: Queue,
-    pub runtime: Arc<dyn HostRuntime>,
-    /// Host name for access commands; `None` uses the request's Host header.
-    pub public_host: Option<String>,
-    /// Base URL of this API in short links; `None` uses `http://` and the request's Host.
-    pub public_url: Option<String>,
-    /// The port the SSH proxy listens on.
-    pub ssh_port: u16,
     pub ssh: Arc<crate::sshproxy::Proxy>,
     /// Bootstrap sessions.
     pub entry: entry::EntryState,
     /// Password-attempt budgets (shared with the SSH proxy).
     pub attempts: Arc<crate::auth::attempts::Attempts>,
-    /// What the egress checks probe.
-    pub probe: crate::probe::Targets,
+}
+
+impl Deref for Shared {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 #[derive(Clone)]

@@ -4,21 +4,18 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ClientIp, JsonBody, Paging, UserCaller, parse_id};
-use super::hosts::{
-    Host, PublicHost, RebuildRequest, TaskQueued, find_host, host_view, queue_step,
-};
+use super::hosts::{Host, PublicHost, RebuildRequest, TaskQueued, view};
 use crate::auth::attempts::Target;
 use crate::auth::password;
 use crate::events::{self, NewEvent};
+use crate::ops::hosts as host_ops;
 use crate::store;
-use crate::tasks::Kind;
 use crate::users::validate_password;
 use crate::validation::FieldErrors;
 
@@ -87,17 +84,9 @@ pub async fn list_hosts(
     ph: PublicHost,
     paging: Paging,
 ) -> ApiResult<axum::Json<Page<Host>>> {
-    let mut db = state.store.acquire().await?;
-    let (rows, total) = store::hosts::list(db.conn(), Some(caller.id), paging.req).await?;
-    let port = state.ssh_port;
-    let image = state.runtime.image();
-    Ok(page(
-        &paging,
-        rows.into_iter()
-            .map(|h| host_view(h, &ph, port, image.as_deref()))
-            .collect(),
-        total,
-    ))
+    let (rows, total) = host_ops::list(&state, &caller.caller(), None, paging.req).await?;
+    let views = rows.into_iter().map(|h| view(&state, h, &ph)).collect();
+    Ok(page(&paging, views, total))
 }
 
 /// Read one of my hosts.
@@ -110,17 +99,8 @@ pub async fn get_host(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Data<Host>>> {
     let id = parse_id(&id, "host")?;
-    let mut db = state.store.acquire().await?;
-    let host = find_host(db.conn(), id).await?;
-    if host.user_id != Some(caller.id) {
-        return Err(ApiError::NotFound("host"));
-    }
-    Ok(data(host_view(
-        host,
-        &ph,
-        state.ssh_port,
-        state.runtime.image().as_deref(),
-    )))
+    let row = host_ops::get(&state, &caller.caller(), id).await?;
+    Ok(data(view(&state, row, &ph)))
 }
 
 /// Rebuild one of my hosts.
@@ -134,15 +114,6 @@ pub async fn rebuild_host(
     JsonBody(req): JsonBody<RebuildRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Data<TaskQueued>>)> {
     let id = parse_id(&id, "host")?;
-    let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
-    queue_step(
-        &state,
-        id,
-        Kind::Rebuild,
-        payload,
-        caller.actor(),
-        caller.source(),
-        Some(caller.id),
-    )
-    .await
+    let queued = host_ops::rebuild(&state, &caller.caller(), id, req).await?;
+    Ok((StatusCode::ACCEPTED, data(queued)))
 }

@@ -273,8 +273,7 @@ pub async fn delete(
     let mut task_ids = Vec::with_capacity(hosts.len());
     let now = crate::clock::now();
     for host in &hosts {
-        store::hosts::set_status(tx.conn(), *host, HostStatus::Deleting.as_str(), None, now)
-            .await?;
+        store::hosts::set_status(tx.conn(), *host, HostStatus::Deleting, None, now).await?;
         task_ids.push(tasks::enqueue(tx.conn(), Kind::Delete, *host, json!({}), &actor).await?);
     }
     store::users::delete(tx.conn(), id).await?;

@@ -23,6 +23,11 @@ pub enum Principal {
         name: String,
         abilities: Vec<Ability>,
     },
+    /// The operator at the server's own shell (the CLI), who can read the database anyway.
+    Local { user: String },
+    /// A user who proved a host's password at a short link or a bootstrap: acts as that
+    /// host's owner, and appears in events by the door they came through (`entry:k3x9m2qa`).
+    Entrant { user_id: Uuid, door: String },
 }
 
 impl Principal {
@@ -31,6 +36,8 @@ impl Principal {
         match self {
             Principal::Account { username, role, .. } => format!("{}:{username}", role.as_str()),
             Principal::Token { name, .. } => format!("token:{name}"),
+            Principal::Local { user } => format!("cli:{user}"),
+            Principal::Entrant { door, .. } => door.clone(),
         }
     }
 
@@ -39,6 +46,8 @@ impl Principal {
         match self {
             Principal::Account { id, .. } => format!("account:{id}"),
             Principal::Token { id, .. } => format!("token:{id}"),
+            Principal::Local { .. } => "local".into(),
+            Principal::Entrant { user_id, .. } => format!("account:{user_id}"),
         }
     }
 
@@ -48,6 +57,8 @@ impl Principal {
         match self {
             Principal::Account { role, .. } => *role == Role::Admin,
             Principal::Token { abilities, .. } => ability.granted_by(abilities),
+            Principal::Local { .. } => true,
+            Principal::Entrant { .. } => false,
         }
     }
 
@@ -57,8 +68,9 @@ impl Principal {
             Principal::Account {
                 role: Role::Admin, ..
             } => vec![Ability::All],
-            Principal::Account { .. } => vec![],
+            Principal::Account { .. } | Principal::Entrant { .. } => vec![],
             Principal::Token { abilities, .. } => abilities.clone(),
+            Principal::Local { .. } => vec![Ability::All],
         }
     }
 
@@ -70,6 +82,7 @@ impl Principal {
                 role: Role::User,
                 ..
             } => Some(*id),
+            Principal::Entrant { user_id, .. } => Some(*user_id),
             _ => None,
         }
     }

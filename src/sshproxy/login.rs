@@ -84,7 +84,7 @@ impl Entrant {
         if self.user.expires_at.is_some_and(|t| t <= now) {
             return Some(Refusal::AccountInactive("expired".into()));
         }
-        match HostStatus::parse(&self.host.status).unwrap_or(HostStatus::Error) {
+        match self.host.status {
             HostStatus::Running => None,
             HostStatus::Stopped => Some(Refusal::HostStopped),
             HostStatus::Suspended => Some(Refusal::HostSuspended),

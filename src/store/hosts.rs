@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Conn, PageRequest, Result};
+use crate::hosts::HostStatus;
 use crate::on_conn;
 
 /// A host with its owner's name and its binding, as one row.
@@ -13,7 +14,7 @@ pub struct HostRow {
     pub short_id: String,
     pub user_id: Option<Uuid>,
     pub username: Option<String>,
-    pub status: String,
+    pub status: HostStatus,
     pub status_reason: Option<String>,
     pub memory_mb: i64,
     pub cpus: f64,
@@ -33,7 +34,7 @@ pub struct NewHost {
     pub id: Uuid,
     pub short_id: String,
     pub user_id: Uuid,
-    pub status: String,
+    pub status: HostStatus,
     pub memory_mb: i64,
     pub cpus: f64,
     pub pids_limit: i64,
@@ -64,7 +65,7 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     .bind(h.id)
     .bind(&h.short_id)
     .bind(h.user_id)
-    .bind(&h.status)
+    .bind(h.status)
     .bind(h.memory_mb)
     .bind(h.cpus)
     .bind(h.pids_limit)
@@ -147,7 +148,7 @@ pub async fn ids_of_user(c: Conn<'_>, user_id: Uuid) -> Result<Vec<Uuid>> {
 pub async fn set_status(
     c: Conn<'_>,
     id: Uuid,
-    status: &str,
+    status: HostStatus,
     reason: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<()> {
@@ -258,9 +259,9 @@ pub async fn set_image(c: Conn<'_>, id: Uuid, image: &str) -> Result<()> {
 /// bound egress.
 pub async fn reconcile_view(
     c: Conn<'_>,
-) -> Result<Vec<(Uuid, String, Option<String>, Option<Uuid>)>> {
+) -> Result<Vec<(Uuid, HostStatus, Option<String>, Option<Uuid>)>> {
     Ok(on_conn!(c, |c| {
-        sqlx::query_as::<_, (Uuid, String, Option<String>, Option<Uuid>)>(
+        sqlx::query_as::<_, (Uuid, HostStatus, Option<String>, Option<Uuid>)>(
             "SELECT h.id, h.status, u.status, b.egress_ip_id FROM hosts h
              LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id
              ORDER BY h.id",

@@ -33,6 +33,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The event recorded when this step is asked for.
+    pub fn requested_action(self) -> &'static str {
+        match self {
+            Kind::Start => "host.start_requested",
+            Kind::Stop => "host.stop_requested",
+            Kind::Rebuild => "host.rebuild_requested",
+            Kind::Delete => "host.delete_requested",
+            Kind::Create => "host.create_requested",
+            Kind::BindEgress => "host.bind_requested",
+            Kind::Suspend => "host.suspend_requested",
+        }
+    }
+
     pub const ALL: [Kind; 7] = [
         Kind::Create,
         Kind::Start,
@@ -211,12 +224,7 @@ impl Worker {
                 _ => Err("host no longer exists".into()),
             };
         };
-        let during = match kind {
-            Kind::Create | Kind::Rebuild => Some(HostStatus::Provisioning),
-            Kind::Delete => Some(HostStatus::Deleting),
-            _ => None,
-        };
-        if let Some(s) = during {
+        if let Some(s) = HostStatus::during(kind) {
             self.set_host_status(host_id, s, None)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -253,22 +261,18 @@ impl Worker {
                 other => break other,
             }
         };
-        let outcome = match (&result, kind) {
-            (Ok(()), Kind::Delete) => self.remove_host(&spec).await.map_err(|e| e.to_string()),
-            (Ok(()), Kind::Stop) => self
-                .set_host_status(host_id, HostStatus::Stopped, None)
-                .await
-                .map_err(|e| e.to_string()),
-            (Ok(()), Kind::BindEgress) => Ok(()),
-            (Ok(()), Kind::Suspend) => self
-                .set_host_status(host_id, HostStatus::Suspended, None)
-                .await
-                .map_err(|e| e.to_string()),
-            (Ok(()), _) => self
+        let outcome = match (&result, kind, HostStatus::after(kind)) {
+            (Ok(()), Kind::Delete, _) => self.remove_host(&spec).await.map_err(|e| e.to_string()),
+            (Ok(()), _, Some(HostStatus::Running)) => self
                 .host_running(host_id, matches!(kind, Kind::Create | Kind::Rebuild))
                 .await
                 .map_err(|e| e.to_string()),
-            (Err(e), _) => {
+            (Ok(()), _, Some(next)) => self
+                .set_host_status(host_id, next, None)
+                .await
+                .map_err(|e| e.to_string()),
+            (Ok(()), _, None) => Ok(()),
+            (Err(e), ..) => {
                 // The detail (Docker's message, paths) is for the log; rows and answers get
                 // the short reason.
                 tracing::error!(task = %task.id, host = %host_id, kind = kind.as_str(), error = %e, "host task failed");
@@ -278,7 +282,7 @@ impl Worker {
         if let Err(reason) = &outcome {
             let reason = format!("{} failed: {reason}", kind.as_str());
             if let Err(e) = self
-                .set_host_status(host_id, HostStatus::Error, Some(&reason))
+                .set_host_status(host_id, HostStatus::FAILED, Some(&reason))
                 .await
             {
                 tracing::error!(host = %host_id, error = %e, "cannot mark host as failed");
@@ -294,22 +298,14 @@ impl Worker {
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut db = self.store.acquire().await?;
-        store::hosts::set_status(
-            db.conn(),
-            host_id,
-            status.as_str(),
-            reason,
-            crate::clock::now(),
-        )
-        .await
+        store::hosts::set_status(db.conn(), host_id, status, reason, crate::clock::now()).await
     }
 
     /// Marks a host running; after a create or rebuild, records the image it now runs.
     async fn host_running(&self, host_id: Uuid, new_container: bool) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let now = crate::clock::now();
-        store::hosts::set_status(tx.conn(), host_id, HostStatus::Running.as_str(), None, now)
-            .await?;
+        store::hosts::set_status(tx.conn(), host_id, HostStatus::Running, None, now).await?;
         if new_container && let Some(image) = self.runtime.image() {
             store::hosts::set_image(tx.conn(), host_id, &image).await?;
         }

@@ -95,7 +95,7 @@ pub async fn once(
     }
 
     for (host_id, status, owner, egress) in &hosts {
-        if status != HostStatus::Running.as_str() {
+        if *status != HostStatus::Running {
             continue;
         }
         let owner_active = owner.as_deref() == Some(UserStatus::Active.as_str());

@@ -1,9 +1,10 @@
 //! Hosts: a user's container, as the control plane sees it. Short ids, resource bounds and
-//! the status machine live here; the runtime module makes them real.
+//! access commands live here, the status machine in `status.rs`; the runtime module makes them real.
 
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+mod status;
+pub use status::{HostStatus, StatusConflict};
 
 /// Characters of a short id: lower case, without the look-alikes 0/o, 1/l/i.
 pub const SHORT_ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
@@ -30,45 +31,6 @@ pub const CPUS_RANGE: (f64, f64) = (0.1, 64.0);
 pub const PIDS_DEFAULT: i64 = 512;
 pub const PIDS_RANGE: (i64, i64) = (32, 65536);
 
-/// Where a host is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum HostStatus {
-    Pending,
-    Provisioning,
-    Running,
-    Stopped,
-    Suspended,
-    Error,
-    Deleting,
-}
-
-impl HostStatus {
-    pub const ALL: [HostStatus; 7] = [
-        HostStatus::Pending,
-        HostStatus::Provisioning,
-        HostStatus::Running,
-        HostStatus::Stopped,
-        HostStatus::Suspended,
-        HostStatus::Error,
-        HostStatus::Deleting,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostStatus::Pending => "pending",
-            HostStatus::Provisioning => "provisioning",
-            HostStatus::Running => "running",
-            HostStatus::Stopped => "stopped",
-            HostStatus::Suspended => "suspended",
-            HostStatus::Error => "error",
-            HostStatus::Deleting => "deleting",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|h| h.as_str() == s)
-    }
-}
-
 /// The commands an operator and a user get to reach a host.
 pub fn access_commands(
     base_url: &str,
@@ -94,12 +56,5 @@ mod tests {
         }
         assert!(!is_short_id("k3x9m2q0"));
         assert!(!is_short_id("k3x9m2q"));
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for s in HostStatus::ALL {
-            assert_eq!(HostStatus::parse(s.as_str()), Some(s));
-        }
     }
 }
