@@ -1,88 +1,23 @@
-//! `/v1/admin/dashboard/stats`: the counts an operator's front page shows.
-
-use std::collections::BTreeMap;
+//! `/v1/admin/dashboard/stats` and `/v1/admin/status`: the counts an operator's front page
+//! shows. Translation only: `ops::overview` collects them.
 
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::envelope::{Data, data};
 use super::error::ApiResult;
 use super::extract::{Admin, can};
-use crate::hosts::HostStatus;
-use crate::store;
-use crate::users::Role;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Stats {
-    pub users: i64,
-    pub hosts: HostStats,
-    pub egress_ips: i64,
-    pub tasks: TaskStats,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HostStats {
-    pub total: i64,
-    /// Count per status; every status is present.
-    pub by_status: BTreeMap<String, i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TaskStats {
-    pub queued: i64,
-    pub running: i64,
-    /// Tasks created in the last 24 hours that failed.
-    pub failed_last_24h: i64,
-}
+use crate::ops::overview as ops;
+pub use crate::ops::overview::{HostStats, Stats, Status, TaskStats};
 
 /// Counts of users, hosts by status, egress IPs and tasks.
 #[utoipa::path(get, path = "/v1/admin/dashboard/stats", tag = "dashboard",
     responses((status = 200, body = Data<Stats>)), security(("bearer" = [])))]
 pub async fn stats(
     State(state): State<AppState>,
-    _: Admin<can::HostRead>,
+    caller: Admin<can::HostRead>,
 ) -> ApiResult<axum::Json<Data<Stats>>> {
-    Ok(data(collect(&state).await?))
-}
-
-async fn collect(state: &AppState) -> ApiResult<Stats> {
-    let mut db = state.store.acquire().await?;
-    let users = store::users::count_by_role(db.conn(), Role::User.as_str()).await?;
-    let mut by_status: BTreeMap<String, i64> = HostStatus::ALL
-        .iter()
-        .map(|s| (s.as_str().to_string(), 0))
-        .collect();
-    for (status, n) in store::hosts::count_by_status(db.conn()).await? {
-        by_status.insert(status, n);
-    }
-    let egress_ips = store::egress::count(db.conn()).await?;
-    let day_ago = crate::clock::now() - time::Duration::hours(24);
-    let tasks = TaskStats {
-        queued: store::tasks::count(db.conn(), "queued", None).await?,
-        running: store::tasks::count(db.conn(), "running", None).await?,
-        failed_last_24h: store::tasks::count(db.conn(), "failed", Some(day_ago)).await?,
-    };
-    Ok(Stats {
-        users,
-        hosts: HostStats {
-            total: by_status.values().sum(),
-            by_status,
-        },
-        egress_ips,
-        tasks,
-    })
-}
-
-/// The control plane's view of itself.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
-    /// The container engine and the managed image.
-    pub docker: crate::runtime::RuntimeStatus,
-    pub hosts: HostStats,
-    /// Tasks waiting and running.
-    pub tasks: TaskStats,
+    Ok(data(ops::stats(&state, &caller.caller()).await?))
 }
 
 /// Docker reachability and version, the managed image, host counts and the task backlog.
@@ -90,13 +25,7 @@ pub struct Status {
     responses((status = 200, body = Data<Status>)), security(("bearer" = [])))]
 pub async fn status(
     State(state): State<AppState>,
-    _: Admin<can::HostRead>,
+    caller: Admin<can::HostRead>,
 ) -> ApiResult<axum::Json<Data<Status>>> {
-    let docker = state.runtime.status().await;
-    let Stats { hosts, tasks, .. } = collect(&state).await?;
-    Ok(data(Status {
-        docker,
-        hosts,
-        tasks,
-    }))
+    Ok(data(ops::status(&state, &caller.caller()).await?))
 }

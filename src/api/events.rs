@@ -2,58 +2,18 @@
 
 use axum::extract::State;
 use axum::http::request::Parts;
-use serde::Serialize;
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::envelope::{Page, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, Paging, can, query_map};
-use crate::store::{
-    self,
-    events::{EventFilter, EventRow},
-};
+use crate::ops::events as ops;
+pub use crate::ops::events::Event;
+use crate::store::events::EventFilter;
 use crate::validation::FieldErrors;
-
-/// An event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Event {
-    pub id: Uuid,
-    /// Who: `admin:NAME`, `user:NAME`, `token:NAME`, `login:NAME` or `system`.
-    pub actor: String,
-    /// What, such as `user.created` or `host.start_requested`.
-    pub action: String,
-    pub target_type: String,
-    pub target_id: Option<String>,
-    pub user_id: Option<Uuid>,
-    pub host_id: Option<Uuid>,
-    pub source_ip: Option<String>,
-    #[schema(value_type = Object)]
-    pub details: Value,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-impl From<EventRow> for Event {
-    fn from(e: EventRow) -> Self {
-        Event {
-            id: e.id,
-            actor: e.actor,
-            action: e.action,
-            target_type: e.target_type,
-            target_id: e.target_id,
-            user_id: e.user_id,
-            host_id: e.host_id,
-            source_ip: e.source_ip,
-            details: e.details.0,
-            created_at: e.created_at,
-        }
-    }
-}
 
 /// Largest `limit`.
 pub const LIMIT_MAX: u32 = 1000;
@@ -116,14 +76,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EventQuery {
     responses((status = 200, body = Page<Event>), (status = 422)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Admin<can::EventRead>,
+    caller: Admin<can::EventRead>,
     EventQuery { filter, paging }: EventQuery,
 ) -> ApiResult<axum::Json<Page<Event>>> {
-    let mut db = state.store.acquire().await?;
-    let (rows, total) = store::events::list(db.conn(), &filter, paging.req).await?;
-    Ok(page(
-        &paging,
-        rows.into_iter().map(Event::from).collect(),
-        total,
-    ))
+    let (rows, total) = ops::list(&state, &caller.caller(), &filter, paging.req).await?;
+    Ok(page(&paging, rows, total))
 }

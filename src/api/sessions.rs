@@ -1,16 +1,14 @@
 //! `/v1/admin/sessions`: who is connected through the SSH proxy right now, and ending a
-//! session (the client is told why, then its connection is cut).
+//! session. Translation only: `ops::sessions` holds the rules.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::json;
 
 use super::AppState;
 use super::envelope::{Data, data};
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{Admin, can, parse_id};
-use crate::events::{self, NewEvent};
+use crate::ops::sessions as ops;
 use crate::sshproxy::registry::SessionInfo;
 
 /// Live SSH sessions, oldest first.
@@ -18,9 +16,9 @@ use crate::sshproxy::registry::SessionInfo;
     responses((status = 200, body = Data<Vec<SessionInfo>>)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Admin<can::HostRead>,
-) -> Json<Data<Vec<SessionInfo>>> {
-    data(state.ssh.sessions.list())
+    caller: Admin<can::HostRead>,
+) -> ApiResult<axum::Json<Data<Vec<SessionInfo>>>> {
+    Ok(data(ops::list(&state, &caller.caller())?))
 }
 
 /// End a live SSH session.
@@ -32,23 +30,6 @@ pub async fn end(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "session")?;
-    let info = state
-        .ssh
-        .sessions
-        .end(id, "session ended by an administrator")
-        .ok_or(ApiError::NotFound("session"))?;
-    let mut db = state.store.acquire().await?;
-    events::record(
-        db.conn(),
-        NewEvent::new(caller.actor(), "ssh.session_ended", "host")
-            .target(info.host_id)
-            .host(info.host_id)
-            .user(Some(info.user_id))
-            .source(caller.source())
-            .details(
-                json!({"session_id": id, "short_id": info.short_id, "username": info.username}),
-            ),
-    )
-    .await?;
+    ops::end(&state, &caller.caller(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,9 +13,9 @@ use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, JsonBody, Paging, UserCaller, can, parse_id};
-use super::users::find_user;
 use crate::auth::sshkey;
 use crate::events::{self, NewEvent};
+use crate::ops::users::find_user;
 use crate::store::{self, ssh_keys::SshKeyRow};
 
 /// A public key of a user.

@@ -2,67 +2,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use serde::Serialize;
-use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, Paging, can, parse_id, query_map};
-use crate::store::{
-    self,
-    tasks::{TaskFilter, TaskRow},
-};
+use crate::ops::tasks as ops;
+pub use crate::ops::tasks::Task;
+use crate::store::tasks::TaskFilter;
 use crate::tasks::{Kind, STATUSES};
 use crate::validation::FieldErrors;
-
-/// A task.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Task {
-    pub id: Uuid,
-    /// create, start, stop, rebuild, delete, bind_egress.
-    pub kind: String,
-    pub host_id: Option<Uuid>,
-    /// queued, running, succeeded, failed.
-    pub status: String,
-    /// The latest progress message.
-    pub progress: Option<String>,
-    pub error: Option<String>,
-    pub attempts: i64,
-    pub created_by: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub started_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub finished_at: Option<OffsetDateTime>,
-    /// Seconds from start to finish (or to now, while running).
-    pub duration_secs: Option<i64>,
-}
-
-impl From<TaskRow> for Task {
-    fn from(t: TaskRow) -> Self {
-        let duration_secs = t
-            .started_at
-            .map(|s| (t.finished_at.unwrap_or_else(crate::clock::now) - s).whole_seconds());
-        Task {
-            id: t.id,
-            kind: t.kind,
-            host_id: t.host_id,
-            status: t.status,
-            progress: t.progress,
-            error: t.error,
-            attempts: t.attempts,
-            created_by: t.created_by,
-            created_at: t.created_at,
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-            duration_secs,
-        }
-    }
-}
 
 /// `?status`, `?host_id` and `?kind`, validated.
 pub struct TaskQuery(TaskFilter);
@@ -110,17 +60,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TaskQuery {
     responses((status = 200, body = Page<Task>), (status = 422)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Admin<can::TaskRead>,
+    caller: Admin<can::TaskRead>,
     TaskQuery(filter): TaskQuery,
     paging: Paging,
 ) -> ApiResult<axum::Json<Page<Task>>> {
-    let mut db = state.store.acquire().await?;
-    let (rows, total) = store::tasks::list(db.conn(), &filter, paging.req).await?;
-    Ok(page(
-        &paging,
-        rows.into_iter().map(Task::from).collect(),
-        total,
-    ))
+    let (rows, total) = ops::list(&state, &caller.caller(), &filter, paging.req).await?;
+    Ok(page(&paging, rows, total))
 }
 
 /// Read a task.
@@ -128,13 +73,9 @@ pub async fn list(
     responses((status = 200, body = Data<Task>), (status = 404)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    _: Admin<can::TaskRead>,
+    caller: Admin<can::TaskRead>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Data<Task>>> {
     let id = parse_id(&id, "task")?;
-    let mut db = state.store.acquire().await?;
-    let task = store::tasks::get(db.conn(), id)
-        .await?
-        .ok_or(ApiError::NotFound("task"))?;
-    Ok(data(task.into()))
+    Ok(data(ops::get(&state, &caller.caller(), id).await?))
 }

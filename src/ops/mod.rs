@@ -15,7 +15,14 @@ use crate::tasks::Queue;
 use crate::validation::FieldErrors;
 
 pub mod bindings;
+pub mod egress;
+pub mod events;
 pub mod hosts;
+pub mod overview;
+pub mod sessions;
+pub mod tasks;
+pub mod tokens;
+pub mod users;
 
 /// What the operations act on: the database, the task queue, the runtime, and what access
 /// commands and egress checks need to know.
