@@ -42,16 +42,18 @@ if ((${#missing[@]})); then
     done
 fi
 # Outside judges run by the tests, from PyPI, in a virtualenv of their own (Debian's Python
-# refuses system-wide pip installs): ssh-audit on the SSH proxy, schemathesis on /openapi.json.
-if ! command -v ssh-audit >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+# refuses system-wide pip installs): ssh-audit on the SSH proxy, schemathesis on /openapi.json,
+# and the official MCP Python SDK (`mcp`) as the client of /mcp.
+if ! command -v ssh-audit >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1 \
+    || ! /opt/sluice-judges/bin/python -c 'import mcp' >/dev/null 2>&1; then
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     fi
-    echo "installing from PyPI: ssh-audit schemathesis"
+    echo "installing from PyPI: ssh-audit schemathesis mcp"
     python3 -m venv /opt/sluice-judges
-    /opt/sluice-judges/bin/pip install --quiet --disable-pip-version-check ssh-audit schemathesis
+    /opt/sluice-judges/bin/pip install --quiet --disable-pip-version-check ssh-audit schemathesis mcp
     ln -sf /opt/sluice-judges/bin/ssh-audit /opt/sluice-judges/bin/schemathesis /usr/local/bin/
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then

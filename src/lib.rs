@@ -12,6 +12,7 @@ pub mod config;
 pub mod egress;
 pub mod events;
 pub mod hosts;
+pub mod mcp;
 pub mod netns;
 pub mod ops;
 pub mod probe;

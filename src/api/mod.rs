@@ -177,7 +177,22 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     self::openapi::finish(&mut openapi);
 
+    // MCP: authenticated like the API, then admitted by its own gate (mcp:access).
+    let hosts =
+        crate::mcp::allowed_hosts(state.public_host.as_deref(), state.public_url.as_deref());
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::service(state.clone(), hosts))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::gate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            layers::authenticate,
+        ));
+
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(mcp)
         .fallback(not_found)
         // The limit is enforced where bodies are read (JsonBody), so the answer is our JSON 413.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

@@ -15,11 +15,13 @@ pub enum Ability {
     TaskRead,
     EventRead,
     TokenWrite,
+    /// Use the MCP endpoint at all (each tool still needs its own ability).
+    McpAccess,
     All,
 }
 
 impl Ability {
-    pub const ALL: [Ability; 11] = [
+    pub const ALL: [Ability; 12] = [
         Ability::UserRead,
         Ability::UserWrite,
         Ability::HostRead,
@@ -30,6 +32,7 @@ impl Ability {
         Ability::TaskRead,
         Ability::EventRead,
         Ability::TokenWrite,
+        Ability::McpAccess,
         Ability::All,
     ];
 
@@ -45,6 +48,7 @@ impl Ability {
             Ability::TaskRead => "task:read",
             Ability::EventRead => "event:read",
             Ability::TokenWrite => "token:write",
+            Ability::McpAccess => "mcp:access",
             Ability::All => "*",
         }
     }

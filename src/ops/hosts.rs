@@ -185,6 +185,19 @@ pub async fn get(core: &Core, caller: &Caller, id: Uuid) -> OpResult<HostRow> {
     visible(db.conn(), caller, id, Ability::HostRead).await
 }
 
+/// A host named by its id or its short id (`k3x9m2qa`), for the caller who may see it.
+pub async fn lookup(core: &Core, caller: &Caller, key: &str) -> OpResult<HostRow> {
+    let key = key.trim();
+    if rules::is_short_id(key) {
+        let mut db = core.store.acquire().await?;
+        let host = store::hosts::get_by_short_id(db.conn(), key)
+            .await?
+            .ok_or(OpError::NotFound("host"))?;
+        return visible(db.conn(), caller, host.id, Ability::HostRead).await;
+    }
+    get(core, caller, super::parse_id(key, "host")?).await
+}
+
 /// Hosts, oldest first: a user's own; for `host:read`, all or those of `user_id`.
 pub async fn list(
     core: &Core,

@@ -1,0 +1,74 @@
+"""An MCP client for Sluice's tests, on the official MCP Python SDK (`mcp` from PyPI) over
+Streamable HTTP. Usage: client.py URL TOKEN SCENARIO [ARG]. Prints one JSON object on stdout
+with what it saw; the Rust test asserts on it (and on Sluice's rows and events)."""
+
+import json
+import sys
+import time
+
+import anyio
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+
+def structured(result):
+    """The JSON answer of a tool call (structured content, else the text)."""
+    if result.structured_content is not None:
+        return result.structured_content
+    return json.loads(result.content[0].text)
+
+
+async def run(url, token, scenario, arg):
+    out = {}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                init = await session.initialize()
+                out["server"] = init.server_info.name
+                tools = await session.list_tools()
+                out["tools"] = sorted(t.name for t in tools.tools)
+                out["destructive"] = sorted(
+                    t.name for t in tools.tools if t.annotations and t.annotations.destructive_hint
+                )
+                if scenario == "create-host":
+                    user = await session.call_tool("user_create", {"username": arg})
+                    out["user_error"] = bool(user.is_error)
+                    user = structured(user)
+                    out["user_id"] = user["id"]
+                    made = await session.call_tool("host_create", {"user_id": user["id"]})
+                    out["host_error"] = bool(made.is_error)
+                    made = structured(made)
+                    out["host_id"] = made["id"]
+                    out["short_id"] = made["short_id"]
+                    out["has_ssh_password"] = bool(made.get("ssh_password"))
+                    task = None
+                    deadline = time.monotonic() + 240
+                    while time.monotonic() < deadline:
+                        task = structured(await session.call_tool("task_get", {"id": made["task_id"]}))
+                        if task["status"] in ("succeeded", "failed"):
+                            break
+                        await anyio.sleep(1)
+                    out["task_status"] = task["status"]
+                    host = structured(await session.call_tool("host_get", {"host": made["short_id"]}))
+                    out["host_status"] = host["status"]
+                    bad = await session.call_tool("host_get", {"host": "nosuchid"})
+                    out["unknown_host_error"] = bool(bad.is_error)
+                    out["unknown_host_message"] = structured(bad)["error"]
+                    invalid = await session.call_tool("host_create", {"user_id": "not-a-uuid", "cpus": 99})
+                    out["invalid_fields"] = structured(invalid).get("fields", {})
+                elif scenario == "beyond-abilities":
+                    try:
+                        await session.call_tool("host_create", {"user_id": arg})
+                        out["host_create"] = "allowed"
+                    except Exception as e:  # the SDK raises the JSON-RPC error
+                        out["host_create"] = "refused"
+                        out["host_create_error"] = str(e)
+                    listed = structured(await session.call_tool("hosts_list", {}))
+                    out["hosts_listed"] = listed["total"]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    anyio.run(run, sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
