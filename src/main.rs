@@ -5,15 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use time::format_description::well_known::Rfc3339;
 
-use sluice::cli::{
-    AdminCommand, Cli, Command, EgressCommand, ImageCommand, StoreArgs, TokenCommand,
-};
+use sluice::cli::{AdminCommand, Cli, Command, ImageCommand, StoreArgs};
 use sluice::config::{LogFormat, LogSettings, overlay_from_file};
 use sluice::runtime::docker::DockerRuntime;
 use sluice::store::Store;
-use sluice::{app, auth, clock, runtime, store, users};
+use sluice::{app, runtime, store, users};
 
 fn main() -> anyhow::Result<()> {
     let cli = parse_cli()?;
@@ -58,7 +55,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.read_secrets().map_err(anyhow::Error::msg)?;
             serve(*settings).await
         }
-        Command::Token(cmd) => token(cmd).await,
         Command::Image(ImageCommand::Build { store }) => {
             init_logging(&LogSettings {
                 log_format: LogFormat::Text,
@@ -73,14 +69,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Egress(EgressCommand::Test { id, store, probe }) => {
-            egress_test(id, &store, &probe).await
-        }
         Command::Admin(AdminCommand::ResetPassword {
             username,
             password_stdin,
             store,
         }) => reset_password(&username, password_stdin, &store).await,
+        // The operator's commands, on the domain layer; refusals become exit codes there.
+        operator => {
+            if let Err(e) = sluice::cli::run::run(operator).await {
+                eprintln!("error: {}", e.explain());
+                std::process::exit(e.exit_code());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -266,159 +267,6 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     Store::connect(&url)
         .await
         .with_context(|| format!("cannot open the database {}", store::redact_url(&url)))
-}
-
-async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
-    match cmd {
-        TokenCommand::Create(c) => {
-            let abilities = auth::tokens::validate(&c.name, &c.abilities).map_err(|e| {
-                let msgs: Vec<String> =
-                    e.0.iter()
-                        .map(|(f, m)| {
-                            format!(
-                                "--{}: {}",
-                                if f == "abilities" { "ability" } else { f },
-                                m.join("; ")
-                            )
-                        })
-                        .collect();
-                anyhow::anyhow!(msgs.join("\n"))
-            })?;
-            let expires_at = match &c.expires_at {
-                None => None,
-                Some(s) => {
-                    let t = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-                        anyhow::anyhow!(
-                            "--expires-at: expected an RFC 3339 time such as 2030-01-31T12:00:00Z"
-                        )
-                    })?;
-                    if t <= time::OffsetDateTime::now_utc() {
-                        bail!("--expires-at: must be in the future");
-                    }
-                    Some(clock::truncate(t))
-                }
-            };
-            let store = open_store(&c.store).await?;
-            let mut tx = store.begin().await?;
-            let (row, plain) =
-                auth::tokens::issue(tx.conn(), &c.name, &abilities, expires_at, "cli", None)
-                    .await?;
-            sluice::events::record(
-                tx.conn(),
-                sluice::events::NewEvent::new("cli", "token.created", "token")
-                    .target(row.id)
-                    .details(serde_json::json!({"name": row.name, "abilities": row.abilities.0, "prefix": row.prefix})),
-            )
-            .await?;
-            tx.commit().await?;
-            eprintln!(
-                "Token `{}` ({}) created; it is shown only this once:",
-                row.name, row.id
-            );
-            println!("{plain}");
-        }
-        TokenCommand::List(args) => {
-            let store = open_store(&args).await?;
-            let mut page = 1;
-            println!(
-                "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  ABILITIES",
-                "ID", "NAME", "PREFIX", "EXPIRES", "LAST USED"
-            );
-            loop {
-                let mut db = store.acquire().await?;
-                let (rows, total) = store::tokens::list(
-                    db.conn(),
-                    store::PageRequest {
-                        page,
-                        per_page: 100,
-                    },
-                )
-                .await?;
-                let fmt = |t: Option<time::OffsetDateTime>| {
-                    t.and_then(|t| t.format(&Rfc3339).ok())
-                        .unwrap_or_else(|| "-".into())
-                };
-                for t in &rows {
-                    println!(
-                        "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}  {}",
-                        t.id,
-                        t.name,
-                        t.prefix,
-                        fmt(t.expires_at),
-                        fmt(t.last_used_at),
-                        t.abilities.0.join(",")
-                    );
-                }
-                if i64::from(page) * 100 >= total {
-                    break;
-                }
-                page += 1;
-            }
-        }
-        TokenCommand::Revoke { id, store: args } => {
-            let store = open_store(&args).await?;
-            let mut tx = store.begin().await?;
-            let Some(row) = store::tokens::delete(tx.conn(), id).await? else {
-                bail!("no token with id {id}");
-            };
-            sluice::events::record(
-                tx.conn(),
-                sluice::events::NewEvent::new("cli", "token.revoked", "token")
-                    .target(id)
-                    .details(serde_json::json!({"name": row.name, "prefix": row.prefix})),
-            )
-            .await?;
-            tx.commit().await?;
-            eprintln!("Token `{}` ({id}) revoked.", row.name);
-        }
-    }
-    Ok(())
-}
-
-async fn egress_test(
-    id: uuid::Uuid,
-    args: &StoreArgs,
-    probe: &sluice::config::ProbeSettings,
-) -> anyhow::Result<()> {
-    let store = open_store(args).await?;
-    let mut db = store.acquire().await?;
-    let Some(egress) = store::egress::get(db.conn(), id).await? else {
-        bail!("no egress with id {id}");
-    };
-    for host_id in store::egress::bound_host_ids(db.conn(), id).await? {
-        if let Some(h) = store::hosts::get(db.conn(), host_id).await?
-            && h.status == sluice::hosts::HostStatus::Running
-        {
-            bail!(
-                "egress `{}` carries running host {}: test it through the API \
-                 (POST /v1/admin/egress-ips/{id}/test), which probes through that host's session",
-                egress.label,
-                h.short_id
-            );
-        }
-    }
-    drop(db);
-    let engine = sluice::egress::engine::Engine::new();
-    let throwaway = engine
-        .throwaway(&egress.settings.0)
-        .await
-        .with_context(|| format!("cannot bring egress `{}` up", egress.label))?;
-    // The same path the API's test takes: the resolver a host behind this egress would use.
-    let path = sluice::probe::Path::through(throwaway.ns.clone(), &egress.settings.0);
-    let report = sluice::probe::run(
-        &probe.targets(),
-        &path,
-        &sluice::probe::Path::direct(),
-        &egress.ip_address,
-    )
-    .await;
-    drop(throwaway);
-    sluice::probe::record(&store, id, &egress.label, "cli", None, &report).await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if report.status != "passed" {
-        bail!("egress `{}` failed its test", egress.label);
-    }
-    Ok(())
 }
 
 async fn reset_password(username: &str, from_stdin: bool, args: &StoreArgs) -> anyhow::Result<()> {

@@ -548,8 +548,13 @@ fn token_and_admin_commands_work_on_the_database() {
         .args(["token", "create", "--name", "x", "--ability", "host:fly"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ability"));
+    // Bad input: exit 2, naming the field and the value.
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("abilities") && err.contains("host:fly"),
+        "{err}"
+    );
 
     let out = sluice(dir.path())
         .args(["token", "revoke", &id])

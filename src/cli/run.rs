@@ -1,0 +1,727 @@
+//! The CLI's operator commands, on the domain layer: each parses its arguments into the
+//! operation's input, calls the same function the API calls (as the local operator, who holds
+//! every ability), and prints a table or, with `--json`, the API's shapes. Refusals become
+//! exit codes in one place ([`CliError::exit_code`]).
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::table::{self, Column};
+use super::{
+    BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand, PageArgs,
+    SessionCommand, TaskCommand, TokenCommand, UserCommand,
+};
+use crate::ops::{self, Caller, Core, OpError};
+use crate::runtime::docker::DockerRuntime;
+use crate::store::events::EventFilter;
+use crate::store::tasks::TaskFilter;
+use crate::store::{PageRequest, Store, StoreError};
+use crate::tasks::Kind;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Op(#[from] OpError),
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot open the database {url}: {source}")]
+    Database { url: String, source: StoreError },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The command ran and its verdict is "failed" (an egress test).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process's exit code: 2 bad input, 3 not found, 4 conflict with the current state,
+    /// 5 not allowed, 6 not possible here, 7 a check failed, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Input(_) | CliError::Op(OpError::Invalid(_)) => 2,
+            CliError::Op(OpError::NotFound(_)) => 3,
+            CliError::Op(OpError::Conflict(_)) => 4,
+            CliError::Op(OpError::Forbidden(_) | OpError::Auth(_)) => 5,
+            CliError::Op(OpError::Unavailable(_)) => 6,
+            CliError::Failed(_) => 7,
+            _ => 1,
+        }
+    }
+
+    /// What the operator reads: the message and, for bad input, every field.
+    pub fn explain(&self) -> String {
+        match self {
+            CliError::Op(OpError::Invalid(fields)) => fields
+                .0
+                .iter()
+                .map(|(f, m)| format!("{f}: {}", m.join("; ")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            CliError::Op(OpError::Store(e)) => format!("database error: {e}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+type CliResult = Result<(), CliError>;
+
+async fn core(
+    common: &Common,
+    probe: Option<&crate::config::ProbeSettings>,
+) -> Result<Core, CliError> {
+    let url = common.store.store.effective_database_url();
+    let store = Store::connect(&url)
+        .await
+        .map_err(|source| CliError::Database {
+            url: crate::store::redact_url(&url),
+            source,
+        })?;
+    let runtime = Arc::new(DockerRuntime::new(&common.store.store.data_dir)?);
+    Ok(Core {
+        store,
+        queue: Default::default(),
+        runtime,
+        ssh_port: common.ssh_proxy_port,
+        public_host: common.public_host.clone(),
+        public_url: common.public_url.clone(),
+        probe: probe.map(|p| p.targets()).unwrap_or_default(),
+        sessions: None,
+    })
+}
+
+fn page(p: &PageArgs) -> PageRequest {
+    PageRequest {
+        page: p.page.max(1),
+        per_page: p.per_page,
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Prints one object: JSON, or its chosen fields.
+fn show(common: &Common, v: &Value, columns: &[Column]) {
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", table::fields(v, columns));
+    }
+}
+
+/// Prints a list: JSON (`{"data": [...], "total": N}`, as the API pages), or a table.
+fn list(common: &Common, rows: Vec<Value>, total: i64, columns: &[Column]) {
+    if common.json {
+        let v = json!({"data": rows, "total": total});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("{}", table::render(&rows, columns));
+        if total > rows.len() as i64 {
+            eprintln!("({} of {total}; see --page)", rows.len());
+        }
+    }
+}
+
+const HOST_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("SHORT ID", "/short_id"),
+    ("USER", "/username"),
+    ("STATUS", "/status"),
+    ("EGRESS", "/egress_ip_id"),
+    ("MEMORY MB", "/memory_mb"),
+    ("CPUS", "/cpus"),
+];
+const HOST_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("short id", "/short_id"),
+    ("user", "/username"),
+    ("user id", "/user_id"),
+    ("status", "/status"),
+    ("reason", "/status_reason"),
+    ("egress", "/egress_ip_id"),
+    ("binding", "/binding_id"),
+    ("memory MB", "/memory_mb"),
+    ("cpus", "/cpus"),
+    ("pids limit", "/pids_limit"),
+    ("image", "/image"),
+    ("image outdated", "/image_outdated"),
+    ("entry command", "/access/entry_command"),
+    ("ssh command", "/access/ssh_command"),
+    ("created", "/created_at"),
+];
+const QUEUED: &[Column] = &[("task", "/task_id"), ("host", "/host_id")];
+const USER_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("USERNAME", "/username"),
+    ("STATUS", "/status"),
+    ("EXPIRES", "/expires_at"),
+    ("CREATED", "/created_at"),
+];
+const USER_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("username", "/username"),
+    ("status", "/status"),
+    ("expires", "/expires_at"),
+    ("created", "/created_at"),
+];
+const EGRESS_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("LABEL", "/label"),
+    ("TYPE", "/tunnel_type"),
+    ("EXIT IP", "/ip_address"),
+    ("LAST TEST", "/last_test/status"),
+];
+const EGRESS_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("label", "/label"),
+    ("type", "/tunnel_type"),
+    ("exit IP", "/ip_address"),
+    ("provider", "/provider"),
+    ("wg endpoint", "/wg_endpoint"),
+    ("wg client public key", "/wg_client_public_key"),
+    ("proxy type", "/proxy_config/type"),
+    ("proxy server", "/proxy_config/server"),
+    ("last test", "/last_test/status"),
+];
+const REPORT_FIELDS: &[Column] = &[
+    ("status", "/status"),
+    ("connectivity", "/checks/connectivity/passed"),
+    ("exit IP", "/checks/exit_ip/observed"),
+    ("exit IP matches", "/checks/exit_ip/passed"),
+    ("DNS resolvers", "/checks/dns_leak/resolvers"),
+    ("DNS leak free", "/checks/dns_leak/passed"),
+    ("tested", "/tested_at"),
+];
+const TASK_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("KIND", "/kind"),
+    ("HOST", "/host_id"),
+    ("STATUS", "/status"),
+    ("BY", "/created_by"),
+    ("CREATED", "/created_at"),
+    ("ERROR", "/error"),
+];
+const TASK_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("kind", "/kind"),
+    ("host", "/host_id"),
+    ("status", "/status"),
+    ("progress", "/progress"),
+    ("error", "/error"),
+    ("attempts", "/attempts"),
+    ("by", "/created_by"),
+    ("created", "/created_at"),
+    ("finished", "/finished_at"),
+];
+const EVENT_ROWS: &[Column] = &[
+    ("TIME", "/created_at"),
+    ("ACTOR", "/actor"),
+    ("ACTION", "/action"),
+    ("TARGET", "/target_id"),
+    ("SOURCE", "/source_ip"),
+];
+const TOKEN_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("PREFIX", "/prefix"),
+    ("ABILITIES", "/abilities"),
+    ("EXPIRES", "/expires_at"),
+    ("LAST USED", "/last_used_at"),
+];
+const SESSION_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("USER", "/username"),
+    ("HOST", "/short_id"),
+    ("METHOD", "/method"),
+    ("SOURCE", "/source"),
+    ("SINCE", "/since"),
+];
+
+/// Reads a JSON request body from a file, or stdin for `-`.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CliError> {
+    let text = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("--from {}: {e}", path.display())))?
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::Input(format!(
+            "--from {}: not the expected JSON: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// A host named by id or short id, as its id.
+async fn host_id(core: &Core, caller: &Caller, key: &str) -> Result<uuid::Uuid, CliError> {
+    Ok(ops::hosts::lookup(core, caller, key).await?.id)
+}
+
+/// Runs an operator command (anything but `serve`, `admin` and `image`).
+pub async fn run(command: Command) -> CliResult {
+    let me = Caller::local();
+    match command {
+        Command::Host(cmd) => host(cmd, &me).await,
+        Command::User(cmd) => user(cmd, &me).await,
+        Command::Egress(cmd) => egress(cmd, &me).await,
+        Command::Binding(cmd) => binding(cmd, &me).await,
+        Command::Task(cmd) => task(cmd, &me).await,
+        Command::Event(cmd) => event(cmd, &me).await,
+        Command::Session(cmd) => session(cmd, &me).await,
+        Command::Token(cmd) => token(cmd, &me).await,
+        Command::Stats(common) => {
+            let core = core(&common, None).await?;
+            let stats = to_json(&ops::overview::stats(&core, &me).await?);
+            show(
+                &common,
+                &stats,
+                &[
+                    ("users", "/users"),
+                    ("hosts", "/hosts/total"),
+                    ("running", "/hosts/by_status/running"),
+                    ("stopped", "/hosts/by_status/stopped"),
+                    ("error", "/hosts/by_status/error"),
+                    ("egresses", "/egress_ips"),
+                    ("tasks queued", "/tasks/queued"),
+                    ("tasks running", "/tasks/running"),
+                    ("failed in 24 h", "/tasks/failed_last_24h"),
+                ],
+            );
+            Ok(())
+        }
+        Command::Serve(_) | Command::Admin(_) | Command::Image(_) => Err(CliError::Input(
+            "this command is not an operator command".into(),
+        )),
+    }
+}
+
+async fn step(common: &Common, me: &Caller, host: &str, kind: Kind, payload: Value) -> CliResult {
+    let core = core(common, None).await?;
+    let id = host_id(&core, me, host).await?;
+    let queued = ops::hosts::step(&core, me, id, kind, payload).await?;
+    show(common, &to_json(&queued), QUEUED);
+    Ok(())
+}
+
+async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
+    match cmd {
+        HostCommand::List {
+            user,
+            page: p,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let public = core.public();
+            let (rows, total) = ops::hosts::list(&core, me, user, page(&p)).await?;
+            let rows = rows
+                .into_iter()
+                .map(|h| to_json(&ops::hosts::Host::view(&core, h, &public)))
+                .collect();
+            list(&common, rows, total, HOST_ROWS);
+        }
+        HostCommand::Show { host, common } => {
+            let core = core(&common, None).await?;
+            let row = ops::hosts::lookup(&core, me, &host).await?;
+            let view = ops::hosts::Host::view(&core, row, &core.public());
+            show(&common, &to_json(&view), HOST_FIELDS);
+        }
+        HostCommand::Create {
+            user,
+            egress,
+            memory_mb,
+            cpus,
+            pids_limit,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let req = ops::hosts::CreateHost {
+                user_id: Some(user.to_string()),
+                egress_ip_id: egress.map(|e| e.to_string()),
+                memory_mb,
+                cpus,
+                pids_limit,
+            };
+            let made = ops::hosts::create(&core, me, req).await?;
+            let mut v = to_json(&ops::hosts::Host::view(&core, made.host, &core.public()));
+            v["task_id"] = json!(made.task_id);
+            v["ssh_password"] = json!(made.ssh_password);
+            let mut columns = HOST_FIELDS.to_vec();
+            columns.extend([("task", "/task_id"), ("ssh password", "/ssh_password")]);
+            show(&common, &v, &columns);
+            if !common.json {
+                eprintln!("The SSH password is shown only this once.");
+            }
+        }
+        HostCommand::Start { host, common } => {
+            step(&common, me, &host, Kind::Start, json!({})).await?
+        }
+        HostCommand::Stop { host, common } => {
+            step(&common, me, &host, Kind::Stop, json!({})).await?
+        }
+        HostCommand::Suspend { host, common } => {
+            step(&common, me, &host, Kind::Suspend, json!({})).await?
+        }
+        HostCommand::Delete { host, common } => {
+            step(&common, me, &host, Kind::Delete, json!({})).await?
+        }
+        HostCommand::Rebuild {
+            host,
+            wipe_home,
+            common,
+        } => {
+            step(
+                &common,
+                me,
+                &host,
+                Kind::Rebuild,
+                json!({"wipe_home": wipe_home}),
+            )
+            .await?
+        }
+        HostCommand::Unsuspend { host, common } => {
+            let core = core(&common, None).await?;
+            let id = host_id(&core, me, &host).await?;
+            let row = ops::hosts::unsuspend(&core, me, id).await?;
+            let view = ops::hosts::Host::view(&core, row, &core.public());
+            show(&common, &to_json(&view), HOST_FIELDS);
+        }
+        HostCommand::RotateSshPassword { host, common } => {
+            let core = core(&common, None).await?;
+            let id = host_id(&core, me, &host).await?;
+            let pw = ops::hosts::rotate_ssh_password(&core, me, id).await?;
+            show(&common, &to_json(&pw), &[("ssh password", "/ssh_password")]);
+        }
+        HostCommand::Logs { host, tail, common } => {
+            let core = core(&common, None).await?;
+            let id = host_id(&core, me, &host).await?;
+            let logs = ops::hosts::logs(&core, me, id, tail).await?;
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&logs).unwrap_or_default()
+                );
+            } else {
+                for line in logs.lines {
+                    println!("{}", line.escape_debug());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
+    match cmd {
+        UserCommand::List { page: p, common } => {
+            let core = core(&common, None).await?;
+            let (rows, total) = ops::users::list(&core, me, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                USER_ROWS,
+            );
+        }
+        UserCommand::Show { id, common } => {
+            let core = core(&common, None).await?;
+            show(
+                &common,
+                &to_json(&ops::users::get(&core, me, id).await?),
+                USER_FIELDS,
+            );
+        }
+        UserCommand::Create {
+            username,
+            password_stdin,
+            expires_at,
+            common,
+        } => {
+            let password = if password_stdin {
+                Some(super::read_stdin_line()?)
+            } else {
+                None
+            };
+            let core = core(&common, None).await?;
+            let req = ops::users::CreateUser {
+                username: Some(username),
+                password,
+                expires_at,
+            };
+            let made = ops::users::create(&core, me, req).await?;
+            let mut columns = USER_FIELDS.to_vec();
+            columns.push(("password", "/password"));
+            show(&common, &to_json(&made), &columns);
+            if made.password.is_some() && !common.json {
+                eprintln!("The generated password is shown only this once.");
+            }
+        }
+        UserCommand::Disable { id, common } => set_status(&common, me, id, "disabled").await?,
+        UserCommand::Enable { id, common } => set_status(&common, me, id, "active").await?,
+        UserCommand::RotatePassword { id, common } => {
+            let core = core(&common, None).await?;
+            let pw = ops::users::rotate_password(&core, me, id).await?;
+            show(&common, &to_json(&pw), &[("password", "/password")]);
+        }
+        UserCommand::Delete { id, common } => {
+            let core = core(&common, None).await?;
+            let tasks = ops::users::delete(&core, me, id).await?;
+            show(
+                &common,
+                &json!({"deleted": id, "task_ids": tasks}),
+                &[("deleted", "/deleted"), ("host deletions", "/task_ids")],
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn set_status(common: &Common, me: &Caller, id: uuid::Uuid, status: &str) -> CliResult {
+    let core = core(common, None).await?;
+    let req = ops::users::UpdateUser {
+        status: Some(status.into()),
+    };
+    let user = ops::users::set_status(&core, me, id, req).await?;
+    show(common, &to_json(&user), USER_FIELDS);
+    Ok(())
+}
+
+async fn egress(cmd: EgressCommand, me: &Caller) -> CliResult {
+    match cmd {
+        EgressCommand::List { page: p, common } => {
+            let core = core(&common, None).await?;
+            let (rows, total) = ops::egress::list(&core, me, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                EGRESS_ROWS,
+            );
+        }
+        EgressCommand::Show { id, common } => {
+            let core = core(&common, None).await?;
+            show(
+                &common,
+                &to_json(&ops::egress::get(&core, me, id).await?),
+                EGRESS_FIELDS,
+            );
+        }
+        EgressCommand::Create { from, common } => {
+            let input = read_json(&from)?;
+            let core = core(&common, None).await?;
+            show(
+                &common,
+                &to_json(&ops::egress::create(&core, me, input).await?),
+                EGRESS_FIELDS,
+            );
+        }
+        EgressCommand::Update { id, from, common } => {
+            let input = read_json(&from)?;
+            let core = core(&common, None).await?;
+            show(
+                &common,
+                &to_json(&ops::egress::update(&core, me, id, input).await?),
+                EGRESS_FIELDS,
+            );
+        }
+        EgressCommand::Delete { id, common } => {
+            let core = core(&common, None).await?;
+            ops::egress::delete(&core, me, id).await?;
+            show(&common, &json!({"deleted": id}), &[("deleted", "/deleted")]);
+        }
+        EgressCommand::Test { id, common, probe } => {
+            let core = core(&common, Some(&probe)).await?;
+            let report = ops::egress::test(&core, me, id).await?;
+            show(&common, &to_json(&report), REPORT_FIELDS);
+            if report.status != "passed" {
+                return Err(CliError::Failed(format!("egress {id} failed its test")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn binding(cmd: BindingCommand, me: &Caller) -> CliResult {
+    match cmd {
+        BindingCommand::Create {
+            host,
+            egress,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let id = host_id(&core, me, &host).await?;
+            let req = ops::bindings::CreateBinding {
+                host_id: Some(id.to_string()),
+                egress_ip_id: Some(egress.to_string()),
+            };
+            let b = ops::bindings::bind(&core, me, req).await?;
+            show(
+                &common,
+                &to_json(&b),
+                &[
+                    ("binding", "/id"),
+                    ("host", "/host_id"),
+                    ("egress", "/egress_ip_id"),
+                    ("task", "/task_id"),
+                ],
+            );
+        }
+        BindingCommand::Delete { id, common } => {
+            let core = core(&common, None).await?;
+            let v = match ops::bindings::unbind(&core, me, id).await? {
+                Some(queued) => to_json(&queued),
+                None => json!({"deleted": id}),
+            };
+            show(
+                &common,
+                &v,
+                &[("deleted", "/deleted"), ("task", "/task_id")],
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn task(cmd: TaskCommand, me: &Caller) -> CliResult {
+    match cmd {
+        TaskCommand::List {
+            status,
+            host,
+            page: p,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            if let Some(s) = &status
+                && !crate::tasks::STATUSES.contains(&s.as_str())
+            {
+                return Err(CliError::Input(format!(
+                    "--status: must be one of {}",
+                    crate::tasks::STATUSES.join(", ")
+                )));
+            }
+            let host_id = match host {
+                Some(h) => Some(host_id(&core, me, &h).await?),
+                None => None,
+            };
+            let filter = TaskFilter {
+                status,
+                host_id,
+                kind: None,
+            };
+            let (rows, total) = ops::tasks::list(&core, me, &filter, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                TASK_ROWS,
+            );
+        }
+        TaskCommand::Show { id, common } => {
+            let core = core(&common, None).await?;
+            show(
+                &common,
+                &to_json(&ops::tasks::get(&core, me, id).await?),
+                TASK_FIELDS,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn event(cmd: EventCommand, me: &Caller) -> CliResult {
+    let EventCommand::List {
+        action,
+        host,
+        user,
+        page: p,
+        common,
+    } = cmd;
+    let core = core(&common, None).await?;
+    let host_id = match host {
+        Some(h) => Some(host_id(&core, me, &h).await?),
+        None => None,
+    };
+    let filter = EventFilter {
+        user_id: user,
+        host_id,
+        action,
+        ..Default::default()
+    };
+    let (rows, total) = ops::events::list(&core, me, &filter, page(&p)).await?;
+    list(
+        &common,
+        rows.iter().map(to_json).collect(),
+        total,
+        EVENT_ROWS,
+    );
+    Ok(())
+}
+
+async fn session(cmd: SessionCommand, me: &Caller) -> CliResult {
+    match cmd {
+        SessionCommand::List { common } => {
+            let core = core(&common, None).await?;
+            let rows = ops::sessions::list(&core, me)?;
+            let total = rows.len() as i64;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                SESSION_ROWS,
+            );
+        }
+        SessionCommand::End { id, common } => {
+            let core = core(&common, None).await?;
+            ops::sessions::end(&core, me, id).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn token(cmd: TokenCommand, me: &Caller) -> CliResult {
+    match cmd {
+        TokenCommand::Create(c) => {
+            let core = core(&c.common, None).await?;
+            let req = ops::tokens::CreateToken {
+                name: Some(c.name),
+                abilities: Some(c.abilities),
+                expires_at: c.expires_at,
+            };
+            let made = ops::tokens::create(&core, me, req).await?;
+            if c.common.json {
+                show(&c.common, &to_json(&made), &[]);
+            } else {
+                eprintln!(
+                    "Token `{}` ({}) created; it is shown only this once:",
+                    made.info.name, made.info.id
+                );
+                println!("{}", made.token);
+            }
+        }
+        TokenCommand::List { page: p, common } => {
+            let core = core(&common, None).await?;
+            let (rows, total) = ops::tokens::list(&core, me, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                TOKEN_ROWS,
+            );
+        }
+        TokenCommand::Revoke { id, common } => {
+            let core = core(&common, None).await?;
+            ops::tokens::revoke(&core, me, id).await?;
+            if !common.json {
+                eprintln!("Token {id} revoked, with every token it minted.");
+            }
+        }
+    }
+    Ok(())
+}
