@@ -19,6 +19,17 @@ def structured(result):
     return json.loads(result.content[0].text)
 
 
+async def wait(session, task_id):
+    """Polls a task until it finishes; answers its status."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        task = structured(await session.call_tool("task_get", {"id": task_id}))
+        if task["status"] in ("succeeded", "failed"):
+            return task["status"]
+        await anyio.sleep(0.2)
+    return "timeout"
+
+
 async def run(url, token, scenario, arg):
     out = {}
     headers = {"Authorization": f"Bearer {token}"}
@@ -58,6 +69,15 @@ async def run(url, token, scenario, arg):
                     out["unknown_host_message"] = structured(bad)["error"]
                     invalid = await session.call_tool("host_create", {"user_id": "not-a-uuid", "cpus": 99})
                     out["invalid_fields"] = structured(invalid).get("fields", {})
+                elif scenario == "parity":
+                    # The scenario every face plays: a user, a host for them, stop it.
+                    user = structured(await session.call_tool("user_create", {"username": arg}))
+                    made = structured(await session.call_tool("host_create", {"user_id": user["id"]}))
+                    await wait(session, made["task_id"])
+                    stop = structured(await session.call_tool("host_stop", {"host": made["id"]}))
+                    await wait(session, stop["task_id"])
+                    out["user_id"] = user["id"]
+                    out["host_id"] = made["id"]
                 elif scenario == "beyond-abilities":
                     try:
                         await session.call_tool("host_create", {"user_id": arg})
