@@ -29,7 +29,109 @@ on_both_backends!(
     interrupted_tasks_resume_after_restart,
     health_reports_a_dead_database,
     entry_and_bootstrap_answers,
+    who_am_i_logout_and_scoped_logins,
 );
+
+/// ../shared/reference/002's account conventions: `GET /v1/user` for logins and tokens alike,
+/// `POST /v1/auth/logout` revoking exactly the credential presented, and `abilities` on login
+/// trading an administrator's password for a narrower, expiring token.
+async fn who_am_i_logout_and_scoped_logins(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin().await;
+    let (_, me) = s.get("/v1/user", &admin).await;
+    assert_eq!(me["data"]["kind"], "account", "{me}");
+    assert_eq!(me["data"]["name"], "admin");
+    assert_eq!(me["data"]["role"], "admin");
+    assert_eq!(me["data"]["abilities"], json!(["*"]));
+    assert!(me["data"]["expires_at"].is_string(), "{me}");
+
+    let (_, user) = s.user(&admin, "ursula").await;
+    let (_, me) = s.get("/v1/user", &user).await;
+    assert_eq!(me["data"]["role"], "user");
+    assert_eq!(me["data"]["abilities"], json!([]));
+
+    let (_, t) = s
+        .post(
+            "/v1/admin/tokens",
+            &admin,
+            json!({"name": "ci", "abilities": ["host:read"]}),
+        )
+        .await;
+    let token = t["data"]["token"].as_str().unwrap().to_string();
+    let (_, me) = s.get("/v1/user", &token).await;
+    assert_eq!(me["data"]["kind"], "token");
+    assert_eq!(me["data"]["name"], "ci");
+    assert_eq!(me["data"]["abilities"], json!(["host:read"]));
+    assert!(me["data"]["role"].is_null());
+
+    // Logout of one login leaves the account's other logins working.
+    let second = s.admin().await;
+    let (st, _) = s.post("/v1/auth/logout", &admin, json!({})).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.get("/v1/user", &admin).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = s.get("/v1/user", &second).await;
+    assert_eq!(st, StatusCode::OK);
+    // Logout of an API token revokes it.
+    let (st, _) = s.post("/v1/auth/logout", &token, json!({})).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.get("/v1/admin/hosts", &token).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = s.post("/v1/auth/logout", &token, json!({})).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // A user logs out too.
+    let (st, _) = s.post("/v1/auth/logout", &user, json!({})).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.get("/v1/user/hosts", &user).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Login with abilities: a token holding only those, expiring as a login does.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": common::ADMIN_PASSWORD, "abilities": ["host:read"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let scoped = v["token"].as_str().unwrap().to_string();
+    assert!(scoped.starts_with("sl_"), "{v}");
+    assert_eq!(v["abilities"], json!(["host:read"]));
+    let ttl = v["expires_in"].as_i64().unwrap();
+    assert!((3600..=12 * 3600).contains(&ttl), "{v}");
+    let (st, _) = s.get("/v1/admin/hosts", &scoped).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s.get("/v1/admin/users", &scoped).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, me) = s.get("/v1/user", &scoped).await;
+    assert!(me["data"]["expires_at"].is_string(), "{me}");
+    // Unknown abilities are refused before the password is looked at; users hold none.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "wrong-password", "abilities": ["host:fly"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["errors"]["abilities"].is_array(), "{v}");
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": "ursula", "password": "ursula-password", "abilities": ["host:read"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let actions = s.actions(&second).await;
+    assert!(
+        actions.iter().filter(|a| *a == "auth.logout").count() >= 3,
+        "{actions:?}"
+    );
+}
 
 /// The short-link and bootstrap endpoints, without a container: answers, one-time logins,
 /// the short-id lockout and the single handoff.

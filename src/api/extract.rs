@@ -245,6 +245,25 @@ impl<S: Send + Sync, A: RequiredAbility> FromRequestParts<S> for Admin<A> {
     }
 }
 
+/// Any authenticated caller (administrator, user or token), as the domain takes it.
+pub struct Authed(pub crate::ops::Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let p = principal(parts)?;
+        let ip = ClientIp::from_request_parts(parts, state)
+            .await
+            .unwrap_or(ClientIp(None));
+        Ok(Authed(crate::ops::Caller::new(
+            p,
+            ip.to_option_string(),
+            crate::ops::Face::Api,
+        )))
+    }
+}
+
 /// A user-portal caller: a logged-in user (not an administrator, not a token).
 pub struct UserCaller {
     pub id: Uuid,

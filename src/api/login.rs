@@ -20,6 +20,9 @@ use crate::validation::FieldErrors;
 pub struct LoginRequest {
     pub username: Option<String>,
     pub password: Option<String>,
+    /// For an administrator: answer an API token holding only these abilities (such as
+    /// `["host:read"]`), expiring as a login does, instead of a login token.
+    pub abilities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,6 +33,9 @@ pub struct LoginResponse {
     pub role: crate::users::Role,
     /// Seconds until the token expires.
     pub expires_in: i64,
+    /// The token's abilities, when `abilities` was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abilities: Option<Vec<String>>,
 }
 
 /// Log in with a user name and password.
@@ -52,6 +58,12 @@ pub async fn login(
     if !errs.is_empty() {
         return Err(ApiError::invalid(errs));
     }
+    // Asked-for abilities are checked before the password is.
+    let scoped = req
+        .abilities
+        .as_deref()
+        .map(crate::ops::account::parse_abilities)
+        .transpose()?;
     check(&state.limits.login, &(ip.0, username.to_lowercase()))?;
     // The failure slot is taken before the password is checked; unknown names count too.
     let attempt = state.attempts.begin(ip.0, Target::account(&username))?;
@@ -92,17 +104,39 @@ pub async fn login(
             .details(json!({"username": shown, "reason": reason})),
     )
     .await?;
-    match result {
-        Ok(l) => Ok(Json(LoginResponse {
+    match (result, scoped) {
+        (Ok(l), Some(abilities)) => {
+            let admin = crate::auth::Principal::Account {
+                id: l.user_id,
+                username: shown.clone(),
+                role: l.role,
+                login: None,
+            };
+            let (token, expires_at) = crate::ops::account::scoped_token(
+                &state,
+                &admin,
+                &abilities,
+                ip.to_option_string(),
+            )
+            .await?;
+            Ok(Json(LoginResponse {
+                token,
+                role: l.role,
+                expires_in: (expires_at - crate::clock::now()).whole_seconds(),
+                abilities: Some(abilities.iter().map(|a| a.as_str().to_string()).collect()),
+            }))
+        }
+        (Ok(l), None) => Ok(Json(LoginResponse {
             token: l.token,
             role: l.role,
             expires_in: l.expires_in,
+            abilities: None,
         })),
-        Err(AuthError::Inactive(why)) => Err(ApiError::Forbidden(format!("account is {why}"))),
-        Err(AuthError::Invalid) => Err(ApiError::Unauthorized(
+        (Err(AuthError::Inactive(why)), _) => Err(ApiError::Forbidden(format!("account is {why}"))),
+        (Err(AuthError::Invalid), _) => Err(ApiError::Unauthorized(
             "invalid username or password".into(),
         )),
-        Err(e) => Err(e.into()),
+        (Err(e), _) => Err(e.into()),
     }
 }
 

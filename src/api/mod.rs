@@ -23,6 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::Authenticator;
 use crate::ops::Core;
 
+pub mod account;
 pub mod dashboard;
 pub mod egress;
 pub mod entry;
@@ -128,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(entry::bootstrap_handoff));
 
     let protected = OpenApiRouter::new()
+        .routes(routes!(account::me))
+        .routes(routes!(account::logout))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::rotate_password))

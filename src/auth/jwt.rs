@@ -19,6 +19,10 @@ pub struct Claims {
     pub ver: i64,
     pub iat: i64,
     pub exp: i64,
+    /// This login's id, by which a logout revokes it alone. (Tokens issued before logins had
+    /// ids lack it; a logout then revokes every login of the account.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
 }
 
 /// Signs and checks login tokens with one secret.
@@ -45,6 +49,7 @@ impl JwtKeys {
             ver,
             iat: now,
             exp: now + TOKEN_TTL_SECS,
+            jti: Some(Uuid::new_v4()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| AuthError::Invalid)
@@ -72,6 +77,8 @@ mod tests {
         let t = a.issue(id, "admin", 3).unwrap();
         let c = a.verify(&t).unwrap();
         assert_eq!((c.sub, c.role.as_str(), c.ver), (id, "admin", 3));
+        let again = a.verify(&a.issue(id, "admin", 3).unwrap()).unwrap();
+        assert!(c.jti.is_some() && again.jti.is_some() && c.jti != again.jti);
         assert!(b.verify(&t).is_err());
         assert!(a.verify("garbage").is_err());
     }

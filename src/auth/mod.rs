@@ -11,7 +11,7 @@ pub mod sshkey;
 pub mod tokens;
 
 pub use abilities::Ability;
-pub use principal::{Authenticator, Principal};
+pub use principal::{Authenticator, LoginRef, Principal};
 
 /// Why a credential was not accepted.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,8 @@ pub enum Principal {
         id: Uuid,
         username: String,
         role: Role,
+        /// The login token presented, when the caller came with one.
+        login: Option<LoginRef>,
     },
     /// An API token with its abilities.
     Token {
@@ -88,6 +90,14 @@ impl Principal {
     }
 }
 
+/// Which login token a caller presented: its id (absent on tokens issued before logins had
+/// ids) and when it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRef {
+    pub jti: Option<Uuid>,
+    pub expires_at: OffsetDateTime,
+}
+
 /// A successful login.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -152,11 +162,21 @@ impl Authenticator {
         if user.token_version != claims.ver || role.as_str() != claims.role {
             return Err(AuthError::Invalid);
         }
+        if let Some(jti) = claims.jti
+            && store::logins::is_revoked(db.conn(), jti).await?
+        {
+            return Err(AuthError::Invalid);
+        }
         check_active(&user.status, user.expires_at, now)?;
         Ok(Principal::Account {
             id: user.id,
             username: user.username,
             role,
+            login: Some(LoginRef {
+                jti: claims.jti,
+                expires_at: OffsetDateTime::from_unix_timestamp(claims.exp)
+                    .map_err(|_| AuthError::Invalid)?,
+            }),
         })
     }
 

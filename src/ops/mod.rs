@@ -14,6 +14,7 @@ use crate::store::{Store, StoreError};
 use crate::tasks::Queue;
 use crate::validation::FieldErrors;
 
+pub mod account;
 pub mod bindings;
 pub mod egress;
 pub mod events;

@@ -18,6 +18,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool,
 pub mod egress;
 pub mod events;
 pub mod hosts;
+pub mod logins;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod tokens;

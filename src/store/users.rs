@@ -118,6 +118,21 @@ pub async fn set_password(c: Conn<'_>, id: Uuid, hash: &str, now: OffsetDateTime
     Ok(())
 }
 
+/// Ends every login token of an account (its generation moves on).
+pub async fn revoke_logins(c: Conn<'_>, id: Uuid, now: OffsetDateTime) -> Result<()> {
+    on_conn!(c, |c| {
+        sqlx::query(
+            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
 /// Sets or clears the expiry. An account that had expired becomes active again, since its
 /// new expiry is in the future or absent.
 pub async fn set_expiry(

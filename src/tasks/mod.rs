@@ -394,6 +394,8 @@ pub async fn expiry_sweep(store: Store, every: Duration, stop: CancelToken) {
 pub async fn expire_once(store: &Store) -> store::Result<usize> {
     let mut tx = store.begin().await?;
     let expired = store::users::expire_due(tx.conn(), crate::clock::now()).await?;
+    // Revocations of login tokens that have expired anyway are no longer needed.
+    store::logins::purge(tx.conn(), crate::clock::now()).await?;
     for (id, username) in &expired {
         events::record(
             tx.conn(),
