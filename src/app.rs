@@ -190,11 +190,13 @@ pub async fn start(
             public_host: settings.public_host.clone(),
             public_url: settings.public_url.clone(),
             probe: settings.probe.targets(),
+            events: Some(crate::events::live::Hub::start(store.clone(), stop.clone())),
             sessions: Some(ssh.sessions.clone()),
         },
         auth: Authenticator::new(store.clone(), secret.as_bytes()),
         limits,
         ssh: ssh.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),
         entry: Default::default(),
         attempts,
     }));
@@ -202,6 +204,7 @@ pub async fn start(
     let limits = api::server::ServerLimits {
         max_connections: settings.http_max_connections as usize,
         header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+        write_stall: Duration::from_secs(settings.http_write_timeout_secs),
     };
     let server = tokio::spawn(api::server::serve(listener, app, limits, stop.clone()));
     tracing::info!(%addr, database = ?store.backend(), "Sluice API listening");

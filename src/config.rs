@@ -98,6 +98,17 @@ pub struct ServeSettings {
     )]
     pub http_header_timeout_secs: u64,
 
+    /// Seconds a client may leave what Sluice sends it unread (a stalled download or event
+    /// stream) before its connection is closed.
+    #[arg(
+        long = "http-write-timeout",
+        env = "SLUICE_HTTP_WRITE_TIMEOUT",
+        value_name = "SLUICE_HTTP_WRITE_TIMEOUT",
+        default_value = "30",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub http_write_timeout_secs: u64,
+
     #[command(flatten)]
     pub store: StoreSettings,
 

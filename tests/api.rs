@@ -30,7 +30,204 @@ on_both_backends!(
     health_reports_a_dead_database,
     entry_and_bootstrap_answers,
     who_am_i_logout_and_scoped_logins,
+    the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader,
 );
+
+/// Reads an SSE response until `want` appears in what arrived, within `limit`; answers all of
+/// it.
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, want: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !seen.contains(want) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{want:?} did not arrive within {limit:?}: {seen}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended before {want:?}: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+async fn open_stream(
+    s: &Server,
+    token: &str,
+    query: &str,
+    last: Option<&str>,
+) -> reqwest::Response {
+    let mut req = s
+        .http
+        .get(format!("{}/v1/admin/events/stream{query}", s.base))
+        .bearer_auth(token);
+    if let Some(l) = last {
+        req = req.header("last-event-id", l);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    resp
+}
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// `GET /v1/admin/events/stream`: a change arrives within a second, `Last-Event-ID` resumes
+/// with what was missed, filters apply, a heartbeat keeps an idle stream alive, and a client
+/// that stops reading is cut off while memory stays flat.
+async fn the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader(b: Backend) {
+    let s = Server::start_configured(b, |c| c.http_write_timeout_secs = 2).await;
+    let admin = s.admin().await;
+
+    let mut all = open_stream(&s, &admin, "", None).await;
+    let mut seen = String::new();
+    read_until(&mut all, &mut seen, ": connected", Duration::from_secs(5)).await;
+    let mut hosts_only = open_stream(&s, &admin, "?action=host.created", None).await;
+    let mut seen_hosts = String::new();
+    read_until(
+        &mut hosts_only,
+        &mut seen_hosts,
+        ": connected",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let t0 = std::time::Instant::now();
+    let (uid, _) = s.user(&admin, "streamed").await;
+    read_until(&mut all, &mut seen, &uid, Duration::from_secs(5)).await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let last = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .unwrap()
+        .to_string();
+    drop(all);
+
+    // Missed while away: resumed with Last-Event-ID, in order, before anything live.
+    let (a, _) = s.user(&admin, "missed-a").await;
+    let (bb, _) = s.user(&admin, "missed-b").await;
+    let mut again = open_stream(&s, &admin, "", Some(&last)).await;
+    let mut resumed = String::new();
+    read_until(&mut again, &mut resumed, &bb, Duration::from_secs(5)).await;
+    let pa = resumed.find(&a).unwrap();
+    let pb = resumed.find(&bb).unwrap();
+    assert!(pa < pb, "{resumed}");
+    assert!(
+        !resumed.contains(&format!("id: {last}")),
+        "resent what was seen: {resumed}"
+    );
+    // A bad Last-Event-ID is named.
+    let resp = s
+        .http
+        .get(format!("{}/v1/admin/events/stream", s.base))
+        .bearer_auth(&admin)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The filter: users were made, no host yet; then a host.
+    s.host(&admin, &uid, json!({})).await;
+    read_until(
+        &mut hosts_only,
+        &mut seen_hosts,
+        "host.created",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(!seen_hosts.contains("user.created"), "{seen_hosts}");
+    // Without event:read, no stream.
+    let (_, t) = s
+        .post(
+            "/v1/admin/tokens",
+            &admin,
+            json!({"name": "nostream", "abilities": ["host:read"]}),
+        )
+        .await;
+    let weak = t["data"]["token"].as_str().unwrap();
+    let (st, _) = s.get("/v1/admin/events/stream", weak).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // A client that sends the request and never reads.
+    let stalled = {
+        let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        let req = format!(
+            "GET /v1/admin/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        sock
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    // Far more events than the stalled client's buffers and Sluice's fan-out hold.
+    let store = s.running.as_ref().unwrap().store.clone();
+    for i in 0..8000 {
+        let mut db = store.acquire().await.unwrap();
+        sluice::events::record(
+            db.conn(),
+            sluice::events::NewEvent::new("test", "test.flood", "test")
+                .details(json!({"i": i, "pad": "x".repeat(1200)})),
+        )
+        .await
+        .unwrap();
+    }
+    // The stalled connection is closed by Sluice (2 s write timeout here): reading it now
+    // drains what the kernels still held, then ends.
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncReadExt;
+        let mut sock = stalled;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled stream was never closed");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
+    // The resumed reader was not read during the flood either: it was cut off too. Resuming
+    // from its last id gives the next 1000 missed, then says it fell behind.
+    let last = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .unwrap()
+        .to_string();
+    let mut behind = open_stream(&s, &admin, "", Some(&last)).await;
+    let mut caught = String::new();
+    read_until(
+        &mut behind,
+        &mut caught,
+        "event: fell_behind",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        caught.matches("\nid: ").count() + usize::from(caught.starts_with("id: ")),
+        1000
+    );
+    // An idle stream hears a heartbeat.
+    let mut idle = open_stream(&s, &admin, "?action=nothing.happens", None).await;
+    let mut quiet = String::new();
+    let t1 = std::time::Instant::now();
+    read_until(
+        &mut idle,
+        &mut quiet,
+        ": heartbeat",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(t1.elapsed() < Duration::from_secs(17), "{:?}", t1.elapsed());
+}
 
 /// ../shared/reference/002's account conventions: `GET /v1/user` for logins and tokens alike,
 /// `POST /v1/auth/logout` revoking exactly the credential presented, and `abilities` on login

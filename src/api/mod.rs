@@ -56,6 +56,8 @@ pub struct Shared {
     pub auth: Authenticator,
     pub limits: Arc<layers::RateLimits>,
     pub ssh: Arc<crate::sshproxy::Proxy>,
+    /// Open live event streams.
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// Bootstrap sessions.
     pub entry: entry::EntryState,
     /// Password-attempt budgets (shared with the SSH proxy).
@@ -157,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(events::list))
+        .routes(routes!(events::stream))
         .routes(routes!(dashboard::stats))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))

@@ -2,7 +2,9 @@
 //! needs and `axum::serve` does not give: a global cap on open connections (beyond it, new
 //! ones wait in the kernel's backlog instead of taking descriptors), a deadline for a
 //! request's headers that also closes idle keep-alive connections (slowloris, or a thousand
-//! sockets opened and left silent), and a graceful stop.
+//! sockets opened and left silent), a deadline for a client to take what it is sent (one that
+//! stops reading a long answer or an event stream is cut off, not buffered for), and a
+//! graceful stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,111 @@ pub struct ServerLimits {
     /// Time a client has to send a request's headers, and the longest a keep-alive
     /// connection may sit idle between requests.
     pub header_timeout: Duration,
+    /// Longest a write may wait for the client to read: past it the connection is closed.
+    pub write_stall: Duration,
+}
+
+/// A connection that fails a write the client has not taken within `limit`: the kernel's
+/// send buffer is full and stays full, so the client has stopped reading.
+struct StallGuard<IO> {
+    io: IO,
+    limit: Duration,
+    stalled_since: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> StallGuard<IO> {
+    fn new(io: IO, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// After a write returned Pending: fails once the stall outlasts the limit.
+    fn check_stall(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StallGuard<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.check_stall(cx),
+            done => {
+                self.stalled_since = None;
+                done
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.check_stall(cx),
+            done => {
+                self.stalled_since = None;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.io).poll_flush(cx) {
+            std::task::Poll::Pending => self.check_stall(cx).map_ok(drop),
+            done => {
+                self.stalled_since = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish
@@ -89,7 +196,10 @@ pub async fn serve(
                 req.map(Body::new)
             });
         let conn = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(StallGuard::new(tcp, limits.write_stall)),
+                TowerToHyperService::new(service),
+            )
             .with_upgrades();
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -90,6 +90,7 @@ async fn core(
         public_host: common.public_host.clone(),
         public_url: common.public_url.clone(),
         probe: probe.map(|p| p.targets()).unwrap_or_default(),
+        events: None,
         sessions: None,
     })
 }

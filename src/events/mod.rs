@@ -1,6 +1,8 @@
 //! Events: the audit trail. Every change writes one (who, what, which user or host, when,
 //! details without secrets), in the same transaction as the change itself.
 
+pub mod live;
+
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -40,6 +40,8 @@ pub struct Core {
     pub public_url: Option<String>,
     /// What the egress checks probe.
     pub probe: crate::probe::Targets,
+    /// New events as they happen, where this process follows them (the server).
+    pub events: Option<crate::events::live::Hub>,
     /// Live SSH sessions, where the SSH proxy runs in this process.
     pub sessions: Option<Arc<crate::sshproxy::registry::Sessions>>,
 }

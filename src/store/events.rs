@@ -85,3 +85,18 @@ pub async fn list(c: Conn<'_>, f: &EventFilter, page: PageRequest) -> Result<(Ve
         Ok((rows, total))
     })
 }
+
+/// Events with ids above `after` (ids are UUIDv7, so in time order), oldest first, at most
+/// `limit`.
+pub async fn after(c: Conn<'_>, after: Uuid, limit: i64) -> Result<Vec<EventRow>> {
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as::<_, EventRow>(
+        "SELECT id, actor, action, target_type, target_id, user_id, host_id, source_ip, details, created_at
+         FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await
+    })?)
+}

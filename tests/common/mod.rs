@@ -209,6 +209,7 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         http_max_connections: 4096,
         http_header_timeout_secs: 10,
+        http_write_timeout_secs: 30,
         store: StoreSettings {
             data_dir: dir.to_path_buf(),
             database_url: Some(url),
