@@ -102,7 +102,7 @@ async fn the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader(
     let last = seen
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap()
         .to_string();
     drop(all);
@@ -199,7 +199,7 @@ async fn the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader(
     let last = resumed
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap()
         .to_string();
     let mut behind = open_stream(&s, &admin, "", Some(&last)).await;
