@@ -25,7 +25,9 @@ use uuid::Uuid;
 
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
-use super::{HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, SshEndpoint};
+use super::{
+    HostIssue, HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, SshEndpoint,
+};
 use crate::egress::EgressSettings;
 use crate::egress::engine::Engine;
 use crate::netns;
@@ -79,17 +81,15 @@ fn classify(e: DockerError) -> RuntimeError {
         } => {
             let message = message.trim().to_string();
             if status_code == 502 || status_code == 503 {
-                RuntimeError::transient(format!("Docker engine busy: {message}"))
+                RuntimeError::EngineBusy(message)
             } else {
-                RuntimeError::permanent(format!("Docker refused: {message}"))
+                RuntimeError::Refused(message)
             }
         }
         DockerError::IOError { .. }
         | DockerError::HyperResponseError { .. }
-        | DockerError::RequestTimeoutError => {
-            RuntimeError::transient(format!("Docker engine unreachable: {e}"))
-        }
-        other => RuntimeError::permanent(format!("Docker error: {other}")),
+        | DockerError::RequestTimeoutError => RuntimeError::EngineUnreachable(e.to_string()),
+        other => RuntimeError::Engine(other.to_string()),
     }
 }
 
@@ -133,12 +133,12 @@ impl DockerRuntime {
         let pid = self
             .running_pid(host)
             .await?
-            .ok_or_else(|| RuntimeError::permanent("the container is not running"))?;
+            .ok_or(RuntimeError::Host(HostIssue::NotRunning))?;
         progress.report("attaching the egress").await;
         self.engine
             .attach(host.id, &NetNs::Pid(pid), egress.id, &egress.settings)
             .await
-            .map_err(|e| RuntimeError::permanent(format!("egress attach failed: {e}")))
+            .map_err(|e| RuntimeError::Egress(e.to_string()))
     }
 
     /// This install's id, carried by every container it makes.
@@ -153,9 +153,7 @@ impl DockerRuntime {
                 let d = Docker::connect_with_local_defaults().map_err(classify)?;
                 tokio::time::timeout(Duration::from_secs(10), d.negotiate_version())
                     .await
-                    .map_err(|_| {
-                        RuntimeError::transient("Docker engine did not answer within 10 s")
-                    })?
+                    .map_err(|_| RuntimeError::EngineUnreachable("no answer within 10 s".into()))?
                     .map_err(classify)
             })
             .await
@@ -173,7 +171,7 @@ impl DockerRuntime {
         }
         image::build(docker, on_event)
             .await
-            .map_err(|e| RuntimeError::permanent(e.to_string()))?;
+            .map_err(|e| RuntimeError::Image(e.to_string()))?;
         Ok(true)
     }
 
@@ -283,11 +281,14 @@ impl DockerRuntime {
         let username = host
             .username
             .clone()
-            .ok_or_else(|| RuntimeError::permanent("the host has no owner"))?;
+            .ok_or(RuntimeError::Host(HostIssue::NoOwner))?;
         let files = self.files(host);
         files
             .prepare(&username, &host.owner_keys, &Self::nameserver(host))
-            .map_err(|e| RuntimeError::permanent(format!("cannot write the host's files: {e}")))?;
+            .map_err(|e| RuntimeError::Files {
+                action: "write",
+                detail: e.to_string(),
+            })?;
         let docker = self.docker().await?;
         if !image::exists(docker, &self.image).await.map_err(classify)? {
             progress
@@ -398,18 +399,17 @@ impl DockerRuntime {
                 .inspect(&name)
                 .await?
                 .and_then(|c| c.state)
-                .ok_or_else(|| RuntimeError::permanent("the container vanished while starting"))?;
+                .ok_or(RuntimeError::Host(HostIssue::Vanished))?;
             if state.running != Some(true) {
                 let logs = self.tail(&name, 10).await.unwrap_or_default().join("\n");
-                return Err(RuntimeError::permanent(format!(
-                    "the container exited (code {}): {}",
-                    state.exit_code.unwrap_or(-1),
-                    if logs.is_empty() {
+                return Err(RuntimeError::Exited {
+                    code: state.exit_code.unwrap_or(-1),
+                    output: if logs.is_empty() {
                         state.error.unwrap_or_default()
                     } else {
                         logs
-                    }
-                )));
+                    },
+                });
             }
             if let Some(pid) = state.pid.filter(|p| *p > 0)
                 && sshd_answers(pid).await
@@ -417,10 +417,7 @@ impl DockerRuntime {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(RuntimeError::permanent(format!(
-                    "sshd did not answer within {} s",
-                    SSHD_WAIT.as_secs()
-                )));
+                return Err(RuntimeError::SshdSilent(SSHD_WAIT.as_secs()));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -495,8 +492,9 @@ impl HostRuntime for DockerRuntime {
             let username = host.username.clone().unwrap_or_default();
             self.files(host)
                 .prepare(&username, &host.owner_keys, &Self::nameserver(host))
-                .map_err(|e| {
-                    RuntimeError::permanent(format!("cannot write the host's files: {e}"))
+                .map_err(|e| RuntimeError::Files {
+                    action: "write",
+                    detail: e.to_string(),
                 })?;
         } else {
             progress
@@ -549,9 +547,10 @@ impl HostRuntime for DockerRuntime {
             .await?;
         progress.report("removing the home volume").await;
         self.remove_volume(host.id).await?;
-        self.files(host)
-            .remove()
-            .map_err(|e| RuntimeError::permanent(format!("cannot remove the host's files: {e}")))
+        self.files(host).remove().map_err(|e| RuntimeError::Files {
+            action: "remove",
+            detail: e.to_string(),
+        })
     }
 
     async fn bind_egress(
@@ -563,7 +562,10 @@ impl HostRuntime for DockerRuntime {
         progress.report("pointing the resolver at the egress").await;
         self.files(host)
             .write_resolv_conf(&Self::nameserver(host))
-            .map_err(|e| RuntimeError::permanent(format!("cannot write resolv.conf: {e}")))?;
+            .map_err(|e| RuntimeError::Files {
+                action: "write",
+                detail: format!("resolv.conf: {e}"),
+            })?;
         if self.running_pid(host).await?.is_some() {
             self.attach_egress(host, progress).await
         } else {
@@ -608,13 +610,16 @@ impl HostRuntime for DockerRuntime {
         self.remove_volume(host_id).await?;
         HostFiles::new(&self.data_dir, host_id)
             .remove()
-            .map_err(|e| RuntimeError::permanent(format!("cannot remove the host's files: {e}")))
+            .map_err(|e| RuntimeError::Files {
+                action: "remove",
+                detail: e.to_string(),
+            })
     }
 
     async fn logs(&self, host: &HostSpec, tail: u32) -> Result<Vec<String>, RuntimeError> {
         let name = container_name(&host.short_id);
         if self.inspect(&name).await?.is_none() {
-            return Err(RuntimeError::permanent("the host has no container"));
+            return Err(RuntimeError::Host(HostIssue::NoContainer));
         }
         self.tail(&name, tail).await
     }
@@ -631,10 +636,10 @@ impl HostRuntime for DockerRuntime {
                     s.version = v.version;
                     s.image_present = image::exists(d, &self.image).await.unwrap_or(false);
                 }
-                Ok(Err(e)) => s.error = Some(classify(e).message),
+                Ok(Err(e)) => s.error = Some(classify(e).to_string()),
                 Err(_) => s.error = Some("Docker engine did not answer within 3 s".into()),
             },
-            Err(e) => s.error = Some(e.message),
+            Err(e) => s.error = Some(e.to_string()),
         }
         s
     }
@@ -652,28 +657,33 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn ssh_endpoint(&self, host: &HostSpec) -> Result<SshEndpoint, RuntimeError> {
-        let pid = self.running_pid(host).await?.ok_or_else(|| {
-            RuntimeError::permanent(format!(
-                "the container of host {} is not running",
-                host.short_id
-            ))
-        })?;
+        let pid = self
+            .running_pid(host)
+            .await?
+            .ok_or(RuntimeError::Host(HostIssue::NotRunning))?;
         let account = host
             .username
             .clone()
-            .ok_or_else(|| RuntimeError::permanent("the host has no owner"))?;
+            .ok_or(RuntimeError::Host(HostIssue::NoOwner))?;
         let files = self.files(host);
         let (key_path, pub_path) = (files.internal_key(), files.host_key_pub());
         let read = |p: PathBuf| {
-            std::fs::read_to_string(&p)
-                .map_err(|e| RuntimeError::permanent(format!("cannot read {}: {e}", p.display())))
+            std::fs::read_to_string(&p).map_err(|e| RuntimeError::Files {
+                action: "read",
+                detail: format!("{}: {e}", p.display()),
+            })
         };
         let internal_key = PrivateKey::from_openssh(read(key_path)?.as_bytes()).map_err(|e| {
-            RuntimeError::permanent(format!("the host's internal key is unreadable: {e}"))
+            RuntimeError::Keys {
+                which: "internal",
+                detail: e.to_string(),
+            }
         })?;
-        let host_key = PublicKey::from_openssh(read(pub_path)?.trim()).map_err(|e| {
-            RuntimeError::permanent(format!("the host's pinned key is unreadable: {e}"))
-        })?;
+        let host_key =
+            PublicKey::from_openssh(read(pub_path)?.trim()).map_err(|e| RuntimeError::Keys {
+                which: "pinned",
+                detail: e.to_string(),
+            })?;
         Ok(SshEndpoint {
             netns: NetNs::Pid(pid),
             host_key,

@@ -36,123 +36,174 @@ pub struct EgressSpec {
     pub settings: EgressSettings,
 }
 
-/// A runtime failure. Transient ones (the engine was briefly unreachable, say) are retried
-/// with backoff; the others fail the task at once.
+/// A runtime failure. Transient ones (the engine busy or briefly unreachable) are retried
+/// with backoff; the others fail the task at once. Display is the full detail, for the log;
+/// [`RuntimeError::summary`] is what callers and users see.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct RuntimeError {
-    pub message: String,
-    pub transient: bool,
+pub enum RuntimeError {
+    #[error("Docker engine busy: {0}")]
+    EngineBusy(String),
+    #[error("Docker engine unreachable: {0}")]
+    EngineUnreachable(String),
+    /// The engine refused the request (its message).
+    #[error("Docker refused: {0}")]
+    Refused(String),
+    #[error("Docker error: {0}")]
+    Engine(String),
+    #[error("the managed image could not be built: {0}")]
+    Image(String),
+    /// Sluice's own files for the host (`action`: read, write, remove).
+    #[error("cannot {action} the host's files: {detail}")]
+    Files {
+        action: &'static str,
+        detail: String,
+    },
+    /// The host's internal or pinned key (`which`).
+    #[error("the host's {which} key is unreadable: {detail}")]
+    Keys { which: &'static str, detail: String },
+    #[error("egress attach failed: {0}")]
+    Egress(String),
+    #[error("the container exited (code {code}): {output}")]
+    Exited { code: i64, output: String },
+    #[error("sshd did not answer within {0} s")]
+    SshdSilent(u64),
+    #[error("{0}")]
+    Host(HostIssue),
+    /// Something this runtime does not do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A failure told in a sentence of its own (runtimes other than Docker, test doubles).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a host is not in the shape an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostIssue {
+    #[error("the host has no owner")]
+    NoOwner,
+    #[error("the host has no container")]
+    NoContainer,
+    #[error("the container is not running")]
+    NotRunning,
+    #[error("the container vanished while starting")]
+    Vanished,
 }
 
 impl RuntimeError {
+    /// A permanent failure told in a sentence.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            transient: false,
-        }
+        RuntimeError::Other(message.into())
     }
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            transient: true,
-        }
+
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::EngineBusy(_) | RuntimeError::EngineUnreachable(_)
+        )
     }
 
     /// A short reason for API callers and users: never Docker's own message, a server path
     /// or an OS error (the full message goes to the log). Known refusals are told in
     /// Sluice's words; Sluice's own sentences pass when they carry nothing internal.
     pub fn summary(&self) -> String {
-        let m = self.message.as_str();
         let clean = |s: &str| s.len() <= 160 && !s.contains('/') && !s.contains("os error");
-        if let Some(docker) = m.strip_prefix("Docker refused: ") {
-            let d = docker.to_ascii_lowercase();
-            return if d.contains("cpu") {
-                "the container engine refused: the host asks for more CPUs than this machine has"
-            } else if d.contains("memory") {
-                "the container engine refused the host's memory limit"
-            } else if d.contains("mount") {
-                "the container engine could not mount the host's files"
-            } else if d.contains("no such image") || d.contains("not found") {
-                "the managed image is missing: run `sluice image build`"
-            } else {
-                "the container engine refused the operation"
+        match self {
+            RuntimeError::EngineBusy(_) => "the container engine is busy".into(),
+            RuntimeError::EngineUnreachable(_) => "the container engine is unreachable".into(),
+            RuntimeError::Refused(docker) => {
+                let d = docker.to_ascii_lowercase();
+                if d.contains("cpu") {
+                    "the container engine refused: the host asks for more CPUs than this machine has"
+                } else if d.contains("memory") {
+                    "the container engine refused the host's memory limit"
+                } else if d.contains("mount") {
+                    "the container engine could not mount the host's files"
+                } else if d.contains("no such image") || d.contains("not found") {
+                    "the managed image is missing: run `sluice image build`"
+                } else {
+                    "the container engine refused the operation"
+                }
+                .into()
             }
-            .to_string();
-        }
-        if let Some(why) = m.strip_prefix("egress attach failed: ") {
-            return if clean(why) {
+            RuntimeError::Engine(_) => "the container engine failed".into(),
+            RuntimeError::Image(_) => {
+                "the managed image could not be built (details in the Sluice log)".into()
+            }
+            RuntimeError::Files { action, .. } => {
+                format!("Sluice could not {action} the host's files")
+            }
+            RuntimeError::Keys { .. } => "the host's keys are unreadable".into(),
+            RuntimeError::Egress(why) if clean(why) => {
                 format!("the egress could not be attached: {why}")
-            } else {
-                "the egress could not be attached".to_string()
-            };
-        }
-        let known: &[(&str, &str)] = &[
-            ("Docker engine busy", "the container engine is busy"),
-            (
-                "Docker engine unreachable",
-                "the container engine is unreachable",
-            ),
-            (
-                "Docker engine did not answer",
-                "the container engine is unreachable",
-            ),
-            ("Docker error", "the container engine failed"),
-            ("cannot write", "Sluice could not write the host's files"),
-            ("cannot remove", "Sluice could not remove the host's files"),
-            ("cannot read", "Sluice could not read the host's files"),
-            (
-                "the container exited",
-                "the container exited while starting",
-            ),
-            ("the host's internal key", "the host's keys are unreadable"),
-            ("the host's pinned key", "the host's keys are unreadable"),
-        ];
-        if let Some((_, short)) = known.iter().find(|(prefix, _)| m.starts_with(prefix)) {
-            return (*short).to_string();
-        }
-        if clean(m) {
-            m.to_string()
-        } else {
-            "the operation failed (details in the Sluice log)".to_string()
+            }
+            RuntimeError::Egress(_) => "the egress could not be attached".into(),
+            RuntimeError::Exited { .. } => "the container exited while starting".into(),
+            RuntimeError::SshdSilent(_) | RuntimeError::Host(_) => self.to_string(),
+            RuntimeError::Unsupported(m) | RuntimeError::Other(m) if clean(m) => m.clone(),
+            RuntimeError::Unsupported(_) | RuntimeError::Other(_) => {
+                "the operation failed (details in the Sluice log)".into()
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RuntimeError;
+    use super::{HostIssue, RuntimeError};
 
     #[test]
     fn summaries_carry_no_docker_message_or_path() {
-        let e = RuntimeError::permanent(
-            "Docker refused: invalid mount config for type \"bind\": invalid mount path: './data/hosts/x/etc'",
+        let e = RuntimeError::Refused(
+            "invalid mount config for type \"bind\": invalid mount path: './data/hosts/x/etc'"
+                .into(),
         );
         assert_eq!(
             e.summary(),
             "the container engine could not mount the host's files"
         );
-        let e = RuntimeError::permanent(
-            "Docker refused: Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available",
+        let e = RuntimeError::Refused(
+            "Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available".into(),
         );
         assert!(e.summary().contains("CPUs"), "{}", e.summary());
         assert!(!e.summary().contains("0.01"), "{}", e.summary());
-        let e = RuntimeError::permanent(
-            "egress attach failed: the proxy egress cannot be used: unknown shadowsocks method rc4-md5",
+        let e = RuntimeError::Egress(
+            "the proxy egress cannot be used: unknown shadowsocks method rc4-md5".into(),
         );
         assert!(
             e.summary().ends_with("unknown shadowsocks method rc4-md5"),
             "{}",
             e.summary()
         );
-        let e = RuntimeError::permanent("cannot write the host's files: /var/lib/sluice: EACCES");
+        let e = RuntimeError::Files {
+            action: "write",
+            detail: "/var/lib/sluice: EACCES".into(),
+        };
         assert!(!e.summary().contains('/'), "{}", e.summary());
+        assert!(
+            e.to_string().contains("/var/lib/sluice"),
+            "the log keeps the detail"
+        );
         assert_eq!(
-            RuntimeError::permanent("the host has no owner").summary(),
+            RuntimeError::Host(HostIssue::NoOwner).summary(),
             "the host has no owner"
         );
         let e = RuntimeError::permanent("something at /srv/x");
         assert!(!e.summary().contains("/srv"), "{}", e.summary());
+        let e = RuntimeError::Exited {
+            code: 1,
+            output: "sshd: /etc/sluice/account: no such file".into(),
+        };
+        assert_eq!(e.summary(), "the container exited while starting");
+    }
+
+    #[test]
+    fn only_an_engine_busy_or_unreachable_is_retried() {
+        assert!(RuntimeError::EngineBusy("x".into()).is_transient());
+        assert!(RuntimeError::EngineUnreachable("x".into()).is_transient());
+        assert!(!RuntimeError::Refused("x".into()).is_transient());
+        assert!(!RuntimeError::Host(HostIssue::NotRunning).is_transient());
     }
 }
 
@@ -198,7 +249,9 @@ pub trait HostRuntime: Send + Sync + 'static {
 
     /// The last `tail` lines of a host's container output.
     async fn logs(&self, _host: &HostSpec, _tail: u32) -> Result<Vec<String>, RuntimeError> {
-        Err(RuntimeError::permanent("this runtime keeps no logs"))
+        Err(RuntimeError::Unsupported(
+            "this runtime keeps no logs".into(),
+        ))
     }
 
     /// The engine and image, for the status page.
@@ -221,7 +274,7 @@ pub trait HostRuntime: Send + Sync + 'static {
 
     /// Where the SSH proxy reaches a running host's sshd.
     async fn ssh_endpoint(&self, host: &HostSpec) -> Result<SshEndpoint, RuntimeError> {
-        Err(RuntimeError::permanent(format!(
+        Err(RuntimeError::Unsupported(format!(
             "host {} has no SSH server in this runtime",
             host.short_id
         )))

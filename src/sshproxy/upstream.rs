@@ -66,16 +66,16 @@ impl Upstream {
         self.client.clone()
     }
 
-    /// The connection, made now if this is the first use. The error is a sentence for the
-    /// client.
-    pub async fn get(&self) -> Result<Arc<Connected>, String> {
+    /// The connection, made now if this is the first use. The error's text is the sentence
+    /// for the client.
+    pub async fn get(&self) -> Result<Arc<Connected>, UpstreamError> {
         self.cell
             .get_or_try_init(|| async {
                 tokio::time::timeout(CONNECT_TIMEOUT, self.connect_with_retries())
                     .await
                     .unwrap_or_else(|_| {
                         tracing::warn!(host = %self.short_id, "the host's sshd did not answer in time");
-                        Err(format!("host {} did not answer in time", self.short_id))
+                        Err(UpstreamError::Timeout(self.short_id.clone()))
                     })
                     .map(Arc::new)
             })
@@ -90,7 +90,7 @@ impl Upstream {
 
     /// Connects, trying again briefly when sshd drops the connection before the login (it
     /// sheds load that way when many connections arrive at once).
-    async fn connect_with_retries(&self) -> Result<Connected, String> {
+    async fn connect_with_retries(&self) -> Result<Connected, UpstreamError> {
         let mut wait = Duration::from_millis(100);
         for _ in 0..4 {
             match self.connect().await {
@@ -179,6 +179,16 @@ impl Upstream {
     }
 }
 
+/// Why the SSH proxy could not reach a host's sshd, told to the client in these words (the
+/// detail, socket and SSH errors, goes to the log only).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("host {0} did not answer in time")]
+    Timeout(String),
+    #[error("host {0} cannot be reached now: try again, or ask your administrator")]
+    Unreachable(String),
+}
+
 /// Why connecting failed: dropped early (worth another try) or for good.
 enum Failure {
     Dropped(String),
@@ -186,11 +196,11 @@ enum Failure {
 }
 
 impl Failure {
-    /// The sentence for the client; the detail (socket and SSH errors) goes to the log only.
-    fn into_message(self, short: &str) -> String {
+    /// The client's error; the detail is logged here.
+    fn into_message(self, short: &str) -> UpstreamError {
         let (Failure::Dropped(detail) | Failure::Final(detail)) = self;
         tracing::warn!(host = short, %detail, "cannot reach the host's sshd");
-        format!("host {short} cannot be reached now: try again, or ask your administrator")
+        UpstreamError::Unreachable(short.to_string())
     }
 }
 

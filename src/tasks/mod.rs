@@ -102,6 +102,20 @@ pub async fn enqueue(
     Ok(id)
 }
 
+/// Why a task failed, as its row and event tell it (runtime failures in their short form;
+/// the full detail is logged where it happens).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure {
+    #[error("host no longer exists")]
+    HostGone,
+    #[error("unknown task kind `{0}`")]
+    UnknownKind(String),
+    #[error("{}", .0.summary())]
+    Runtime(RuntimeError),
+    #[error("the database failed: {0}")]
+    Store(#[from] StoreError),
+}
+
 /// Wakes the worker when tasks are queued.
 #[derive(Clone, Default)]
 pub struct Queue {
@@ -183,9 +197,9 @@ impl Worker {
         tracing::info!(task = %task.id, kind = %task.kind, host = ?task.host_id, "task started");
         let outcome = match (kind, task.host_id) {
             (Some(kind), Some(host_id)) => self.run_host_task(&task, kind, host_id).await,
-            _ => Err(format!("unknown task kind `{}`", task.kind)),
+            _ => Err(TaskFailure::UnknownKind(task.kind.clone())),
         };
-        let error = outcome.err();
+        let error = outcome.err().map(|e| e.to_string());
         match &error {
             None => tracing::info!(task = %task.id, "task succeeded"),
             Some(e) => tracing::warn!(task = %task.id, error = %e, "task failed"),
@@ -213,21 +227,26 @@ impl Worker {
         tx.commit().await
     }
 
-    async fn run_host_task(&self, task: &TaskRow, kind: Kind, host_id: Uuid) -> Result<(), String> {
+    async fn run_host_task(
+        &self,
+        task: &TaskRow,
+        kind: Kind,
+        host_id: Uuid,
+    ) -> Result<(), TaskFailure> {
         let spec = host_spec(&self.store, host_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TaskFailure::from)?;
         let Some(spec) = spec else {
             // The host is gone: deleting it again has nothing to do; anything else cannot run.
             return match kind {
                 Kind::Delete => Ok(()),
-                _ => Err("host no longer exists".into()),
+                _ => Err(TaskFailure::HostGone),
             };
         };
         if let Some(s) = HostStatus::during(kind) {
             self.set_host_status(host_id, s, None)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(TaskFailure::from)?;
         }
         let progress = TaskProgress {
             store: self.store.clone(),
@@ -245,11 +264,7 @@ impl Worker {
                 Kind::BindEgress => self.runtime.bind_egress(&spec, &progress).await,
             };
             match r {
-                Err(
-                    e @ RuntimeError {
-                        transient: true, ..
-                    },
-                ) if attempt < MAX_ATTEMPTS => {
+                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                     let backoff = Duration::from_millis(500 * 2u64.pow(attempt));
                     tracing::warn!(task = %task.id, host = %host_id, error = %e, "retrying");
                     progress
@@ -262,21 +277,21 @@ impl Worker {
             }
         };
         let outcome = match (&result, kind, HostStatus::after(kind)) {
-            (Ok(()), Kind::Delete, _) => self.remove_host(&spec).await.map_err(|e| e.to_string()),
+            (Ok(()), Kind::Delete, _) => self.remove_host(&spec).await.map_err(TaskFailure::from),
             (Ok(()), _, Some(HostStatus::Running)) => self
                 .host_running(host_id, matches!(kind, Kind::Create | Kind::Rebuild))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(TaskFailure::from),
             (Ok(()), _, Some(next)) => self
                 .set_host_status(host_id, next, None)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(TaskFailure::from),
             (Ok(()), _, None) => Ok(()),
             (Err(e), ..) => {
                 // The detail (Docker's message, paths) is for the log; rows and answers get
                 // the short reason.
                 tracing::error!(task = %task.id, host = %host_id, kind = kind.as_str(), error = %e, "host task failed");
-                Err(e.summary())
+                Err(TaskFailure::Runtime(e.clone()))
             }
         };
         if let Err(reason) = &outcome {

@@ -33,9 +33,12 @@ pub async fn open(
 ) {
     let up = match upstream.get().await {
         Ok(up) => up,
-        Err(reason) => {
+        Err(e) => {
             return reply
-                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: e.to_string(),
+                })
                 .await;
         }
     };
