@@ -94,6 +94,7 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::Unavailable(m) => ApiError::Conflict(m),
             OpError::Store(s) => s.into(),
             OpError::Auth(a) => a.into(),
+            OpError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

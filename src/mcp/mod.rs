@@ -126,7 +126,7 @@ fn refusal(e: &OpError) -> CallToolResult {
     if let OpError::Invalid(fields) = e {
         body["fields"] = json!(fields.0);
     }
-    if let OpError::Store(_) | OpError::Auth(_) = e {
+    if let OpError::Store(_) | OpError::Auth(_) | OpError::Internal(_) = e {
         tracing::error!(error = %e, "MCP tool failed");
         body = json!({"error": "internal error"});
     }

@@ -21,6 +21,7 @@ pub mod events;
 pub mod hosts;
 pub mod overview;
 pub mod sessions;
+pub mod ssh_keys;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
@@ -150,6 +151,9 @@ pub enum OpError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A fault of Sluice's own (logged; callers see only that it failed).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl OpError {
