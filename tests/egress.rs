@@ -371,7 +371,9 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         .await;
     assert_eq!(e["data"]["ip_address"], "203.0.113.99");
     let out = cli(&lab);
-    assert_eq!(out.status.code(), Some(1), "a failed test exits 1");
+    assert_eq!(out.status.code(), Some(7), "a failed check exits 7");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checks"]["exit_ip"]["passed"], false, "{report}");
     let (st, _) = s
         .call(
             reqwest::Method::PUT,
