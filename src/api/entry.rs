@@ -31,8 +31,9 @@ use crate::auth::attempts::Target;
 use crate::auth::password;
 use crate::events::{self, NewEvent};
 use crate::hosts::{HostStatus, is_short_id};
-use crate::sshproxy::login::{self, Check, Credential, Entrant, Refusal};
-use crate::store::{self, hosts::HostRow};
+use crate::ops::entry::{Admission, admit, choose_host};
+use crate::sshproxy::login::{self, Check, Credential, Entrant};
+use crate::store;
 use crate::users::Role;
 
 const COMMON: &str = include_str!("scripts/common.sh");
@@ -130,37 +131,6 @@ fn one_time_login(state: &AppState, ph: &PublicHost, host_id: Uuid, short_id: &s
     }
 }
 
-/// What stops a verified entrant, as an API error (a stopped host is not an error here).
-fn refusal_error(entrant: &Entrant, r: &Refusal) -> ApiError {
-    let message = entrant.explain(r, None);
-    match r {
-        Refusal::AccountInactive(_) | Refusal::HostSuspended => ApiError::Forbidden(message),
-        _ => ApiError::Conflict(message),
-    }
-}
-
-/// Starts a stopped host for the entrant who proved its password (the domain decides whether
-/// its status starts on entry), or finds the task already bringing it up.
-async fn start_host(
-    state: &AppState,
-    host: &HostRow,
-    door: String,
-    source: Option<String>,
-) -> ApiResult<Option<Uuid>> {
-    let Some(owner) = host.user_id else {
-        return Ok(None);
-    };
-    let caller = crate::ops::Caller::new(
-        crate::auth::Principal::Entrant {
-            user_id: owner,
-            door,
-        },
-        source,
-        crate::ops::Face::Api,
-    );
-    Ok(crate::ops::hosts::start_on_entry(state, &caller, host).await?)
-}
-
 async fn record(state: &AppState, e: NewEvent) {
     events::record_alone(&state.store, e).await;
 }
@@ -239,18 +209,17 @@ pub async fn entry_auth(
         }
     };
     let host = entrant.host.clone();
-    let answer = match entrant.refusal(crate::clock::now()) {
-        None => EntryAnswer {
+    let answer = match admit(&state, &entrant, actor.clone(), source.clone()).await? {
+        Admission::Ready => EntryAnswer {
             status: "ready",
             task_id: None,
             login: Some(one_time_login(&state, &ph, host.id, &host.short_id)),
         },
-        Some(Refusal::HostStopped | Refusal::HostStarting) => EntryAnswer {
+        Admission::Starting(task_id) => EntryAnswer {
             status: "starting",
-            task_id: start_host(&state, &host, actor.clone(), source.clone()).await?,
+            task_id,
             login: None,
         },
-        Some(r) => return Err(refusal_error(&entrant, &r)),
     };
     record(
         &state,
@@ -379,41 +348,16 @@ pub async fn bootstrap_start(
     let mut db = state.store.acquire().await?;
     let hosts = store::hosts::of_user(db.conn(), user.id).await?;
     drop(db);
-    let host = match (req.host.as_deref(), hosts.as_slice()) {
-        (Some(short), _) => hosts
-            .iter()
-            .find(|h| h.short_id == short)
-            .cloned()
-            .ok_or(ApiError::NotFound("host"))?,
-        (None, []) => {
-            return Err(ApiError::Forbidden(format!(
-                "account {username} has no host: ask your administrator"
-            )));
-        }
-        (None, [only]) => only.clone(),
-        (None, many) => {
-            return Err(ApiError::Conflict(format!(
-                "account {username} has {} hosts; name one with \"host\" ({})",
-                many.len(),
-                many.iter()
-                    .map(|h| h.short_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    };
+    let host = choose_host(&username, &hosts, req.host.as_deref())?;
     let entrant = Entrant {
         user,
         host: host.clone(),
         method: login::Method::Password,
     };
     let actor = format!("bootstrap:{username}");
-    let task_id = match entrant.refusal(crate::clock::now()) {
-        None => None,
-        Some(Refusal::HostStopped | Refusal::HostStarting) => {
-            start_host(&state, &host, actor.clone(), source.clone()).await?
-        }
-        Some(r) => return Err(refusal_error(&entrant, &r)),
+    let task_id = match admit(&state, &entrant, actor.clone(), source.clone()).await? {
+        Admission::Ready => None,
+        Admission::Starting(task) => task,
     };
     let id = hex::encode(rand::random::<[u8; 16]>());
     {

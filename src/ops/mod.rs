@@ -17,6 +17,7 @@ use crate::validation::FieldErrors;
 pub mod account;
 pub mod bindings;
 pub mod egress;
+pub mod entry;
 pub mod events;
 pub mod hosts;
 pub mod overview;
