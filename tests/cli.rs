@@ -614,3 +614,112 @@ fn token_and_admin_commands_work_on_the_database() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
 }
+
+/// The operator's commands on the database, without a server: tables by default, `--json` for
+/// scripts, hosts by short id, and every refusal as its documented exit code with the reason.
+#[test]
+fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| sluice(dir.path()).args(args).output().unwrap();
+    let json_of = |out: &std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let u = json_of(&run(&["user", "create", "olga", "--json"]));
+    let uid = u["id"].as_str().unwrap().to_string();
+    assert_eq!(u["password"].as_str().unwrap().len(), 20, "{u}");
+    let table = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
+    assert!(
+        table.starts_with("ID ") && table.contains("olga"),
+        "{table}"
+    );
+
+    // Bad input: exit 2, every bad field named.
+    let out = run(&[
+        "host",
+        "create",
+        "--user",
+        &uid,
+        "--cpus",
+        "99",
+        "--memory-mb",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cpus") && err.contains("memory_mb"), "{err}");
+    let out = run(&["user", "add-key", &uid, "ssh-ed25519 not-a-key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_key"));
+
+    let h = json_of(&run(&["host", "create", "--user", &uid, "--json"]));
+    let short = h["short_id"].as_str().unwrap();
+    assert!(h["ssh_password"].as_str().is_some_and(|p| !p.is_empty()));
+    let shown = json_of(&run(&["host", "show", short, "--json"]));
+    assert_eq!(shown["id"], h["id"]);
+    assert_eq!(shown["status"], "pending");
+    assert!(
+        shown.get("ssh_password").is_none(),
+        "shown once only: {shown}"
+    );
+    // The queued task is the server's to run; the CLI sees it.
+    let tasks = json_of(&run(&["task", "list", "--host", short, "--json"]));
+    assert_eq!(tasks["data"][0]["kind"], "create");
+    assert!(
+        tasks["data"][0]["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
+
+    // Not found: exit 3. Refused by state: exit 4. Not possible here: exit 6.
+    assert_eq!(run(&["host", "show", "zzzzzzzz"]).status.code(), Some(3));
+    assert_eq!(
+        run(&["host", "unsuspend", short]).status.code(),
+        Some(4),
+        "a pending host is not suspended"
+    );
+    let out = run(&["session", "list"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/v1/admin/sessions"));
+
+    let (pub_key, _) = {
+        let k = tempfile::tempdir().unwrap();
+        let path = k.path().join("k");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "laptop", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (
+            std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+            k,
+        )
+    };
+    let key = json_of(&run(&["user", "add-key", &uid, pub_key.trim(), "--json"]));
+    assert_eq!(key["name"], "laptop");
+    let keys = String::from_utf8(run(&["user", "keys", &uid]).stdout).unwrap();
+    assert!(keys.contains("SHA256:"), "{keys}");
+
+    let stats = json_of(&run(&["stats", "--json"]));
+    assert_eq!(
+        (stats["users"].as_i64(), stats["hosts"]["total"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let events = json_of(&run(&["event", "list", "--json"]));
+    let actions: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in ["user.created", "host.created", "ssh_key.added"] {
+        assert!(actions.contains(&want), "{want}: {actions:?}");
+    }
+}

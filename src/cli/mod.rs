@@ -255,6 +255,32 @@ pub enum UserCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// List an account's SSH public keys.
+    Keys {
+        id: Uuid,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Add an SSH public key (one OpenSSH line) to an account.
+    AddKey {
+        id: Uuid,
+        /// The key line, such as `ssh-ed25519 AAAA... laptop`.
+        public_key: String,
+        /// A name for it (default: the key's comment).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove an SSH key from an account.
+    DeleteKey {
+        id: Uuid,
+        key_id: Uuid,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]

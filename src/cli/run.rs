@@ -170,6 +170,19 @@ const USER_FIELDS: &[Column] = &[
     ("expires", "/expires_at"),
     ("created", "/created_at"),
 ];
+const KEY_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("TYPE", "/key_type"),
+    ("FINGERPRINT", "/fingerprint"),
+    ("ADDED", "/created_at"),
+];
+const KEY_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("name", "/name"),
+    ("type", "/key_type"),
+    ("fingerprint", "/fingerprint"),
+];
 const EGRESS_ROWS: &[Column] = &[
     ("ID", "/id"),
     ("LABEL", "/label"),
@@ -470,6 +483,38 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
             let core = core(&common, None).await?;
             let pw = ops::users::rotate_password(&core, me, id).await?;
             show(&common, &to_json(&pw), &[("password", "/password")]);
+        }
+        UserCommand::Keys {
+            id,
+            page: p,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let (rows, total) = ops::ssh_keys::list(&core, me, id, page(&p)).await?;
+            list(&common, rows.iter().map(to_json).collect(), total, KEY_ROWS);
+        }
+        UserCommand::AddKey {
+            id,
+            public_key,
+            name,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let req = ops::ssh_keys::AddKey {
+                public_key: Some(public_key),
+                name,
+            };
+            let key = ops::ssh_keys::add(&core, me, id, req).await?;
+            show(&common, &to_json(&key), KEY_FIELDS);
+        }
+        UserCommand::DeleteKey { id, key_id, common } => {
+            let core = core(&common, None).await?;
+            ops::ssh_keys::delete(&core, me, id, key_id).await?;
+            show(
+                &common,
+                &json!({"deleted": key_id}),
+                &[("deleted", "/deleted")],
+            );
         }
         UserCommand::Delete { id, common } => {
             let core = core(&common, None).await?;
