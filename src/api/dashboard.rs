@@ -10,7 +10,7 @@ use super::extract::{Admin, can};
 use crate::ops::overview as ops;
 pub use crate::ops::overview::{HostStats, Stats, Status, TaskStats};
 
-/// Counts of users, hosts by status, egress IPs and tasks.
+/// Counts of users, hosts by status, egresses (`egress_ips`, the reference's name) and tasks.
 #[utoipa::path(get, path = "/v1/admin/dashboard/stats", tag = "dashboard",
     responses((status = 200, body = Data<Stats>)), security(("bearer" = [])))]
 pub async fn stats(
