@@ -3,7 +3,8 @@
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
 # tinyproxy, shadowsocks-libev, trojan, v2ray, socat as a TLS front, openssl for the
-# certificates, iperf3, dig for UDP through a proxy), and from PyPI ssh-audit and schemathesis.
+# certificates, iperf3, dig for UDP through a proxy), Chromium and chromedriver for the
+# browser tests, and from PyPI ssh-audit, schemathesis and the MCP SDK.
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -29,6 +30,9 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The browser tests: headless Chromium driven through chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -191,6 +191,7 @@ pub async fn start(
             public_url: settings.public_url.clone(),
             probe: settings.probe.targets(),
             events: Some(crate::events::live::Hub::start(store.clone(), stop.clone())),
+            attempts,
             sessions: Some(ssh.sessions.clone()),
         },
         auth: Authenticator::new(store.clone(), secret.as_bytes()),
@@ -198,7 +199,6 @@ pub async fn start(
         ssh: ssh.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),
         entry: Default::default(),
-        attempts,
     }));
     let app = api::router(state);
     let limits = api::server::ServerLimits {

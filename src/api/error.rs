@@ -95,6 +95,7 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::Store(s) => s.into(),
             OpError::Auth(a) => a.into(),
             OpError::Internal(m) => ApiError::Internal(m),
+            OpError::Busy(retry_after) => ApiError::TooManyRequests { retry_after },
         }
     }
 }

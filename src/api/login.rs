@@ -64,10 +64,52 @@ pub async fn login(
         .as_deref()
         .map(crate::ops::account::parse_abilities)
         .transpose()?;
-    check(&state.limits.login, &(ip.0, username.to_lowercase()))?;
+    let l = password_login(&state, ip.0, &username, &password).await?;
+    let shown: String = username.chars().take(64).collect();
+    match scoped {
+        Some(abilities) => {
+            let admin = crate::auth::Principal::Account {
+                id: l.user_id,
+                username: shown,
+                role: l.role,
+                login: None,
+            };
+            let (token, expires_at) = crate::ops::account::scoped_token(
+                &state,
+                &admin,
+                &abilities,
+                ip.to_option_string(),
+            )
+            .await?;
+            Ok(Json(LoginResponse {
+                token,
+                role: l.role,
+                expires_in: (expires_at - crate::clock::now()).whole_seconds(),
+                abilities: Some(abilities.iter().map(|a| a.as_str().to_string()).collect()),
+            }))
+        }
+        None => Ok(Json(LoginResponse {
+            token: l.token,
+            role: l.role,
+            expires_in: l.expires_in,
+            abilities: None,
+        })),
+    }
+}
+
+/// A password login as every login door does it (the API's and the web page's): the
+/// per-source and per-name rate limit, the attempt budget (a slot taken before the check,
+/// unknown names counting), the event, and refusals as API errors.
+pub async fn password_login(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    username: &str,
+    password: &str,
+) -> ApiResult<crate::auth::principal::Login> {
+    check(&state.limits.login, &(ip, username.to_lowercase()))?;
     // The failure slot is taken before the password is checked; unknown names count too.
-    let attempt = state.attempts.begin(ip.0, Target::account(&username))?;
-    let result = match state.auth.login(&username, &password).await {
+    let attempt = state.attempts.begin(ip, Target::account(username))?;
+    let result = match state.auth.login(username, password).await {
         // Not a verdict on the password (busy, database): the slot goes back.
         Err(e @ (AuthError::Busy | AuthError::Store(_) | AuthError::Hash(_))) => {
             attempt.succeeded();
@@ -100,43 +142,17 @@ pub async fn login(
         db.conn(),
         NewEvent::new(format!("login:{shown}"), action, "user")
             .user(user_id)
-            .source(ip.to_option_string())
+            .source(ip.map(|i| i.to_string()))
             .details(json!({"username": shown, "reason": reason})),
     )
     .await?;
-    match (result, scoped) {
-        (Ok(l), Some(abilities)) => {
-            let admin = crate::auth::Principal::Account {
-                id: l.user_id,
-                username: shown.clone(),
-                role: l.role,
-                login: None,
-            };
-            let (token, expires_at) = crate::ops::account::scoped_token(
-                &state,
-                &admin,
-                &abilities,
-                ip.to_option_string(),
-            )
-            .await?;
-            Ok(Json(LoginResponse {
-                token,
-                role: l.role,
-                expires_in: (expires_at - crate::clock::now()).whole_seconds(),
-                abilities: Some(abilities.iter().map(|a| a.as_str().to_string()).collect()),
-            }))
-        }
-        (Ok(l), None) => Ok(Json(LoginResponse {
-            token: l.token,
-            role: l.role,
-            expires_in: l.expires_in,
-            abilities: None,
-        })),
-        (Err(AuthError::Inactive(why)), _) => Err(ApiError::Forbidden(format!("account is {why}"))),
-        (Err(AuthError::Invalid), _) => Err(ApiError::Unauthorized(
+    match result {
+        Ok(l) => Ok(l),
+        Err(AuthError::Inactive(why)) => Err(ApiError::Forbidden(format!("account is {why}"))),
+        Err(AuthError::Invalid) => Err(ApiError::Unauthorized(
             "invalid username or password".into(),
         )),
-        (Err(e), _) => Err(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

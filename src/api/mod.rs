@@ -60,8 +60,6 @@ pub struct Shared {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// Bootstrap sessions.
     pub entry: entry::EntryState,
-    /// Password-attempt budgets (shared with the SSH proxy).
-    pub attempts: Arc<crate::auth::attempts::Attempts>,
 }
 
 impl Deref for Shared {

@@ -8,16 +8,10 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::envelope::{Data, Page, data, page};
-use super::error::{ApiError, ApiResult};
-use super::extract::{ClientIp, JsonBody, Paging, UserCaller, parse_id};
+use super::error::ApiResult;
+use super::extract::{JsonBody, Paging, UserCaller, parse_id};
 use super::hosts::{Host, PublicHost, RebuildRequest, TaskQueued, view};
-use crate::auth::attempts::Target;
-use crate::auth::password;
-use crate::events::{self, NewEvent};
 use crate::ops::hosts as host_ops;
-use crate::store;
-use crate::users::validate_password;
-use crate::validation::FieldErrors;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePassword {
@@ -32,45 +26,15 @@ pub struct ChangePassword {
 pub async fn change_password(
     State(state): State<AppState>,
     caller: UserCaller,
-    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<ChangePassword>,
 ) -> ApiResult<StatusCode> {
-    let mut errs = FieldErrors::new();
-    let old = req.old_password.unwrap_or_default();
-    let new = req.new_password.unwrap_or_default();
-    if old.is_empty() {
-        errs.add("old_password", "is required");
-    }
-    errs.check("new_password", validate_password(&new));
-    if !errs.is_empty() {
-        return Err(ApiError::invalid(errs));
-    }
-    let mut db = state.store.acquire().await?;
-    let user = store::users::get(db.conn(), caller.id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
-    drop(db);
-    let attempt = state.attempts.begin(ip, Target::account(&user.username))?;
-    if !password::verify(&old, &user.password_hash).await? {
-        attempt.failed();
-        return Err(ApiError::field(
-            "old_password",
-            "is not your current password",
-        ));
-    }
-    attempt.succeeded();
-    let hash = password::hash(&new).await?;
-    let mut tx = state.store.begin().await?;
-    store::users::set_password(tx.conn(), caller.id, &hash, crate::clock::now()).await?;
-    events::record(
-        tx.conn(),
-        NewEvent::new(caller.actor(), "user.password_changed", "user")
-            .target(caller.id)
-            .user(Some(caller.id))
-            .source(caller.source()),
+    crate::ops::account::change_password(
+        &state,
+        &caller.caller(),
+        req.old_password.as_deref().unwrap_or_default(),
+        req.new_password.as_deref().unwrap_or_default(),
     )
     .await?;
-    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

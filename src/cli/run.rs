@@ -91,6 +91,7 @@ async fn core(
         public_url: common.public_url.clone(),
         probe: probe.map(|p| p.targets()).unwrap_or_default(),
         events: None,
+        attempts: Default::default(),
         sessions: None,
     })
 }

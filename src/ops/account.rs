@@ -166,3 +166,54 @@ pub async fn scoped_token(
     tx.commit().await?;
     Ok((plain, expires_at))
 }
+
+/// Changes the caller's own password (a user's), after checking the current one against the
+/// attempt budget every password door shares. Every login token issued before stops working.
+pub async fn change_password(
+    core: &Core,
+    caller: &Caller,
+    old: &str,
+    new: &str,
+) -> OpResult<()> {
+    let Some(me) = caller.principal.user_id() else {
+        return Err(OpError::Forbidden(
+            "only a user changes their own password here".into(),
+        ));
+    };
+    let mut errs = crate::validation::FieldErrors::new();
+    if old.is_empty() {
+        errs.add("old_password", "is required");
+    }
+    errs.check("new_password", crate::users::validate_password(new));
+    if !errs.is_empty() {
+        return Err(OpError::Invalid(errs));
+    }
+    let mut db = core.store.acquire().await?;
+    let user = store::users::get(db.conn(), me)
+        .await?
+        .ok_or(OpError::NotFound("user"))?;
+    drop(db);
+    let ip = caller.source.as_deref().and_then(|s| s.parse().ok());
+    let attempt = core
+        .attempts
+        .begin(ip, crate::auth::attempts::Target::account(&user.username))
+        .map_err(|r| OpError::Busy(r.retry_after_secs()))?;
+    if !crate::auth::password::verify(old, &user.password_hash).await? {
+        attempt.failed();
+        return Err(OpError::field("old_password", "is not your current password"));
+    }
+    attempt.succeeded();
+    let hash = crate::auth::password::hash(new).await?;
+    let mut tx = core.store.begin().await?;
+    store::users::set_password(tx.conn(), me, &hash, crate::clock::now()).await?;
+    events::record(
+        tx.conn(),
+        NewEvent::new(caller.actor(), "user.password_changed", "user")
+            .target(me)
+            .user(Some(me))
+            .source(caller.source.clone()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

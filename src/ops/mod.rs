@@ -1,7 +1,7 @@
 //! The domain layer: one function per operation an operator or a user can perform. Each takes
 //! the [`Caller`] and typed input, checks the caller's abilities and the rules, writes rows,
 //! tasks and events in one transaction, and answers typed results or an [`OpError`]. The faces
-//! (REST in `api/`, the CLI in `cli.rs`/`main.rs`, MCP in `mcp/`) only translate to and from
+//! (REST in `api/`, the CLI in `cli/`, MCP in `mcp/`, the web pages in `web/`) only translate to and from
 //! these functions; none of them holds a rule of its own.
 
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub struct Core {
     pub probe: crate::probe::Targets,
     /// New events as they happen, where this process follows them (the server).
     pub events: Option<crate::events::live::Hub>,
+    /// Password-attempt budgets, shared by every door that checks a password (the SSH proxy's
+    /// too).
+    pub attempts: Arc<crate::auth::attempts::Attempts>,
     /// Live SSH sessions, where the SSH proxy runs in this process.
     pub sessions: Option<Arc<crate::sshproxy::registry::Sessions>>,
 }
@@ -78,6 +81,7 @@ pub enum Face {
     Api,
     Cli,
     Mcp,
+    Web,
 }
 
 impl Face {
@@ -86,6 +90,7 @@ impl Face {
             Face::Api => "api",
             Face::Cli => "cli",
             Face::Mcp => "mcp",
+            Face::Web => "web",
         }
     }
 }
@@ -152,6 +157,9 @@ pub enum OpError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Too many attempts: try again after this many seconds.
+    #[error("too many attempts; retry in {0} s")]
+    Busy(u64),
     /// A fault of Sluice's own (logged; callers see only that it failed).
     #[error("internal error: {0}")]
     Internal(String),
