@@ -22,3 +22,4 @@ pub mod store;
 pub mod tasks;
 pub mod users;
 pub mod validation;
+pub mod web;

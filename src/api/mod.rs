@@ -197,6 +197,7 @@ pub fn router(state: AppState) -> Router {
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .merge(mcp)
+        .merge(crate::web::router(state.clone()))
         .fallback(not_found)
         // The limit is enforced where bodies are read (JsonBody), so the answer is our JSON 413.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

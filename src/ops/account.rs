@@ -169,12 +169,7 @@ pub async fn scoped_token(
 
 /// Changes the caller's own password (a user's), after checking the current one against the
 /// attempt budget every password door shares. Every login token issued before stops working.
-pub async fn change_password(
-    core: &Core,
-    caller: &Caller,
-    old: &str,
-    new: &str,
-) -> OpResult<()> {
+pub async fn change_password(core: &Core, caller: &Caller, old: &str, new: &str) -> OpResult<()> {
     let Some(me) = caller.principal.user_id() else {
         return Err(OpError::Forbidden(
             "only a user changes their own password here".into(),
@@ -200,7 +195,10 @@ pub async fn change_password(
         .map_err(|r| OpError::Busy(r.retry_after_secs()))?;
     if !crate::auth::password::verify(old, &user.password_hash).await? {
         attempt.failed();
-        return Err(OpError::field("old_password", "is not your current password"));
+        return Err(OpError::field(
+            "old_password",
+            "is not your current password",
+        ));
     }
     attempt.succeeded();
     let hash = crate::auth::password::hash(new).await?;

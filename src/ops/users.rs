@@ -114,9 +114,20 @@ pub async fn find_user(c: Conn<'_>, id: Uuid) -> OpResult<UserRow> {
 
 /// User accounts, oldest first.
 pub async fn list(core: &Core, caller: &Caller, page: PageRequest) -> OpResult<(Vec<User>, i64)> {
+    search(core, caller, None, page).await
+}
+
+/// User accounts whose name contains `q`, oldest first.
+pub async fn search(
+    core: &Core,
+    caller: &Caller,
+    q: Option<&str>,
+    page: PageRequest,
+) -> OpResult<(Vec<User>, i64)> {
     caller.require(Ability::UserRead)?;
+    let q = q.map(str::trim).filter(|q| !q.is_empty());
     let mut db = core.store.acquire().await?;
-    let (rows, total) = store::users::list(db.conn(), Role::User.as_str(), page).await?;
+    let (rows, total) = store::users::search(db.conn(), Role::User.as_str(), q, page).await?;
     Ok((rows.into_iter().map(User::from).collect(), total))
 }
 

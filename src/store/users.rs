@@ -70,16 +70,40 @@ fn select(tail: &str) -> String {
 
 /// Accounts of `role`, oldest first.
 pub async fn list(c: Conn<'_>, role: &str, page: PageRequest) -> Result<(Vec<UserRow>, i64)> {
-    let sql = select("WHERE role = $1 ORDER BY id LIMIT $2 OFFSET $3");
+    search(c, role, None, page).await
+}
+
+/// Accounts of a role whose name contains `q` (all without it), oldest first.
+pub async fn search(
+    c: Conn<'_>,
+    role: &str,
+    q: Option<&str>,
+    page: PageRequest,
+) -> Result<(Vec<UserRow>, i64)> {
+    // User names are [a-z0-9._-]: a search is lower case, and LIKE's own wildcards are
+    // escaped.
+    let pattern = q.map(|q| {
+        let q = q
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{q}%")
+    });
+    const WHERE: &str = "WHERE role = $1 AND ($2 IS NULL OR username LIKE $2 ESCAPE '\\')";
+    let sql = select(&format!("{WHERE} ORDER BY id LIMIT $3 OFFSET $4"));
+    let count = format!("SELECT COUNT(*) FROM users {WHERE}");
     on_conn!(c, |c| {
         let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
             .bind(role)
+            .bind(&pattern)
             .bind(page.limit())
             .bind(page.offset())
             .fetch_all(&mut *c)
             .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = $1")
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
             .bind(role)
+            .bind(&pattern)
             .fetch_one(&mut *c)
             .await?;
         Ok((rows, total))

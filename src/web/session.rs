@@ -121,9 +121,11 @@ impl OptionalFromRequestParts<AppState> for WebUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(<WebUser as FromRequestParts<AppState>>::from_request_parts(parts, state)
-            .await
-            .ok())
+        Ok(
+            <WebUser as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }
 
@@ -141,7 +143,10 @@ mod tests {
 
     #[test]
     fn only_this_site_passes_the_origin_check() {
-        let ok = headers(&[("host", "sluice.test:8080"), ("origin", "http://sluice.test:8080")]);
+        let ok = headers(&[
+            ("host", "sluice.test:8080"),
+            ("origin", "http://sluice.test:8080"),
+        ]);
         assert!(same_origin(&ok, None));
         let other = headers(&[("host", "sluice.test:8080"), ("origin", "http://evil.test")]);
         assert!(!same_origin(&other, None));
@@ -149,7 +154,10 @@ mod tests {
         assert!(!same_origin(&null, None));
         let cross = headers(&[("host", "sluice.test"), ("sec-fetch-site", "cross-site")]);
         assert!(!same_origin(&cross, None));
-        let proxied = headers(&[("host", "127.0.0.1:8080"), ("origin", "https://sluice.example")]);
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://sluice.example"),
+        ]);
         assert!(same_origin(&proxied, Some("https://sluice.example/")));
     }
 

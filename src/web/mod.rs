@@ -1,0 +1,85 @@
+//! The web face: server-rendered pages (askama templates in `templates/`, checked at compile
+//! time, escaped by default) for the admin dashboard and the user portal, a small script for
+//! the live parts (`web/static/app.js`: copy buttons, host status following the event stream),
+//! all served by Sluice itself (nothing from elsewhere; it works offline). Pages translate
+//! only: every action is a domain operation (`ops/`). Sessions, CSRF and Origin checks live in
+//! `session.rs`; every answer carries a strict Content-Security-Policy.
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::api::AppState;
+
+mod pages;
+pub mod session;
+
+const APP_CSS: &str = include_str!("../../web/static/app.css");
+const APP_JS: &str = include_str!("../../web/static/app.js");
+
+/// The pages, their assets and the browser's event stream.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/admin", get(pages::overview))
+        .route("/admin/hosts", get(pages::hosts).post(pages::create_host))
+        .route("/admin/hosts/{id}/{action}", post(pages::host_action))
+        .route("/admin/users", get(pages::users).post(pages::create_user))
+        .route("/admin/users/{id}/{action}", post(pages::user_action))
+        .route("/admin/egress", get(pages::egress))
+        .route("/portal", get(pages::portal))
+        .route("/portal/hosts/{id}/start", post(pages::portal_start))
+        .route("/portal/password", post(pages::portal_password))
+        .route("/web/events", get(pages::events))
+        .route("/web/hosts/{id}", get(pages::host_status))
+        .route(
+            "/static/app.css",
+            get(|| asset(APP_CSS, "text/css; charset=utf-8")),
+        )
+        .route(
+            "/static/app.js",
+            get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// What every page answer carries: no script but Sluice's own files, no inline script or
+/// style, no framing, no referrer, no type sniffing.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}

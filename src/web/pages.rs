@@ -1,0 +1,917 @@
+//! The pages: each handler reads the session, calls domain operations, and renders a
+//! template. State-changing requests are forms posted with the session's CSRF token from this
+//! site's origin; a refusal is shown on the page (field errors next to their fields).
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::session::{self, WebUser};
+use crate::api::AppState;
+use crate::api::extract::ClientIp;
+use crate::api::hosts::PublicHost;
+use crate::ops::{self, OpError};
+use crate::store::PageRequest;
+use crate::store::events::EventFilter;
+use crate::tasks::Kind;
+
+/// What the layout shows: who is signed in, their CSRF token, and a message.
+pub struct Nav {
+    pub user: Option<String>,
+    pub admin: bool,
+    pub csrf: String,
+    pub flash: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Nav {
+    fn of(user: &WebUser) -> Nav {
+        Nav {
+            user: Some(user.name()),
+            admin: user.is_admin(),
+            csrf: user.csrf.clone(),
+            flash: None,
+            error: None,
+        }
+    }
+    fn anonymous() -> Nav {
+        Nav {
+            user: None,
+            admin: false,
+            csrf: String::new(),
+            flash: None,
+            error: None,
+        }
+    }
+}
+
+/// Field errors of a refused form, by field.
+type Fields = BTreeMap<String, Vec<String>>;
+
+fn first(fields: &Fields, name: &str) -> Option<String> {
+    fields.get(name).map(|m| m.join("; "))
+}
+
+/// A refusal as the page tells it: the message, and the fields when there are some.
+fn refusal(e: OpError) -> (String, Fields) {
+    match e {
+        OpError::Invalid(f) => ("please correct the fields below".into(), f.0),
+        OpError::Store(_) | OpError::Auth(_) | OpError::Internal(_) => {
+            tracing::error!(error = %e, "a page's operation failed");
+            (
+                "something went wrong; details are in the Sluice log".into(),
+                Fields::new(),
+            )
+        }
+        other => (other.to_string(), Fields::new()),
+    }
+}
+
+fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn forbidden() -> Response {
+    (StatusCode::FORBIDDEN, "this page is for administrators").into_response()
+}
+
+/// A form's CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A state-changing request from another origin or without the session's token.
+struct CrossSite;
+
+impl IntoResponse for CrossSite {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::FORBIDDEN,
+            "refused: this form did not come from this Sluice page (reload and try again)",
+        )
+            .into_response()
+    }
+}
+
+/// Refuses a state-changing request from another origin or without the session's token.
+fn guard(
+    state: &AppState,
+    user: &WebUser,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), CrossSite> {
+    let origin_ok = session::same_origin(headers, state.public_url.as_deref());
+    let token_ok: bool = csrf.as_bytes().ct_eq(user.csrf.as_bytes()).into();
+    if origin_ok && token_ok {
+        Ok(())
+    } else {
+        Err(CrossSite)
+    }
+}
+
+fn secure_cookies(state: &AppState) -> bool {
+    state
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+}
+
+// ---- sign in and out
+
+pub async fn home(user: Option<WebUser>) -> Redirect {
+    match user {
+        Some(u) if u.is_admin() => Redirect::to("/admin"),
+        Some(_) => Redirect::to("/portal"),
+        None => Redirect::to("/login"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Nav,
+    username: String,
+}
+
+pub async fn login_form(user: Option<WebUser>) -> Response {
+    if user.is_some() {
+        return Redirect::to("/").into_response();
+    }
+    render(&LoginPage {
+        nav: Nav::anonymous(),
+        username: String::new(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !session::same_origin(&headers, state.public_url.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: a sign-in from another site",
+        )
+            .into_response();
+    }
+    let username = form.username.trim().to_string();
+    let failed = |status: StatusCode, message: String, username: String| {
+        let mut nav = Nav::anonymous();
+        nav.error = Some(message);
+        (status, render(&LoginPage { nav, username })).into_response()
+    };
+    if username.is_empty() || form.password.is_empty() {
+        return failed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "enter your user name and password".into(),
+            username,
+        );
+    }
+    match crate::api::login::password_login(&state, ip, &username, &form.password).await {
+        Ok(login) => (
+            [(
+                header::SET_COOKIE,
+                session::set_cookie(&login.token, secure_cookies(&state)),
+            )],
+            Redirect::to("/"),
+        )
+            .into_response(),
+        Err(e) => {
+            let status = e.status();
+            failed(status, e.to_string(), username)
+        }
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    user: WebUser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    if let Err(e) = ops::account::logout(&state, &user.caller).await {
+        tracing::warn!(error = %e, "logout failed");
+    }
+    (
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+// ---- the admin dashboard
+
+struct EgressRow {
+    label: String,
+    kind: String,
+    ip: String,
+    test: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_overview.html")]
+struct OverviewPage {
+    nav: Nav,
+    users: i64,
+    hosts_total: i64,
+    by_status: Vec<(String, i64)>,
+    sessions: usize,
+    queued: i64,
+    running: i64,
+    failed: i64,
+    docker_ok: bool,
+    docker_version: String,
+    docker_error: String,
+    image: String,
+    egress: Vec<EgressRow>,
+}
+
+pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response {
+    if !user.is_admin() {
+        return forbidden();
+    }
+    let c = &user.caller;
+    let status = match ops::overview::status(&state, c).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&user, e),
+    };
+    let stats = match ops::overview::stats(&state, c).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&user, e),
+    };
+    let page = PageRequest {
+        page: 1,
+        per_page: 100,
+    };
+    let mut egress: Vec<EgressRow> = match ops::egress::list(&state, c, page).await {
+        Ok((rows, _)) => rows
+            .into_iter()
+            .map(|e| EgressRow {
+                test: e
+                    .last_test
+                    .as_ref()
+                    .and_then(|t| t["status"].as_str().map(String::from))
+                    .unwrap_or_else(|| "untested".into()),
+                label: e.label,
+                kind: e.tunnel_type,
+                ip: e.ip_address,
+            })
+            .collect(),
+        Err(e) => return error_page(&user, e),
+    };
+    // Failing ones first, then untested, then passing.
+    egress.sort_by_key(|e| match e.test.as_str() {
+        "failed" => 0,
+        "untested" => 1,
+        _ => 2,
+    });
+    let sessions = ops::sessions::list(&state, c).map(|s| s.len()).unwrap_or(0);
+    render(&OverviewPage {
+        nav: Nav::of(&user),
+        users: stats.users,
+        hosts_total: stats.hosts.total,
+        by_status: stats.hosts.by_status.into_iter().collect(),
+        sessions,
+        queued: stats.tasks.queued,
+        running: stats.tasks.running,
+        failed: stats.tasks.failed_last_24h,
+        docker_ok: status.docker.reachable,
+        docker_version: status.docker.version.unwrap_or_default(),
+        docker_error: status.docker.error.unwrap_or_default(),
+        image: status.docker.image.unwrap_or_else(|| "-".into()),
+        egress,
+    })
+}
+
+fn error_page(user: &WebUser, e: OpError) -> Response {
+    #[derive(Template)]
+    #[template(
+        source = "{% extends \"base.html\" %}{% block content %}{% endblock %}",
+        ext = "html"
+    )]
+    struct ErrorPage {
+        nav: Nav,
+    }
+    let (message, _) = refusal(e);
+    let mut nav = Nav::of(user);
+    nav.error = Some(message);
+    (StatusCode::CONFLICT, render(&ErrorPage { nav })).into_response()
+}
+
+struct HostView {
+    id: Uuid,
+    short_id: String,
+    owner: String,
+    status: String,
+    egress: String,
+    entry_command: String,
+    ssh_command: String,
+}
+
+fn host_view(state: &AppState, row: crate::store::hosts::HostRow, ph: &PublicHost) -> HostView {
+    let h = ops::hosts::Host::view(state, row, &ph.0);
+    HostView {
+        id: h.id,
+        short_id: h.short_id,
+        owner: h.username.unwrap_or_else(|| "-".into()),
+        status: h.status.to_string(),
+        egress: h
+            .egress_ip_id
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "none".into()),
+        entry_command: h.access.entry_command,
+        ssh_command: h.access.ssh_command,
+    }
+}
+
+struct Created {
+    short_id: String,
+    password: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_hosts.html")]
+struct HostsPage {
+    nav: Nav,
+    hosts: Vec<HostView>,
+    users: Vec<(Uuid, String)>,
+    created: Option<Created>,
+    errors: Fields,
+}
+
+impl HostsPage {
+    fn field_error(&self, name: &str) -> Option<String> {
+        first(&self.errors, name)
+    }
+}
+
+async fn hosts_page(
+    state: &AppState,
+    user: &WebUser,
+    ph: &PublicHost,
+    created: Option<Created>,
+    refused: Option<OpError>,
+) -> Response {
+    let c = &user.caller;
+    let all = PageRequest {
+        page: 1,
+        per_page: 100,
+    };
+    let hosts = match ops::hosts::list(state, c, None, all).await {
+        Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
+        Err(e) => return error_page(user, e),
+    };
+    let users = match ops::users::list(state, c, all).await {
+        Ok((rows, _)) => rows.into_iter().map(|u| (u.id, u.username)).collect(),
+        Err(e) => return error_page(user, e),
+    };
+    let mut nav = Nav::of(user);
+    let mut errors = Fields::new();
+    let status = if let Some(e) = refused {
+        let (message, fields) = refusal(e);
+        nav.error = Some(message);
+        errors = fields;
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let page = HostsPage {
+        nav,
+        hosts,
+        users,
+        created,
+        errors,
+    };
+    (status, render(&page)).into_response()
+}
+
+pub async fn hosts(State(state): State<AppState>, user: WebUser, ph: PublicHost) -> Response {
+    if !user.is_admin() {
+        return forbidden();
+    }
+    hosts_page(&state, &user, &ph, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct HostForm {
+    #[serde(default)]
+    csrf: String,
+    user_id: Option<String>,
+    memory_mb: Option<String>,
+    cpus: Option<String>,
+}
+
+/// A number field: empty is absent; anything else that is not a number is named.
+fn number<T: std::str::FromStr>(
+    errs: &mut crate::validation::FieldErrors,
+    field: &str,
+    v: Option<&str>,
+) -> Option<T> {
+    let v = v.map(str::trim).filter(|v| !v.is_empty())?;
+    v.parse()
+        .map_err(|_| errs.add(field, "must be a number"))
+        .ok()
+}
+
+pub async fn create_host(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Form(form): Form<HostForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let mut errs = crate::validation::FieldErrors::new();
+    let memory_mb = number(&mut errs, "memory_mb", form.memory_mb.as_deref());
+    let cpus = number(&mut errs, "cpus", form.cpus.as_deref());
+    if !errs.is_empty() {
+        return hosts_page(&state, &user, &ph, None, Some(OpError::Invalid(errs))).await;
+    }
+    let req = ops::hosts::CreateHost {
+        user_id: form.user_id,
+        memory_mb,
+        cpus,
+        ..Default::default()
+    };
+    match ops::hosts::create(&state, &user.caller, req).await {
+        Ok(made) => {
+            let created = Created {
+                short_id: made.host.short_id,
+                password: made.ssh_password,
+            };
+            hosts_page(&state, &user, &ph, Some(created), None).await
+        }
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+pub async fn host_action(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let c = &user.caller;
+    let result = match ops::parse_id(&id, "host") {
+        Err(e) => Err(e),
+        Ok(id) => match action.as_str() {
+            "start" => ops::hosts::step(&state, c, id, Kind::Start, json!({}))
+                .await
+                .map(drop),
+            "stop" => ops::hosts::step(&state, c, id, Kind::Stop, json!({}))
+                .await
+                .map(drop),
+            "suspend" => ops::hosts::step(&state, c, id, Kind::Suspend, json!({}))
+                .await
+                .map(drop),
+            "delete" => ops::hosts::step(&state, c, id, Kind::Delete, json!({}))
+                .await
+                .map(drop),
+            "rebuild" => ops::hosts::rebuild(&state, c, id, Default::default())
+                .await
+                .map(drop),
+            "unsuspend" => ops::hosts::unsuspend(&state, c, id).await.map(drop),
+            _ => Err(OpError::NotFound("action")),
+        },
+    };
+    match result {
+        Ok(()) => Redirect::to("/admin/hosts").into_response(),
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+struct UserView {
+    id: Uuid,
+    username: String,
+    status: String,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_users.html")]
+struct UsersPage {
+    nav: Nav,
+    users: Vec<UserView>,
+    q: String,
+    page: u32,
+    pages: u32,
+    username: String,
+    created: Option<(String, String)>,
+    errors: Fields,
+}
+
+impl UsersPage {
+    fn field_error(&self, name: &str) -> Option<String> {
+        first(&self.errors, name)
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct UsersQuery {
+    #[serde(default)]
+    q: String,
+    page: Option<u32>,
+}
+
+const USERS_PER_PAGE: u32 = 25;
+
+async fn users_page(
+    state: &AppState,
+    user: &WebUser,
+    query: UsersQuery,
+    form_username: String,
+    created: Option<(String, String)>,
+    refused: Option<OpError>,
+) -> Response {
+    let page = query.page.unwrap_or(1).max(1);
+    let req = PageRequest {
+        page,
+        per_page: USERS_PER_PAGE,
+    };
+    let (rows, total) = match ops::users::search(state, &user.caller, Some(&query.q), req).await {
+        Ok(r) => r,
+        Err(e) => return error_page(user, e),
+    };
+    let mut nav = Nav::of(user);
+    let mut errors = Fields::new();
+    let status = if let Some(e) = refused {
+        let (message, fields) = refusal(e);
+        nav.error = Some(message);
+        errors = fields;
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let users = rows
+        .into_iter()
+        .map(|u| UserView {
+            id: u.id,
+            username: u.username,
+            status: u.status.as_str().to_string(),
+            expires: u
+                .expires_at
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "never".into()),
+        })
+        .collect();
+    let pages = (total.max(1) as u32).div_ceil(USERS_PER_PAGE);
+    let page = UsersPage {
+        nav,
+        users,
+        q: query.q,
+        page,
+        pages,
+        username: form_username,
+        created,
+        errors,
+    };
+    (status, render(&page)).into_response()
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(query): Query<UsersQuery>,
+) -> Response {
+    if !user.is_admin() {
+        return forbidden();
+    }
+    users_page(&state, &user, query, String::new(), None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    user: WebUser,
+    headers: HeaderMap,
+    Form(form): Form<UserForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let req = ops::users::CreateUser {
+        username: Some(form.username.trim().to_string()),
+        ..Default::default()
+    };
+    match ops::users::create(&state, &user.caller, req).await {
+        Ok(made) => {
+            let shown = (made.user.username, made.password.unwrap_or_default());
+            users_page(
+                &state,
+                &user,
+                UsersQuery::default(),
+                String::new(),
+                Some(shown),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            users_page(
+                &state,
+                &user,
+                UsersQuery::default(),
+                form.username,
+                None,
+                Some(e),
+            )
+            .await
+        }
+    }
+}
+
+pub async fn user_action(
+    State(state): State<AppState>,
+    user: WebUser,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let status = match action.as_str() {
+        "disable" => "disabled",
+        "enable" => "active",
+        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
+    };
+    let result = match ops::parse_id(&id, "user") {
+        Ok(id) => {
+            let req = ops::users::UpdateUser {
+                status: Some(status.into()),
+            };
+            ops::users::set_status(&state, &user.caller, id, req)
+                .await
+                .map(drop)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to("/admin/users").into_response(),
+        Err(e) => {
+            users_page(
+                &state,
+                &user,
+                UsersQuery::default(),
+                String::new(),
+                None,
+                Some(e),
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_egress.html")]
+struct EgressPage {
+    nav: Nav,
+    egress: Vec<EgressRow>,
+}
+
+pub async fn egress(State(state): State<AppState>, user: WebUser) -> Response {
+    if !user.is_admin() {
+        return forbidden();
+    }
+    let all = PageRequest {
+        page: 1,
+        per_page: 100,
+    };
+    match ops::egress::list(&state, &user.caller, all).await {
+        Ok((rows, _)) => render(&EgressPage {
+            nav: Nav::of(&user),
+            egress: rows
+                .into_iter()
+                .map(|e| EgressRow {
+                    test: e
+                        .last_test
+                        .as_ref()
+                        .and_then(|t| t["status"].as_str().map(String::from))
+                        .unwrap_or_else(|| "untested".into()),
+                    label: e.label,
+                    kind: e.tunnel_type,
+                    ip: e.ip_address,
+                })
+                .collect(),
+        }),
+        Err(e) => error_page(&user, e),
+    }
+}
+
+// ---- the user portal
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+struct PortalPage {
+    nav: Nav,
+    hosts: Vec<HostView>,
+    errors: Fields,
+}
+
+impl PortalPage {
+    fn field_error(&self, name: &str) -> Option<String> {
+        first(&self.errors, name)
+    }
+}
+
+async fn portal_page(
+    state: &AppState,
+    user: &WebUser,
+    ph: &PublicHost,
+    flash: Option<String>,
+    refused: Option<OpError>,
+) -> Response {
+    let mine = PageRequest {
+        page: 1,
+        per_page: 100,
+    };
+    let hosts = match ops::hosts::list(state, &user.caller, None, mine).await {
+        Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
+        Err(e) => return error_page(user, e),
+    };
+    let mut nav = Nav::of(user);
+    nav.flash = flash;
+    let mut errors = Fields::new();
+    let status = if let Some(e) = refused {
+        let (message, fields) = refusal(e);
+        nav.error = Some(message);
+        errors = fields;
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, render(&PortalPage { nav, hosts, errors })).into_response()
+}
+
+pub async fn portal(State(state): State<AppState>, user: WebUser, ph: PublicHost) -> Response {
+    if user.is_admin() {
+        return Redirect::to("/admin").into_response();
+    }
+    portal_page(&state, &user, &ph, None, None).await
+}
+
+pub async fn portal_start(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let result = match ops::parse_id(&id, "host") {
+        Ok(id) => ops::hosts::step(&state, &user.caller, id, Kind::Start, json!({}))
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to("/portal").into_response(),
+        Err(e) => portal_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    old_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn portal_password(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    match ops::account::change_password(
+        &state,
+        &user.caller,
+        &form.old_password,
+        &form.new_password,
+    )
+    .await
+    {
+        // Every login token of the account ended with the change, this one included.
+        Ok(()) => (
+            [(header::SET_COOKIE, session::clear_cookie())],
+            Redirect::to("/login"),
+        )
+            .into_response(),
+        Err(e) => portal_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+// ---- live parts
+
+/// A host's status, for the page's script.
+pub async fn host_status(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(id): Path<String>,
+) -> Response {
+    let result = match ops::parse_id(&id, "host") {
+        Ok(id) => ops::hosts::get(&state, &user.caller, id).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(h) => axum::Json(json!({"id": h.id, "status": h.status})).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The event stream for the dashboard's live parts (an administrator's session, this site's
+/// origin only).
+pub async fn events(State(state): State<AppState>, user: WebUser, headers: HeaderMap) -> Response {
+    if !session::same_origin(&headers, state.public_url.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: another site's event stream",
+        )
+            .into_response();
+    }
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams").into_response();
+    };
+    let live = match ops::events::live(&state, &user.caller, EventFilter::default(), None).await {
+        Ok(l) => l,
+        Err(OpError::Forbidden(m)) => return (StatusCode::FORBIDDEN, m).into_response(),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let stream = live.map(move |item| {
+        let _held = &permit;
+        Ok::<_, std::convert::Infallible>(match item {
+            ops::events::Live::Event(e) => SseEvent::default()
+                .id(e.id.to_string())
+                .json_data(json!({"action": e.action, "host_id": e.host_id}))
+                .unwrap_or_else(|_| SseEvent::default().comment("unencodable")),
+            ops::events::Live::FellBehind => {
+                SseEvent::default().event("fell_behind").data("reload")
+            }
+        })
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().text("heartbeat"))
+        .into_response()
+}

@@ -1,0 +1,67 @@
+// Sluice's pages: copy buttons, and host statuses that follow the event stream (the admin's)
+// or a short poll (a user's portal). No inline script anywhere: the Content-Security-Policy
+// allows only this file.
+"use strict";
+
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button.copy");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source) return;
+  const text = source.textContent;
+  const done = () => {
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = "Copy"; }, 1500);
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(done, () => select(source));
+  } else {
+    select(source);
+    try { document.execCommand("copy"); done(); } catch (_) { /* selected for the user */ }
+  }
+});
+
+function select(node) {
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const sel = window.getSelection();
+  sel.removeAllRanges();
+  sel.addRange(range);
+}
+
+function statusCells() {
+  return Array.from(document.querySelectorAll("[data-host-id]"));
+}
+
+async function refresh(cell) {
+  try {
+    const resp = await fetch("/web/hosts/" + cell.dataset.hostId, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    const host = await resp.json();
+    if (cell.textContent !== host.status) {
+      cell.textContent = host.status;
+      cell.className = "status s-" + host.status;
+    }
+  } catch (_) { /* the next event or poll tries again */ }
+}
+
+function follow() {
+  const cells = statusCells();
+  if (cells.length === 0) return;
+  if (document.querySelector("header.top nav a[href='/admin/hosts']")) {
+    const stream = new EventSource("/web/events");
+    stream.onmessage = (msg) => {
+      let event;
+      try { event = JSON.parse(msg.data); } catch (_) { return; }
+      if (!event.host_id) return;
+      for (const cell of statusCells()) {
+        if (cell.dataset.hostId === event.host_id) refresh(cell);
+      }
+    };
+    stream.addEventListener("fell_behind", () => window.location.reload());
+  } else {
+    setInterval(() => statusCells().forEach(refresh), 3000);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", follow);
