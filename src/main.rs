@@ -173,6 +173,7 @@ fn show_admin_password(
         println!(
             "Administrator account `{name}` created with password: {password}\n\
              It is shown only this once; change it with `sluice admin reset-password`.\n\
+             Dashboard: {dashboard}/  (sign in as `{name}`)\n\
              API: {dashboard}/v1  (reference: {dashboard}/docs)"
         );
         return Ok(());
@@ -183,8 +184,9 @@ fn show_admin_password(
     tracing::warn!(
         file = %path.display(),
         username = %name,
+        dashboard = %format!("{dashboard}/"),
         "administrator account created; its generated password is in this file (mode 0600): \
-         read it, then delete the file"
+         read it, sign in to the dashboard, then delete the file"
     );
     Ok(())
 }

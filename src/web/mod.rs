@@ -61,7 +61,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// What every page answer carries: no script but Sluice's own files, no inline script or
-/// style, no framing, no referrer, no type sniffing.
+/// style, no framing, no referrer to other sites, no type sniffing.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -76,9 +76,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not no-referrer: with it, browsers send `Origin: null` on this site's own form posts.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp

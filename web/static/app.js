@@ -50,6 +50,8 @@ function follow() {
   if (cells.length === 0) return;
   if (document.querySelector("header.top nav a[href='/admin/hosts']")) {
     const stream = new EventSource("/web/events");
+    // What changed before the stream opened is read once when it opens.
+    stream.onopen = () => statusCells().forEach(refresh);
     stream.onmessage = (msg) => {
       let event;
       try { event = JSON.parse(msg.data); } catch (_) { return; }

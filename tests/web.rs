@@ -1,0 +1,458 @@
+//! The dashboard and the portal in a real browser: Debian's headless Chromium driven through
+//! chromedriver (fantoccini), against a real server with hosts on the real Docker engine. An
+//! administrator signs in, creates a user and a host and watches it reach `running` without
+//! reloading; the user signs in to the portal, sees only their host, copies its access
+//! command and changes their password. Screenshots of every page are saved under
+//! `target/screenshots/` for review. The refusals (another origin's form, a wrong CSRF token,
+//! another user's host) are checked over plain HTTP.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::docker::{Cleanup, ensure_image};
+use common::{Backend, RecordingRuntime, Server};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use sluice::runtime::HostRuntime;
+use sluice::runtime::docker::DockerRuntime;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a port of its own, and a headless Chromium session through it.
+async fn browser() -> (Driver, Client) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/install-deps.sh)"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--window-size=1280,900"]}),
+    );
+    let client = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}
+
+async fn shot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.len() > 1000, "a blank screenshot of {name}");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    fill(c, "#username", user).await;
+    fill(c, "#password", password).await;
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the element's text satisfies `want`.
+async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && let Ok(t) = e.text().await
+            && want(&t)
+        {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never showed what was expected: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(Backend::Sqlite, tmp.path()).await;
+    let mut settings = common::settings(tmp.path(), url);
+    settings.public_host = None;
+    let runtime = Arc::new(DockerRuntime::new(tmp.path()).unwrap());
+    ensure_image(&runtime).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let dir = tmp.path().to_path_buf();
+    let dynamic: Arc<dyn HostRuntime> = runtime.clone();
+    let s = Server::start_on(
+        settings,
+        dynamic,
+        RecordingRuntime::default(),
+        dir,
+        Some(tmp),
+    )
+    .await;
+    let base = s.base.clone();
+    let (_driver, c) = browser().await;
+
+    // Not signed in: every page leads to the sign-in page.
+    c.goto(&format!("{base}/admin/hosts")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    shot(&c, "login").await;
+    sign_in(&c, &base, "admin", "wrong-password").await;
+    let err = wait_text(&c, "p.error", |t| !t.is_empty(), Duration::from_secs(10)).await;
+    assert!(err.contains("invalid"), "{err}");
+
+    sign_in(&c, &base, "admin", common::ADMIN_PASSWORD).await;
+    wait_text(&c, "h1", |t| t == "Overview", Duration::from_secs(10)).await;
+    shot(&c, "admin-overview").await;
+
+    // A user, with the password shown once; a bad name is refused next to its field.
+    c.goto(&format!("{base}/admin/users")).await.unwrap();
+    shot(&c, "admin-users-empty").await;
+    fill(&c, "#username", "X").await;
+    c.find(Locator::Css("form.inline button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let field = wait_text(
+        &c,
+        ".field-error",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(field.contains("3 to 32"), "{field}");
+    fill(&c, "#username", "webby").await;
+    c.find(Locator::Css("form.inline button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let password = wait_text(
+        &c,
+        "#new-password",
+        |t| t.len() == 20,
+        Duration::from_secs(10),
+    )
+    .await;
+    shot(&c, "admin-users-created").await;
+
+    // A host: created, then followed to `running` on the same page, without a reload.
+    c.goto(&format!("{base}/admin/hosts")).await.unwrap();
+    c.find(Locator::Css("form.inline button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "#new-password",
+        |t| t.len() == 20,
+        Duration::from_secs(10),
+    )
+    .await;
+    c.execute("window.__sameDocument = true;", vec![])
+        .await
+        .unwrap();
+    let status = wait_text(
+        &c,
+        "#hosts [data-host-id]",
+        |t| t == "running",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(status, "running");
+    let same = c
+        .execute("return window.__sameDocument === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(true), "the page was reloaded");
+    shot(&c, "admin-hosts").await;
+    let short = c
+        .find(Locator::Css("#hosts td code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Sign out; the session cookie no longer opens anything.
+    c.find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+
+    // The user: only their host, its command copied, their password changed.
+    sign_in(&c, &base, "webby", &password).await;
+    wait_text(&c, "h1", |t| t == "My hosts", Duration::from_secs(10)).await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains(&short), "the user's host is listed");
+    assert!(page.contains(&format!("/entry/{short} | bash")), "{page}");
+    assert!(!page.contains("/admin/hosts"), "no admin links for a user");
+    c.find(Locator::Css("button.copy"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "button.copy", |t| t == "Copied", Duration::from_secs(5)).await;
+    shot(&c, "portal").await;
+    c.goto(&format!("{base}/admin")).await.unwrap();
+    let denied = c.source().await.unwrap();
+    assert!(denied.contains("administrators"), "{denied}");
+    c.goto(&format!("{base}/portal")).await.unwrap();
+    fill(&c, "#old_password", "not-my-password").await;
+    fill(&c, "#new_password", "a-new-password-1").await;
+    c.find(Locator::Css("form[action='/portal/password'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let field = wait_text(
+        &c,
+        ".field-error",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(field.contains("current password"), "{field}");
+    fill(&c, "#old_password", &password).await;
+    fill(&c, "#new_password", "a-new-password-1").await;
+    c.find(Locator::Css("form[action='/portal/password'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    sign_in(&c, &base, "webby", "a-new-password-1").await;
+    wait_text(&c, "h1", |t| t == "My hosts", Duration::from_secs(10)).await;
+    c.close().await.unwrap();
+}
+
+/// The browser protections over plain HTTP: the session cookie's attributes, the security
+/// headers, a form from another origin or with a wrong token, another site's event stream, and
+/// another user's host.
+#[tokio::test(flavor = "multi_thread")]
+async fn forms_from_elsewhere_and_other_users_hosts_are_refused() {
+    let s = Server::start(Backend::Sqlite).await;
+    let admin = s.admin().await;
+    let (uid, _) = s.user(&admin, "owner").await;
+    let theirs = s.host(&admin, &uid, json!({})).await;
+    s.user(&admin, "other").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = s.base.clone();
+    let login = |user: &'static str, pw: &'static str, from: String| {
+        http.post(format!("{}/login", s.base))
+            .header("origin", from)
+            .form(&[("username", user), ("password", pw)])
+            .send()
+    };
+    // Another site's sign-in form is refused before any password is checked.
+    let r = login("admin", common::ADMIN_PASSWORD, "http://evil.test".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = login("admin", common::ADMIN_PASSWORD, origin.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/admin/users", s.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let post = |from: String, token: String, name: &'static str| {
+        http.post(format!("{}/admin/users", s.base))
+            .header("cookie", &session)
+            .header("origin", from)
+            .form(&[("csrf", token.as_str()), ("username", name)])
+            .send()
+    };
+    assert_eq!(
+        post("http://evil.test".into(), csrf.clone(), "evil")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(origin.clone(), "wrong".into(), "evil")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(origin.clone(), csrf.clone(), "legit")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_, users) = s.get("/v1/admin/users", &admin).await;
+    let names: Vec<&str> = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"legit") && !names.contains(&"evil"),
+        "{names:?}"
+    );
+    // Another site's event stream.
+    let r = http
+        .get(format!("{}/web/events", s.base))
+        .header("cookie", &session)
+        .header("origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A token in a cookie is not a session.
+    let (_, t) = s
+        .post(
+            "/v1/admin/tokens",
+            &admin,
+            json!({"name": "c", "abilities": ["*"]}),
+        )
+        .await;
+    let r = http
+        .get(format!("{}/admin", s.base))
+        .header(
+            "cookie",
+            format!("sluice_session={}", t["data"]["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "a token in a cookie is sent to sign in");
+    // Another user's host does not exist for them, in the page's status route too.
+    let r = login("other", "other-password", origin.clone())
+        .await
+        .unwrap();
+    let other = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http
+        .get(format!(
+            "{}/web/hosts/{}",
+            s.base,
+            theirs["id"].as_str().unwrap()
+        ))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let portal = http
+        .get(format!("{}/portal", s.base))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !portal.contains(theirs["short_id"].as_str().unwrap()),
+        "{portal}"
+    );
+    assert!(portal.contains("no host yet"), "{portal}");
+}
