@@ -227,6 +227,140 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .await
         .unwrap();
 
+    // An egress, through its form: a wrong field is named next to it, then it is added.
+    c.goto(&format!("{base}/admin/egress")).await.unwrap();
+    shot(&c, "admin-egress-empty").await;
+    fill(&c, "#label", "lab-wg").await;
+    fill(&c, "#ip_address", "203.0.113.10").await;
+    fill(&c, "#wg_endpoint", "198.51.100.2:51820").await;
+    fill(&c, "#wg_public_key", "not-a-key").await;
+    fill(&c, "#wg_peer_address", "10.64.0.2/32").await;
+    fill(&c, "#wg_dns_server", "10.64.0.1").await;
+    c.find(Locator::Css("form.egress button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let field = wait_text(
+        &c,
+        ".field-error",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(field.contains("base64") || field.contains("key"), "{field}");
+    fill(
+        &c,
+        "#wg_public_key",
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+    )
+    .await;
+    c.find(Locator::Css("form.egress button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "table a", |t| t == "lab-wg", Duration::from_secs(10)).await;
+    // The proxy fieldset is hidden for WireGuard and shown for a proxy.
+    let hidden = c
+        .execute(
+            "return document.querySelector(\"fieldset[data-kind=proxy]\").hidden;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden, json!(true));
+    shot(&c, "admin-egress").await;
+
+    // Bound to the host from the hosts page; then unbound again.
+    c.goto(&format!("{base}/admin/hosts")).await.unwrap();
+    c.find(Locator::Css("form.bind button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "#hosts td:nth-child(4)",
+        |t| t.contains("lab-wg"),
+        Duration::from_secs(10),
+    )
+    .await;
+    shot(&c, "admin-hosts-bound").await;
+    let (_, bound) = s.get("/v1/admin/hosts?per_page=1", &s.admin().await).await;
+    assert!(bound["data"][0]["binding_id"].is_string(), "{bound}");
+
+    // The event feed grows without a reload; a token is made and shown once.
+    c.goto(&format!("{base}/admin/events")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let api_admin = s.admin().await;
+    s.post(
+        "/v1/admin/users",
+        &api_admin,
+        json!({"username": "seen-live"}),
+    )
+    .await;
+    wait_text(
+        &c,
+        "#events tbody tr:first-child td:nth-child(3)",
+        |t| t == "user.created" || t == "auth.login",
+        Duration::from_secs(10),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !c.source().await.unwrap().contains("seen-live")
+        && !c
+            .find(Locator::Css("#events tbody"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("user.created")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no live event row");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(&c, "admin-events").await;
+    c.goto(&format!("{base}/admin/tokens")).await.unwrap();
+    fill(&c, "#name", "from-the-page").await;
+    c.find(Locator::Css("input[name='ability.host:read']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/admin/tokens'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let token = wait_text(
+        &c,
+        "#new-token",
+        |t| t.starts_with("sl_"),
+        Duration::from_secs(10),
+    )
+    .await;
+    shot(&c, "admin-tokens").await;
+    let (st, _) = s.get("/v1/admin/hosts", &token).await;
+    assert_eq!(st, reqwest::StatusCode::OK, "the page's token works");
+    let (st, _) = s.get("/v1/admin/users", &token).await;
+    assert_eq!(
+        st,
+        reqwest::StatusCode::FORBIDDEN,
+        "and holds only what was ticked"
+    );
+    for page in ["sessions", "tasks"] {
+        c.goto(&format!("{base}/admin/{page}")).await.unwrap();
+        wait_text(&c, "h1", |t| !t.is_empty(), Duration::from_secs(10)).await;
+        shot(&c, &format!("admin-{page}")).await;
+    }
+
     // Sign out; the session cookie no longer opens anything.
     c.find(Locator::Css("form.logout button"))
         .await

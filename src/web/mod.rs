@@ -14,6 +14,8 @@ use axum::routing::{get, post};
 
 use crate::api::AppState;
 
+mod activity;
+mod egress;
 mod pages;
 pub mod session;
 
@@ -28,10 +30,23 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/logout", post(pages::logout))
         .route("/admin", get(pages::overview))
         .route("/admin/hosts", get(pages::hosts).post(pages::create_host))
+        .route("/admin/hosts/{id}/bind", post(pages::bind))
         .route("/admin/hosts/{id}/{action}", post(pages::host_action))
+        .route("/admin/bindings/{id}/delete", post(pages::unbind))
         .route("/admin/users", get(pages::users).post(pages::create_user))
         .route("/admin/users/{id}/{action}", post(pages::user_action))
-        .route("/admin/egress", get(pages::egress))
+        .route("/admin/egress", get(egress::list).post(egress::create))
+        .route("/admin/egress/{id}", get(egress::edit).post(egress::update))
+        .route("/admin/egress/{id}/{action}", post(egress::action))
+        .route("/admin/sessions", get(activity::sessions))
+        .route("/admin/sessions/{id}/end", post(activity::end_session))
+        .route("/admin/tasks", get(activity::tasks))
+        .route("/admin/events", get(activity::events))
+        .route(
+            "/admin/tokens",
+            get(activity::tokens).post(activity::create_token),
+        )
+        .route("/admin/tokens/{id}/revoke", post(activity::revoke_token))
         .route("/portal", get(pages::portal))
         .route("/portal/hosts/{id}/start", post(pages::portal_start))
         .route("/portal/password", post(pages::portal_password))

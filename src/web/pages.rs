@@ -35,7 +35,7 @@ pub struct Nav {
 }
 
 impl Nav {
-    fn of(user: &WebUser) -> Nav {
+    pub(super) fn of(user: &WebUser) -> Nav {
         Nav {
             user: Some(user.name()),
             admin: user.is_admin(),
@@ -63,7 +63,7 @@ fn first(fields: &Fields, name: &str) -> Option<String> {
 }
 
 /// A refusal as the page tells it: the message, and the fields when there are some.
-fn refusal(e: OpError) -> (String, Fields) {
+pub(super) fn refusal(e: OpError) -> (String, Fields) {
     match e {
         OpError::Invalid(f) => ("please correct the fields below".into(), f.0),
         OpError::Store(_) | OpError::Auth(_) | OpError::Internal(_) => {
@@ -77,7 +77,7 @@ fn refusal(e: OpError) -> (String, Fields) {
     }
 }
 
-fn render(t: &impl Template) -> Response {
+pub(super) fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -91,7 +91,7 @@ fn render(t: &impl Template) -> Response {
     }
 }
 
-fn forbidden() -> Response {
+pub(super) fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, "this page is for administrators").into_response()
 }
 
@@ -99,11 +99,11 @@ fn forbidden() -> Response {
 #[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 /// A state-changing request from another origin or without the session's token.
-struct CrossSite;
+pub(super) struct CrossSite;
 
 impl IntoResponse for CrossSite {
     fn into_response(self) -> Response {
@@ -116,7 +116,7 @@ impl IntoResponse for CrossSite {
 }
 
 /// Refuses a state-changing request from another origin or without the session's token.
-fn guard(
+pub(super) fn guard(
     state: &AppState,
     user: &WebUser,
     headers: &HeaderMap,
@@ -318,7 +318,7 @@ pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response 
     })
 }
 
-fn error_page(user: &WebUser, e: OpError) -> Response {
+pub(super) fn error_page(user: &WebUser, e: OpError) -> Response {
     #[derive(Template)]
     #[template(
         source = "{% extends \"base.html\" %}{% block content %}{% endblock %}",
@@ -339,6 +339,7 @@ struct HostView {
     owner: String,
     status: String,
     egress: String,
+    binding_id: Option<Uuid>,
     entry_command: String,
     ssh_command: String,
 }
@@ -354,6 +355,7 @@ fn host_view(state: &AppState, row: crate::store::hosts::HostRow, ph: &PublicHos
             .egress_ip_id
             .map(|e| e.to_string())
             .unwrap_or_else(|| "none".into()),
+        binding_id: h.binding_id,
         entry_command: h.access.entry_command,
         ssh_command: h.access.ssh_command,
     }
@@ -370,6 +372,7 @@ struct HostsPage {
     nav: Nav,
     hosts: Vec<HostView>,
     users: Vec<(Uuid, String)>,
+    egress: Vec<(Uuid, String)>,
     created: Option<Created>,
     errors: Fields,
 }
@@ -392,7 +395,7 @@ async fn hosts_page(
         page: 1,
         per_page: 100,
     };
-    let hosts = match ops::hosts::list(state, c, None, all).await {
+    let hosts: Vec<HostView> = match ops::hosts::list(state, c, None, all).await {
         Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
         Err(e) => return error_page(user, e),
     };
@@ -400,6 +403,20 @@ async fn hosts_page(
         Ok((rows, _)) => rows.into_iter().map(|u| (u.id, u.username)).collect(),
         Err(e) => return error_page(user, e),
     };
+    let egress: Vec<(Uuid, String)> = match ops::egress::list(state, c, all).await {
+        Ok((rows, _)) => rows.into_iter().map(|e| (e.id, e.label)).collect(),
+        Err(e) => return error_page(user, e),
+    };
+    // Hosts show their egress by name.
+    let hosts: Vec<HostView> = hosts
+        .into_iter()
+        .map(|mut h: HostView| {
+            if let Some((_, label)) = egress.iter().find(|(id, _)| id.to_string() == h.egress) {
+                h.egress = label.clone();
+            }
+            h
+        })
+        .collect();
     let mut nav = Nav::of(user);
     let mut errors = Fields::new();
     let status = if let Some(e) = refused {
@@ -414,6 +431,7 @@ async fn hosts_page(
         nav,
         hosts,
         users,
+        egress,
         created,
         errors,
     };
@@ -478,6 +496,58 @@ pub async fn create_host(
             };
             hosts_page(&state, &user, &ph, Some(created), None).await
         }
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BindForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    egress_ip_id: String,
+}
+
+pub async fn bind(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<BindForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let req = ops::bindings::CreateBinding {
+        host_id: Some(id),
+        egress_ip_id: Some(form.egress_ip_id),
+    };
+    match ops::bindings::bind(&state, &user.caller, req).await {
+        Ok(_) => Redirect::to("/admin/hosts").into_response(),
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+pub async fn unbind(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let result = match ops::parse_id(&id, "binding") {
+        Ok(id) => ops::bindings::unbind(&state, &user.caller, id)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to("/admin/hosts").into_response(),
         Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
     }
 }
@@ -714,42 +784,6 @@ pub async fn user_action(
     }
 }
 
-#[derive(Template)]
-#[template(path = "admin_egress.html")]
-struct EgressPage {
-    nav: Nav,
-    egress: Vec<EgressRow>,
-}
-
-pub async fn egress(State(state): State<AppState>, user: WebUser) -> Response {
-    if !user.is_admin() {
-        return forbidden();
-    }
-    let all = PageRequest {
-        page: 1,
-        per_page: 100,
-    };
-    match ops::egress::list(&state, &user.caller, all).await {
-        Ok((rows, _)) => render(&EgressPage {
-            nav: Nav::of(&user),
-            egress: rows
-                .into_iter()
-                .map(|e| EgressRow {
-                    test: e
-                        .last_test
-                        .as_ref()
-                        .and_then(|t| t["status"].as_str().map(String::from))
-                        .unwrap_or_else(|| "untested".into()),
-                    label: e.label,
-                    kind: e.tunnel_type,
-                    ip: e.ip_address,
-                })
-                .collect(),
-        }),
-        Err(e) => error_page(&user, e),
-    }
-}
-
 // ---- the user portal
 
 #[derive(Template)]
@@ -904,7 +938,9 @@ pub async fn events(State(state): State<AppState>, user: WebUser, headers: Heade
         Ok::<_, std::convert::Infallible>(match item {
             ops::events::Live::Event(e) => SseEvent::default()
                 .id(e.id.to_string())
-                .json_data(json!({"action": e.action, "host_id": e.host_id}))
+                .json_data(json!({"action": e.action, "host_id": e.host_id, "actor": e.actor,
+                    "target_id": e.target_id, "source_ip": e.source_ip,
+                    "created_at": e.created_at.format(&time::format_description::well_known::Rfc3339).ok()}))
                 .unwrap_or_else(|_| SseEvent::default().comment("unencodable")),
             ops::events::Live::FellBehind => {
                 SseEvent::default().event("fell_behind").data("reload")

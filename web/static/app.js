@@ -45,16 +45,33 @@ async function refresh(cell) {
   } catch (_) { /* the next event or poll tries again */ }
 }
 
+// A new event as the first row of the event feed, when it matches the page's filter.
+function addEvent(event) {
+  const table = document.querySelector("table#events");
+  if (!table) return;
+  const wanted = table.dataset.live;
+  if (wanted !== "all" && wanted !== event.action) return;
+  const row = document.createElement("tr");
+  for (const value of [event.created_at, event.actor, event.action, event.target_id, event.source_ip]) {
+    const cell = document.createElement("td");
+    cell.textContent = value || "";
+    row.appendChild(cell);
+  }
+  table.tBodies[0].prepend(row);
+}
+
 function follow() {
-  const cells = statusCells();
-  if (cells.length === 0) return;
-  if (document.querySelector("header.top nav a[href='/admin/hosts']")) {
+  const admin = document.querySelector("header.top nav a[href='/admin/hosts']");
+  const live = document.querySelector("table#events") || statusCells().length > 0;
+  if (!live) return;
+  if (admin) {
     const stream = new EventSource("/web/events");
     // What changed before the stream opened is read once when it opens.
     stream.onopen = () => statusCells().forEach(refresh);
     stream.onmessage = (msg) => {
       let event;
       try { event = JSON.parse(msg.data); } catch (_) { return; }
+      addEvent(event);
       if (!event.host_id) return;
       for (const cell of statusCells()) {
         if (cell.dataset.hostId === event.host_id) refresh(cell);
@@ -67,3 +84,18 @@ function follow() {
 }
 
 document.addEventListener("DOMContentLoaded", follow);
+
+// The egress form shows the fieldset of the chosen kind (without script, both show).
+function kindSwitch() {
+  const select = document.getElementById("tunnel_type");
+  if (!select) return;
+  const apply = () => {
+    document.querySelectorAll("fieldset[data-kind]").forEach((f) => {
+      f.hidden = f.dataset.kind !== select.value;
+    });
+  };
+  select.addEventListener("change", apply);
+  apply();
+}
+
+document.addEventListener("DOMContentLoaded", kindSwitch);
