@@ -18,6 +18,7 @@ mod activity;
 mod egress;
 mod pages;
 pub mod session;
+mod users;
 
 const APP_CSS: &str = include_str!("../../web/static/app.css");
 const APP_JS: &str = include_str!("../../web/static/app.js");
@@ -34,7 +35,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/hosts/{id}/{action}", post(pages::host_action))
         .route("/admin/bindings/{id}/delete", post(pages::unbind))
         .route("/admin/users", get(pages::users).post(pages::create_user))
-        .route("/admin/users/{id}/{action}", post(pages::user_action))
+        .route("/admin/users/{id}", get(users::show))
+        .route("/admin/users/{id}/{action}", post(users::action))
+        .route(
+            "/admin/users/{id}/keys/{key_id}/delete",
+            post(users::delete_key),
+        )
         .route("/admin/egress", get(egress::list).post(egress::create))
         .route("/admin/egress/{id}", get(egress::edit).post(egress::update))
         .route("/admin/egress/{id}/{action}", post(egress::action))

@@ -742,48 +742,6 @@ pub async fn create_user(
     }
 }
 
-pub async fn user_action(
-    State(state): State<AppState>,
-    user: WebUser,
-    headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
-        return r.into_response();
-    }
-    let status = match action.as_str() {
-        "disable" => "disabled",
-        "enable" => "active",
-        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
-    };
-    let result = match ops::parse_id(&id, "user") {
-        Ok(id) => {
-            let req = ops::users::UpdateUser {
-                status: Some(status.into()),
-            };
-            ops::users::set_status(&state, &user.caller, id, req)
-                .await
-                .map(drop)
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => Redirect::to("/admin/users").into_response(),
-        Err(e) => {
-            users_page(
-                &state,
-                &user,
-                UsersQuery::default(),
-                String::new(),
-                None,
-                Some(e),
-            )
-            .await
-        }
-    }
-}
-
 // ---- the user portal
 
 #[derive(Template)]

@@ -99,3 +99,19 @@ function kindSwitch() {
 }
 
 document.addEventListener("DOMContentLoaded", kindSwitch);
+
+// A generated private key leaves as a file made in the browser; Sluice keeps no copy.
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button.download");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.download);
+  if (!source) return;
+  const blob = new Blob([source.value], { type: "application/octet-stream" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "id_" + (button.dataset.filename || "key").replace(/[^A-Za-z0-9._-]/g, "_");
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+});
