@@ -227,6 +227,24 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .await
         .unwrap();
 
+    // The host's page: its container output and its access commands.
+    c.find(Locator::LinkText("details"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "h1", |t| t.contains(&short), Duration::from_secs(10)).await;
+    let logs = c
+        .find(Locator::Css("pre.logs"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!logs.is_empty(), "the container's output is shown");
+    shot(&c, "admin-host").await;
+
     // An egress, through its form: a wrong field is named next to it, then it is added.
     c.goto(&format!("{base}/admin/egress")).await.unwrap();
     shot(&c, "admin-egress-empty").await;
@@ -389,6 +407,18 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .unwrap();
     wait_text(&c, "button.copy", |t| t == "Copied", Duration::from_secs(5)).await;
     shot(&c, "portal").await;
+    c.find(Locator::Css("form[action='/portal/keys/generate'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#private-key"))
+        .await
+        .unwrap();
+    shot(&c, "portal-key").await;
     c.goto(&format!("{base}/admin")).await.unwrap();
     let denied = c.source().await.unwrap();
     assert!(denied.contains("administrators"), "{denied}");
@@ -589,4 +619,26 @@ async fn forms_from_elsewhere_and_other_users_hosts_are_refused() {
         "{portal}"
     );
     assert!(portal.contains("no host yet"), "{portal}");
+    // Nor can they act on it through the portal's forms.
+    let csrf = portal
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http
+        .post(format!(
+            "{}/portal/hosts/{}/rebuild",
+            s.base,
+            theirs["id"].as_str().unwrap()
+        ))
+        .header("cookie", &other)
+        .header("origin", origin.clone())
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render};
+use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render, status_of};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::auth::Ability;
@@ -268,10 +268,11 @@ async fn tokens_page(
     let mut errors = BTreeMap::new();
     let status = match refused {
         Some(e) => {
+            let status = status_of(&e);
             let (message, fields) = refusal(e);
             nav.error = Some(message);
             errors = fields;
-            StatusCode::UNPROCESSABLE_ENTITY
+            status
         }
         None => StatusCode::OK,
     };

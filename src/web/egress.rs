@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render};
+use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render, status_of};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::egress::settings::EgressInput;
@@ -388,10 +388,11 @@ async fn page(state: &AppState, user: &WebUser, shown: Shown) -> Response {
     let mut errors = BTreeMap::new();
     let status = match shown.refused {
         Some(e) => {
+            let status = status_of(&e);
             let (message, fields) = refusal(e);
             nav.error = Some(message);
             errors = fields;
-            StatusCode::UNPROCESSABLE_ENTITY
+            status
         }
         None => StatusCode::OK,
     };

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/logout", post(pages::logout))
         .route("/admin", get(pages::overview))
         .route("/admin/hosts", get(pages::hosts).post(pages::create_host))
+        .route("/admin/hosts/{id}", get(pages::host))
         .route("/admin/hosts/{id}/bind", post(pages::bind))
         .route("/admin/hosts/{id}/{action}", post(pages::host_action))
         .route("/admin/bindings/{id}/delete", post(pages::unbind))
@@ -54,7 +55,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/tokens/{id}/revoke", post(activity::revoke_token))
         .route("/portal", get(pages::portal))
-        .route("/portal/hosts/{id}/start", post(pages::portal_start))
+        .route("/portal/hosts/{id}/{action}", post(pages::portal_host))
+        .route("/portal/keys", post(pages::portal_add_key))
+        .route("/portal/keys/generate", post(pages::portal_generate_key))
+        .route(
+            "/portal/keys/{key_id}/delete",
+            post(pages::portal_delete_key),
+        )
         .route("/portal/password", post(pages::portal_password))
         .route("/web/events", get(pages::events))
         .route("/web/hosts/{id}", get(pages::host_status))

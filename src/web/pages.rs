@@ -62,6 +62,21 @@ fn first(fields: &Fields, name: &str) -> Option<String> {
     fields.get(name).map(|m| m.join("; "))
 }
 
+/// The status a page answers a refusal with.
+pub(super) fn status_of(e: &OpError) -> StatusCode {
+    match e {
+        OpError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::Forbidden(_) => StatusCode::FORBIDDEN,
+        OpError::Conflict(_) => StatusCode::CONFLICT,
+        OpError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpError::Store(_) | OpError::Auth(_) | OpError::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 /// A refusal as the page tells it: the message, and the fields when there are some.
 pub(super) fn refusal(e: OpError) -> (String, Fields) {
     match e {
@@ -327,10 +342,11 @@ pub(super) fn error_page(user: &WebUser, e: OpError) -> Response {
     struct ErrorPage {
         nav: Nav,
     }
+    let status = status_of(&e);
     let (message, _) = refusal(e);
     let mut nav = Nav::of(user);
     nav.error = Some(message);
-    (StatusCode::CONFLICT, render(&ErrorPage { nav })).into_response()
+    (status, render(&ErrorPage { nav })).into_response()
 }
 
 struct HostView {
@@ -420,10 +436,11 @@ async fn hosts_page(
     let mut nav = Nav::of(user);
     let mut errors = Fields::new();
     let status = if let Some(e) = refused {
+        let status = status_of(&e);
         let (message, fields) = refusal(e);
         nav.error = Some(message);
         errors = fields;
-        StatusCode::UNPROCESSABLE_ENTITY
+        status
     } else {
         StatusCode::OK
     };
@@ -552,6 +569,60 @@ pub async fn unbind(
     }
 }
 
+#[derive(Template)]
+#[template(path = "admin_host.html")]
+struct HostPage {
+    nav: Nav,
+    h: HostView,
+    logs: Vec<String>,
+    logs_note: String,
+    password: Option<String>,
+    check: Option<(String, String)>,
+}
+
+async fn host_page(
+    state: &AppState,
+    user: &WebUser,
+    ph: &PublicHost,
+    id: Uuid,
+    password: Option<String>,
+    check: Option<(String, String)>,
+) -> Response {
+    let c = &user.caller;
+    let row = match ops::hosts::get(state, c, id).await {
+        Ok(r) => r,
+        Err(e) => return error_page(user, e),
+    };
+    let (logs, logs_note) = match ops::hosts::logs(state, c, id, 100).await {
+        Ok(l) => (l.lines, String::new()),
+        Err(e) => (vec![], e.to_string()),
+    };
+    let page = HostPage {
+        nav: Nav::of(user),
+        h: host_view(state, row, ph),
+        logs,
+        logs_note,
+        password,
+        check,
+    };
+    render(&page)
+}
+
+pub async fn host(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    Path(id): Path<String>,
+) -> Response {
+    if !user.is_admin() {
+        return forbidden();
+    }
+    match ops::parse_id(&id, "host") {
+        Ok(id) => host_page(&state, &user, &ph, id, None, None).await,
+        Err(e) => error_page(&user, e),
+    }
+}
+
 pub async fn host_action(
     State(state): State<AppState>,
     user: WebUser,
@@ -583,6 +654,34 @@ pub async fn host_action(
                 .await
                 .map(drop),
             "unsuspend" => ops::hosts::unsuspend(&state, c, id).await.map(drop),
+            "rebuild-wipe" => {
+                let req = ops::hosts::RebuildRequest {
+                    wipe_home: Some(true),
+                };
+                ops::hosts::rebuild(&state, c, id, req).await.map(drop)
+            }
+            "rotate-ssh-password" => {
+                return match ops::hosts::rotate_ssh_password(&state, c, id).await {
+                    Ok(p) => host_page(&state, &user, &ph, id, Some(p.ssh_password), None).await,
+                    Err(e) => error_page(&user, e),
+                };
+            }
+            "egress-check" => {
+                let check = match ops::egress::check_host(&state, c, id).await {
+                    Ok(r) => {
+                        let v = serde_json::to_value(&r).unwrap_or_default();
+                        let detail = format!(
+                            "exit IP {} (declared {}), resolvers {}",
+                            v["checks"]["exit_ip"]["observed"],
+                            v["checks"]["exit_ip"]["expected"],
+                            v["checks"]["dns_leak"]["resolvers"]
+                        );
+                        (r.status.to_string(), detail)
+                    }
+                    Err(e) => ("failed".to_string(), refusal(e).0),
+                };
+                return host_page(&state, &user, &ph, id, None, Some(check)).await;
+            }
             _ => Err(OpError::NotFound("action")),
         },
     };
@@ -647,10 +746,11 @@ async fn users_page(
     let mut nav = Nav::of(user);
     let mut errors = Fields::new();
     let status = if let Some(e) = refused {
+        let status = status_of(&e);
         let (message, fields) = refusal(e);
         nav.error = Some(message);
         errors = fields;
-        StatusCode::UNPROCESSABLE_ENTITY
+        status
     } else {
         StatusCode::OK
     };
@@ -749,6 +849,8 @@ pub async fn create_user(
 struct PortalPage {
     nav: Nav,
     hosts: Vec<HostView>,
+    keys: Vec<ops::ssh_keys::SshKey>,
+    private_key: Option<(String, String)>,
     errors: Fields,
 }
 
@@ -762,7 +864,7 @@ async fn portal_page(
     state: &AppState,
     user: &WebUser,
     ph: &PublicHost,
-    flash: Option<String>,
+    private_key: Option<(String, String)>,
     refused: Option<OpError>,
 ) -> Response {
     let mine = PageRequest {
@@ -773,18 +875,32 @@ async fn portal_page(
         Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
         Err(e) => return error_page(user, e),
     };
+    let keys = match user.caller.principal.user_id() {
+        Some(me) => match ops::ssh_keys::list(state, &user.caller, me, mine).await {
+            Ok((k, _)) => k,
+            Err(e) => return error_page(user, e),
+        },
+        None => vec![],
+    };
     let mut nav = Nav::of(user);
-    nav.flash = flash;
     let mut errors = Fields::new();
     let status = if let Some(e) = refused {
+        let status = status_of(&e);
         let (message, fields) = refusal(e);
         nav.error = Some(message);
         errors = fields;
-        StatusCode::UNPROCESSABLE_ENTITY
+        status
     } else {
         StatusCode::OK
     };
-    (status, render(&PortalPage { nav, hosts, errors })).into_response()
+    let page = PortalPage {
+        nav,
+        hosts,
+        keys,
+        private_key,
+        errors,
+    };
+    (status, render(&page)).into_response()
 }
 
 pub async fn portal(State(state): State<AppState>, user: WebUser, ph: PublicHost) -> Response {
@@ -794,21 +910,106 @@ pub async fn portal(State(state): State<AppState>, user: WebUser, ph: PublicHost
     portal_page(&state, &user, &ph, None, None).await
 }
 
-pub async fn portal_start(
+pub async fn portal_host(
     State(state): State<AppState>,
     user: WebUser,
     ph: PublicHost,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
         return r.into_response();
     }
+    let c = &user.caller;
     let result = match ops::parse_id(&id, "host") {
-        Ok(id) => ops::hosts::step(&state, &user.caller, id, Kind::Start, json!({}))
-            .await
-            .map(drop),
+        Ok(id) => match action.as_str() {
+            "start" => ops::hosts::step(&state, c, id, Kind::Start, json!({}))
+                .await
+                .map(drop),
+            "rebuild" => ops::hosts::rebuild(&state, c, id, Default::default())
+                .await
+                .map(drop),
+            _ => Err(OpError::NotFound("action")),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to("/portal").into_response(),
+        Err(e) => portal_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+/// My keys: add one (`/portal/keys`), generate a pair (`/portal/keys/generate`).
+pub async fn portal_add_key(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let Some(me) = user.caller.principal.user_id() else {
+        return forbidden();
+    };
+    let req = ops::ssh_keys::AddKey {
+        public_key: Some(form.public_key),
+        name: None,
+    };
+    match ops::ssh_keys::add(&state, &user.caller, me, req).await {
+        Ok(_) => Redirect::to("/portal").into_response(),
+        Err(e) => portal_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+pub async fn portal_generate_key(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let Some(me) = user.caller.principal.user_id() else {
+        return forbidden();
+    };
+    match ops::ssh_keys::generate(&state, &user.caller, me, Default::default()).await {
+        Ok(k) => {
+            let shown = Some((k.key.name, k.private_key));
+            portal_page(&state, &user, &ph, shown, None).await
+        }
+        Err(e) => portal_page(&state, &user, &ph, None, Some(e)).await,
+    }
+}
+
+pub async fn portal_delete_key(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    headers: HeaderMap,
+    Path(key_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = guard(&state, &user, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let Some(me) = user.caller.principal.user_id() else {
+        return forbidden();
+    };
+    let result = match ops::parse_id(&key_id, "ssh key") {
+        Ok(k) => ops::ssh_keys::delete(&state, &user.caller, me, k).await,
         Err(e) => Err(e),
     };
     match result {

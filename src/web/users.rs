@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::pages::{Nav, error_page, forbidden, guard, refusal, render};
+use super::pages::{Nav, error_page, forbidden, guard, refusal, render, status_of};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::ops::{self, OpError};
@@ -68,10 +68,11 @@ async fn page(state: &AppState, me: &WebUser, id: Uuid, shown: Shown) -> Respons
     let mut errors = BTreeMap::new();
     let status = match shown.refused {
         Some(e) => {
+            let status = status_of(&e);
             let (message, fields) = refusal(e);
             nav.error = Some(message);
             errors = fields;
-            StatusCode::UNPROCESSABLE_ENTITY
+            status
         }
         None => StatusCode::OK,
     };
