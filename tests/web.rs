@@ -310,6 +310,16 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
     shot(&c, "admin-hosts-bound").await;
     let (_, bound) = s.get("/v1/admin/hosts?per_page=1", &s.admin().await).await;
     assert!(bound["data"][0]["binding_id"].is_string(), "{bound}");
+    // A bound egress cannot be deleted, and the page says why.
+    c.goto(&format!("{base}/admin/egress")).await.unwrap();
+    c.find(Locator::Css("td.actions button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let why = wait_text(&c, "p.error", |t| !t.is_empty(), Duration::from_secs(10)).await;
+    assert!(why.contains("unbind") && why.contains(&short), "{why}");
 
     // The event feed grows without a reload; a token is made and shown once.
     c.goto(&format!("{base}/admin/events")).await.unwrap();
