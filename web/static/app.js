@@ -67,7 +67,10 @@ function follow() {
   if (admin) {
     const stream = new EventSource("/web/events");
     // What changed before the stream opened is read once when it opens.
-    stream.onopen = () => statusCells().forEach(refresh);
+    stream.onopen = () => {
+      document.body.dataset.live = "on";
+      statusCells().forEach(refresh);
+    };
     stream.onmessage = (msg) => {
       let event;
       try { event = JSON.parse(msg.data); } catch (_) { return; }
