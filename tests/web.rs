@@ -245,6 +245,103 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
     assert!(!logs.is_empty(), "the container's output is shown");
     shot(&c, "admin-host").await;
 
+    // The terminal: a command typed in the browser runs in the host, the session is listed
+    // among the live ones, and ending it there closes the terminal with the reason.
+    c.find(Locator::LinkText("Open a terminal"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("body[data-terminal=open]"))
+        .await
+        .unwrap();
+    let transcript = || async {
+        c.execute("return window.sluiceTranscript || '';", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !transcript().await.contains('$') {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no prompt: {}",
+            transcript().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.find(Locator::Css(".xterm-helper-textarea"))
+        .await
+        .unwrap()
+        .send_keys("echo hello-$((6*7)) from $(whoami)\u{E007}")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !transcript().await.contains("hello-42 from webby") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no output: {}",
+            transcript().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(&c, "terminal").await;
+    let terminal_window = c.window().await.unwrap();
+    let other = c.new_window(true).await.unwrap();
+    c.switch_to_window(other.handle).await.unwrap();
+    c.goto(&format!("{base}/admin/sessions")).await.unwrap();
+    let listed = wait_text(
+        &c,
+        "#sessions",
+        |t| t.contains("browser"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(listed.contains("webby"), "{listed}");
+    shot(&c, "admin-sessions-live").await;
+    c.find(Locator::Css("#sessions button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "p.empty",
+        |t| t.contains("Nobody"),
+        Duration::from_secs(10),
+    )
+    .await;
+    c.close_window().await.unwrap();
+    c.switch_to_window(terminal_window).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !transcript().await.contains("ended by an administrator") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ended: {}",
+            transcript().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("body[data-terminal=closed]"))
+        .await
+        .unwrap();
+    let (_, ev) = s
+        .get(
+            "/v1/admin/events?action=ssh.browser_session_opened",
+            &s.admin().await,
+        )
+        .await;
+    assert_eq!(ev["data"][0]["actor"], "admin:admin", "{ev}");
+    assert!(ev["data"][0]["source_ip"].is_string(), "{ev}");
+
     // An egress, through its form: a wrong field is named next to it, then it is added.
     c.goto(&format!("{base}/admin/egress")).await.unwrap();
     shot(&c, "admin-egress-empty").await;
@@ -565,6 +662,23 @@ async fn forms_from_elsewhere_and_other_users_hosts_are_refused() {
         names.contains(&"legit") && !names.contains(&"evil"),
         "{names:?}"
     );
+    // Another site's terminal socket, even with the session cookie.
+    let r = http
+        .get(format!(
+            "{}/web/hosts/{}/terminal/socket",
+            s.base,
+            theirs["id"].as_str().unwrap()
+        ))
+        .header("cookie", &session)
+        .header("origin", "http://evil.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // Another site's event stream.
     let r = http
         .get(format!("{}/web/events", s.base))
@@ -646,6 +760,18 @@ async fn forms_from_elsewhere_and_other_users_hosts_are_refused() {
         .header("cookie", &other)
         .header("origin", origin.clone())
         .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Nor open a terminal into it.
+    let r = http
+        .get(format!(
+            "{}/web/hosts/{}/terminal",
+            s.base,
+            theirs["id"].as_str().unwrap()
+        ))
+        .header("cookie", &other)
         .send()
         .await
         .unwrap();

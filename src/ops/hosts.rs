@@ -198,6 +198,20 @@ pub async fn lookup(core: &Core, caller: &Caller, key: &str) -> OpResult<HostRow
     get(core, caller, super::parse_id(key, "host")?).await
 }
 
+/// The host a caller may open a terminal into: its owner, or an operator with `host:write`;
+/// it must be running.
+pub async fn terminal(core: &Core, caller: &Caller, id: Uuid) -> OpResult<HostRow> {
+    let mut db = core.store.acquire().await?;
+    let host = visible(db.conn(), caller, id, Ability::HostWrite).await?;
+    if host.status != HostStatus::Running {
+        return Err(OpError::Conflict(format!(
+            "host {} is {}: start it first",
+            host.short_id, host.status
+        )));
+    }
+    Ok(host)
+}
+
 /// Hosts, oldest first: a user's own; for `host:read`, all or those of `user_id`.
 pub async fn list(
     core: &Core,

@@ -3,7 +3,8 @@
 //! sshd from inside the container's network namespace (upstream.rs) and bridges every channel
 //! (channels/). Around that: the proxy's host key (hostkey.rs), per-source limits
 //! (limits.rs), one-time entry credentials (credentials.rs) and the live-session registry
-//! (registry.rs). This file accepts connections and watches each one's clock: login time,
+//! (registry.rs), and the terminal in the browser as a session like the others (browser.rs).
+//! This file accepts connections and watches each one's clock: login time,
 //! idle time and total length.
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::config::SshSettings;
 use crate::runtime::HostRuntime;
 use crate::store::Store;
 
+pub mod browser;
 pub mod channels;
 pub mod credentials;
 pub mod hostkey;

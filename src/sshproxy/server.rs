@@ -275,7 +275,7 @@ impl russh::server::Handler for ClientConn {
                         let up = Upstream::new(
                             endpoint,
                             entrant.host.short_id.clone(),
-                            session.handle(),
+                            Some(session.handle()),
                             self.meter.clone(),
                         );
                         let _ = self.upstream.set(Arc::new(up));

@@ -32,7 +32,9 @@ pub struct Connected {
 pub struct Upstream {
     endpoint: SshEndpoint,
     short_id: String,
-    client: russh::server::Handle,
+    /// The SSH client's side, for channels the host opens towards it (none for a browser
+    /// terminal, which takes no forwards and no agent).
+    client: Option<russh::server::Handle>,
     pub meter: Arc<Meter>,
     pub agent_allowed: Arc<AtomicBool>,
     pub forwards: Arc<forwarded_tcpip::Requested>,
@@ -46,7 +48,7 @@ impl Upstream {
     pub fn new(
         endpoint: SshEndpoint,
         short_id: String,
-        client: russh::server::Handle,
+        client: Option<russh::server::Handle>,
         meter: Arc<Meter>,
     ) -> Self {
         Self {
@@ -62,7 +64,7 @@ impl Upstream {
     }
 
     /// The handle towards the client, for channels the host opens.
-    pub fn client_handle(&self) -> russh::server::Handle {
+    pub fn client_handle(&self) -> Option<russh::server::Handle> {
         self.client.clone()
     }
 
@@ -208,7 +210,7 @@ impl Failure {
 pub struct UpHandler {
     ended: tokio_util::sync::CancellationToken,
     pinned: PublicKey,
-    client: russh::server::Handle,
+    client: Option<russh::server::Handle>,
     meter: Arc<Meter>,
     agent_allowed: Arc<AtomicBool>,
     forwards: Arc<forwarded_tcpip::Requested>,
@@ -241,15 +243,19 @@ impl client::Handler for UpHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.forwards.contains(connected_address, connected_port) {
+        let Some(client) = self
+            .client
+            .clone()
+            .filter(|_| self.forwards.contains(connected_address, connected_port))
+        else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         let ended = self.ended.clone();
         let bridge = forwarded_tcpip::open(
-            self.client.clone(),
+            client,
             channel,
             reply,
             (connected_address.to_string(), connected_port),
@@ -268,14 +274,18 @@ impl client::Handler for UpHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.agent_allowed.load(Ordering::SeqCst) {
+        let Some(client) = self
+            .client
+            .clone()
+            .filter(|_| self.agent_allowed.load(Ordering::SeqCst))
+        else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         let ended = self.ended.clone();
-        let bridge = agent::open(self.client.clone(), channel, reply, self.meter.clone());
+        let bridge = agent::open(client, channel, reply, self.meter.clone());
         tokio::spawn(async move {
             tokio::select! { _ = bridge => {}, _ = ended.cancelled() => {} }
         });

@@ -18,10 +18,14 @@ mod activity;
 mod egress;
 mod pages;
 pub mod session;
+mod terminal;
 mod users;
 
 const APP_CSS: &str = include_str!("../../web/static/app.css");
 const APP_JS: &str = include_str!("../../web/static/app.js");
+const TERMINAL_JS: &str = include_str!("../../web/static/terminal.js");
+const XTERM_JS: &str = include_str!("../../web/static/vendor/xterm.js");
+const XTERM_CSS: &str = include_str!("../../web/static/vendor/xterm.css");
 
 /// The pages, their assets and the browser's event stream.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -65,6 +69,20 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/portal/password", post(pages::portal_password))
         .route("/web/events", get(pages::events))
         .route("/web/hosts/{id}", get(pages::host_status))
+        .route("/web/hosts/{id}/terminal", get(terminal::page))
+        .route("/web/hosts/{id}/terminal/socket", get(terminal::socket))
+        .route(
+            "/static/terminal.js",
+            get(|| asset(TERMINAL_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/static/vendor/xterm.js",
+            get(|| asset(XTERM_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/static/vendor/xterm.css",
+            get(|| asset(XTERM_CSS, "text/css; charset=utf-8")),
+        )
         .route(
             "/static/app.css",
             get(|| asset(APP_CSS, "text/css; charset=utf-8")),

@@ -113,10 +113,13 @@ pub async fn open(
                     ChannelMsg::Close => { up_open = false; dw.close().await }
                     ChannelMsg::ExitStatus { exit_status } => dw.exit_status(exit_status).await,
                     ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                        client
-                            .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-                            .await
-                            .map_err(|_| russh::Error::SendError)
+                        match &client {
+                            Some(client) => client
+                                .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                                .await
+                                .map_err(|_| russh::Error::SendError),
+                            None => Ok(()),
+                        }
                     }
                     ChannelMsg::Success => { pending.pop_front(); Ok(()) }
                     ChannelMsg::Failure => match pending.pop_front() {

@@ -1,0 +1,226 @@
+//! A terminal in the browser, as a live session like any other: the web face hands over a
+//! WebSocket whose viewer it has already checked (an administrator, or the host's owner), and
+//! this bridges it into the host through the proxy's own upstream path (the socket opened in
+//! the container's namespace, the pinned key, the internal-key login) as a pty and a shell.
+//! The session is registered (listed, ended by an administrator, re-checked against its
+//! account and host), follows the proxy's idle and maximum lengths, and is audited with its
+//! source. On the socket: binary frames carry terminal bytes both ways; a text frame
+//! `{"resize": [cols, rows]}` resizes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use russh::ChannelMsg;
+use uuid::Uuid;
+
+use super::Proxy;
+use super::login::Proof;
+use super::registry::{Meter, SessionInfo};
+use super::upstream::Upstream;
+use crate::events::NewEvent;
+use crate::store;
+
+/// Largest terminal the browser may ask for.
+const MAX_COLS: u32 = 500;
+const MAX_ROWS: u32 = 200;
+
+/// Who opened the terminal, from where, at what size.
+pub struct Viewer {
+    /// How events name them (`admin:alice`, `user:bob`).
+    pub actor: String,
+    pub source: Option<SocketAddr>,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+async fn say(ws: &mut WebSocket, text: &str) {
+    let _ = ws
+        .send(Message::Binary(
+            format!("\r\n{text}\r\n").into_bytes().into(),
+        ))
+        .await;
+}
+
+async fn close(mut ws: WebSocket, reason: &str) {
+    say(&mut ws, &format!("sluice: {reason}")).await;
+    let reason: String = reason.chars().take(100).collect();
+    let _ = ws
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+impl Proxy {
+    /// Runs a browser terminal into `host_id` until either side ends it.
+    pub async fn browser_terminal(self: Arc<Self>, ws: WebSocket, host_id: Uuid, viewer: Viewer) {
+        let host = {
+            let Ok(mut db) = self.store.acquire().await else {
+                return close(ws, "the database is unavailable").await;
+            };
+            store::hosts::get(db.conn(), host_id).await.ok().flatten()
+        };
+        let Some(host) = host else {
+            return close(ws, "no such host").await;
+        };
+        let (Some(user_id), Some(username)) = (host.user_id, host.username.clone()) else {
+            return close(ws, "the host has no owner").await;
+        };
+        if host.status != crate::hosts::HostStatus::Running {
+            return close(
+                ws,
+                &format!("host {} is {}: start it first", host.short_id, host.status),
+            )
+            .await;
+        }
+        let spec = match crate::tasks::host_spec(&self.store, host_id).await {
+            Ok(Some(spec)) => spec,
+            _ => return close(ws, "no such host").await,
+        };
+        let endpoint = match self.runtime.ssh_endpoint(&spec).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(host = %host.short_id, error = %e, "no SSH endpoint for a browser terminal");
+                return close(ws, &e.summary()).await;
+            }
+        };
+        let meter = Meter::new();
+        meter.authenticated();
+        let info = SessionInfo {
+            id: Uuid::now_v7(),
+            username,
+            user_id,
+            host_id,
+            short_id: host.short_id.clone(),
+            method: "browser".into(),
+            source: viewer
+                .source
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "0.0.0.0:0".into()),
+            since: crate::clock::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let registered = self
+            .sessions
+            .register(info.clone(), meter.clone(), Proof::Browser);
+        crate::events::record_alone(
+            &self.store,
+            NewEvent::new(viewer.actor.clone(), "ssh.browser_session_opened", "host")
+                .target(host_id)
+                .host(host_id)
+                .user(Some(user_id))
+                .source(viewer.source.map(|s| s.ip().to_string()))
+                .details(serde_json::json!({"session_id": info.id, "short_id": info.short_id})),
+        )
+        .await;
+        let upstream = Upstream::new(endpoint, host.short_id.clone(), None, meter.clone());
+        let reason = self.bridge(ws, &upstream, &meter, &viewer).await;
+        if meter.end_reason().is_none() {
+            meter.end(reason);
+        }
+        upstream.close().await;
+        drop(registered);
+        self.record_end(&info, &meter).await;
+    }
+
+    /// Moves bytes until one side ends; answers why it ended.
+    async fn bridge(
+        &self,
+        mut ws: WebSocket,
+        upstream: &Upstream,
+        meter: &Meter,
+        viewer: &Viewer,
+    ) -> String {
+        let conn = match upstream.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = e.to_string();
+                close(ws, &reason).await;
+                return reason;
+            }
+        };
+        let mut ch = match conn.handle.channel_open_session().await {
+            Ok(ch) => ch,
+            Err(e) => {
+                let reason = format!("the host refused a session: {e}");
+                close(ws, &reason).await;
+                return reason;
+            }
+        };
+        let (cols, rows) = (
+            viewer.cols.clamp(10, MAX_COLS),
+            viewer.rows.clamp(3, MAX_ROWS),
+        );
+        let started = ch
+            .request_pty(false, "xterm-256color", cols, rows, 0, 0, &[])
+            .await
+            .and(ch.request_shell(false).await);
+        if let Err(e) = started {
+            let reason = format!("the host refused a shell: {e}");
+            close(ws, &reason).await;
+            return reason;
+        }
+        let authed = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                reason = meter.ended() => {
+                    close(ws, &reason).await;
+                    return reason;
+                }
+                _ = tick.tick() => {
+                    let settings = &self.settings;
+                    let overdue = if settings.max_session().is_some_and(|l| authed.elapsed() >= l) {
+                        Some("session reached its maximum length; open it again".to_string())
+                    } else if settings.idle_timeout().is_some_and(|l| meter.idle_for() >= l) {
+                        Some("session idle too long; open it again".to_string())
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = overdue {
+                        meter.end(reason);
+                    }
+                }
+                msg = ws.recv() => match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        meter.touch();
+                        meter.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                        if ch.data_bytes(bytes).await.is_err() {
+                            return "the host closed the session".into();
+                        }
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                        if let (Some(c), Some(r)) = (v["resize"][0].as_u64(), v["resize"][1].as_u64()) {
+                            let (c, r) = ((c as u32).clamp(10, MAX_COLS), (r as u32).clamp(3, MAX_ROWS));
+                            let _ = ch.window_change(c, r, 0, 0).await;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        return "the browser closed the terminal".into();
+                    }
+                    Some(Ok(_)) => {}
+                },
+                msg = ch.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        meter.touch();
+                        meter.bytes_out.fetch_add(data.len() as u64, Relaxed);
+                        if ws.send(Message::Binary(data.to_vec().into())).await.is_err() {
+                            return "the browser went away".into();
+                        }
+                    }
+                    Some(ChannelMsg::ExitStatus { .. }) | Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => {
+                        close(ws, "the shell ended").await;
+                        return "the shell ended".into();
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
