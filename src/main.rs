@@ -18,7 +18,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run(cli))
+    let result = rt.block_on(run(cli));
+    // Tasks still ending (an egress test's data plane) get a moment, not a veto: dropping the
+    // runtime would wait for them, and an ipstack TCP stream's drop can block for good.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// Parses the command line; with `--config`, the file's settings are laid over the environment

@@ -325,7 +325,9 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
 
     // The same from the command line, with its exit code.
     let cli = |lab: &Lab| {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // Bounded: a hang fails the test (exit 124) instead of stalling the suite.
+        Command::new("timeout")
+            .args(["180", env!("CARGO_BIN_EXE_sluice")])
             .args(["egress", "test", "--json", &egress])
             .env("SLUICE_DATA_DIR", tmp.path())
             .env("DATABASE_URL", &url)
@@ -1523,7 +1525,9 @@ async fn the_cli_tests_a_proxy_egress_dns_included() {
     let echo = lab.echo();
     let (dir, url2) = (tmp.path().to_path_buf(), url.clone());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // Bounded: a hang fails the test (exit 124) instead of stalling the suite.
+        Command::new("timeout")
+            .args(["180", env!("CARGO_BIN_EXE_sluice")])
             .args(["egress", "test", "--json", &egress])
             .env("SLUICE_DATA_DIR", dir)
             .env("DATABASE_URL", url2)

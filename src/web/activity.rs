@@ -187,12 +187,19 @@ struct EventsPage {
     nav: Nav,
     events: Vec<EventView>,
     action: String,
+    host: String,
+    host_id: String,
+    user: String,
 }
 
 #[derive(Deserialize)]
 pub struct EventQuery {
     #[serde(default)]
     action: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    user: String,
 }
 
 pub async fn events(
@@ -204,14 +211,37 @@ pub async fn events(
         return forbidden();
     }
     let action = q.action.trim().to_string();
+    let host = q.host.trim().to_string();
+    let who = q.user.trim().to_string();
+    let host_id = if host.is_empty() {
+        None
+    } else {
+        match ops::hosts::lookup(&state, &user.caller, &host).await {
+            Ok(h) => Some(h.id),
+            Err(e) => return error_page(&user, e),
+        }
+    };
+    let user_id = if who.is_empty() {
+        None
+    } else {
+        match ops::parse_id(&who, "user") {
+            Ok(id) => Some(id),
+            Err(e) => return error_page(&user, e),
+        }
+    };
     let filter = EventFilter {
         action: Some(action.clone()).filter(|a| !a.is_empty()),
+        host_id,
+        user_id,
         ..Default::default()
     };
     match ops::events::list(&state, &user.caller, &filter, recent()).await {
         Ok((rows, _)) => render(&EventsPage {
             nav: Nav::of(&user),
             action,
+            host,
+            host_id: host_id.map(|h| h.to_string()).unwrap_or_default(),
+            user: who,
             events: rows
                 .into_iter()
                 .map(|e| EventView {

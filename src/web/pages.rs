@@ -1097,7 +1097,7 @@ pub async fn events(State(state): State<AppState>, user: WebUser, headers: Heade
         Ok::<_, std::convert::Infallible>(match item {
             ops::events::Live::Event(e) => SseEvent::default()
                 .id(e.id.to_string())
-                .json_data(json!({"action": e.action, "host_id": e.host_id, "actor": e.actor,
+                .json_data(json!({"action": e.action, "host_id": e.host_id, "user_id": e.user_id, "actor": e.actor,
                     "target_id": e.target_id, "source_ip": e.source_ip,
                     "created_at": e.created_at.format(&time::format_description::well_known::Rfc3339).ok()}))
                 .unwrap_or_else(|_| SseEvent::default().comment("unencodable")),

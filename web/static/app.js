@@ -51,6 +51,8 @@ function addEvent(event) {
   if (!table) return;
   const wanted = table.dataset.live;
   if (wanted !== "all" && wanted !== event.action) return;
+  if (table.dataset.host && table.dataset.host !== event.host_id) return;
+  if (table.dataset.user && table.dataset.user !== event.user_id) return;
   const row = document.createElement("tr");
   for (const value of [event.created_at, event.actor, event.action, event.target_id, event.source_ip]) {
     const cell = document.createElement("td");
