@@ -151,7 +151,6 @@ pub async fn run(
     let carries_udp = outbound.carries_udp();
     // Flows are children of this token: they end with the session.
     let flows = stop.child_token();
-    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
@@ -174,7 +173,7 @@ pub async fn run(
                     _ => None,
                 };
                 let device = device.clone();
-                tracker.spawn(async move {
+                tokio::spawn(async move {
                     let _permit = permit;
                     let target = flow.peer_addr();
                     let relay = async {
@@ -191,7 +190,7 @@ pub async fn run(
                     continue;
                 };
                 let (outbound, end) = (outbound.clone(), flows.clone());
-                tracker.spawn(async move {
+                tokio::spawn(async move {
                     let _permit = permit;
                     let flow = queue::drain(flow, queue::DEPTH);
                     tokio::select! {
@@ -206,7 +205,7 @@ pub async fn run(
                     continue;
                 };
                 let (outbound, end) = (outbound.clone(), flows.clone());
-                tracker.spawn(async move {
+                tokio::spawn(async move {
                     let _permit = permit;
                     let target = flow.peer_addr();
                     let flow = queue::drain(flow, queue::DEPTH);
@@ -226,28 +225,8 @@ pub async fn run(
         }
     }
     flows.cancel();
-    // The stack outlives its flows: an ipstack TCP stream, as it drops, waits for its own task,
-    // which needs the stack; dropped the other way round, a flow's drop could block a worker
-    // for good (seen as a hung egress test at teardown). New streams meanwhile are refused.
-    tracker.close();
-    let refuse_new = async {
-        while let Ok(s) = stack.accept().await {
-            drop(s);
-        }
-    };
-    tokio::select! {
-        _ = tracker.wait() => {}
-        _ = refuse_new => {}
-        _ = tokio::time::sleep(FLOWS_DRAIN) => {
-            tracing::warn!(left = tracker.len(), "proxy egress: flows still ending after {FLOWS_DRAIN:?}");
-        }
-    }
-    drop(stack);
     Ok(())
 }
-
-/// How long a stopping session waits for its flows to end before the stack goes.
-const FLOWS_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long a half-closed flow may stay silent before it is closed: the side that is done
 /// gets this long for the other to finish (proxies do not always pass a half-close on).
