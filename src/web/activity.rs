@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render, status_of};
+use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render, show_refusal};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::auth::Ability;
@@ -295,17 +295,7 @@ async fn tokens_page(
         Err(e) => return error_page(user, e),
     };
     let mut nav = Nav::of(user);
-    let mut errors = BTreeMap::new();
-    let status = match refused {
-        Some(e) => {
-            let status = status_of(&e);
-            let (message, fields) = refusal(e);
-            nav.error = Some(message);
-            errors = fields;
-            status
-        }
-        None => StatusCode::OK,
-    };
+    let (status, errors) = show_refusal(&mut nav, refused);
     let page = TokensPage {
         nav,
         tokens: list

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, refusal, render, status_of};
+use super::pages::{CsrfForm, Nav, error_page, forbidden, guard, render, show_refusal};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::egress::settings::EgressInput;
@@ -385,17 +385,7 @@ async fn page(state: &AppState, user: &WebUser, shown: Shown) -> Response {
         Err(e) => return error_page(user, e),
     };
     let mut nav = Nav::of(user);
-    let mut errors = BTreeMap::new();
-    let status = match shown.refused {
-        Some(e) => {
-            let status = status_of(&e);
-            let (message, fields) = refusal(e);
-            nav.error = Some(message);
-            errors = fields;
-            status
-        }
-        None => StatusCode::OK,
-    };
+    let (status, errors) = show_refusal(&mut nav, shown.refused);
     let mut form = shown.form;
     if form.tunnel_type.is_empty() {
         form.tunnel_type = "wireguard".into();

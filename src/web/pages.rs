@@ -77,6 +77,20 @@ pub(super) fn status_of(e: &OpError) -> StatusCode {
     }
 }
 
+/// Puts a refusal, if there is one, on a page: its message in the layout, and the status and
+/// field errors the page answers with.
+pub(super) fn show_refusal(nav: &mut Nav, refused: Option<OpError>) -> (StatusCode, Fields) {
+    match refused {
+        Some(e) => {
+            let status = status_of(&e);
+            let (message, fields) = refusal(e);
+            nav.error = Some(message);
+            (status, fields)
+        }
+        None => (StatusCode::OK, Fields::new()),
+    }
+}
+
 /// A refusal as the page tells it: the message, and the fields when there are some.
 pub(super) fn refusal(e: OpError) -> (String, Fields) {
     match e {
@@ -251,13 +265,6 @@ pub async fn logout(
 
 // ---- the admin dashboard
 
-struct EgressRow {
-    label: String,
-    kind: String,
-    ip: String,
-    test: String,
-}
-
 #[derive(Template)]
 #[template(path = "admin_overview.html")]
 struct OverviewPage {
@@ -273,7 +280,7 @@ struct OverviewPage {
     docker_version: String,
     docker_error: String,
     image: String,
-    egress: Vec<EgressRow>,
+    egress: Vec<super::egress::Row>,
 }
 
 pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response {
@@ -289,32 +296,11 @@ pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response 
         Ok(s) => s,
         Err(e) => return error_page(&user, e),
     };
-    let page = PageRequest {
-        page: 1,
-        per_page: 100,
-    };
-    let mut egress: Vec<EgressRow> = match ops::egress::list(&state, c, page).await {
-        Ok((rows, _)) => rows
-            .into_iter()
-            .map(|e| EgressRow {
-                test: e
-                    .last_test
-                    .as_ref()
-                    .and_then(|t| t["status"].as_str().map(String::from))
-                    .unwrap_or_else(|| "untested".into()),
-                label: e.label,
-                kind: e.tunnel_type,
-                ip: e.ip_address,
-            })
-            .collect(),
+    // Failing ones first, as the egress page lists them.
+    let egress = match super::egress::rows(&state, &user).await {
+        Ok(rows) => rows,
         Err(e) => return error_page(&user, e),
     };
-    // Failing ones first, then untested, then passing.
-    egress.sort_by_key(|e| match e.test.as_str() {
-        "failed" => 0,
-        "untested" => 1,
-        _ => 2,
-    });
     let sessions = ops::sessions::list(&state, c).map(|s| s.len()).unwrap_or(0);
     render(&OverviewPage {
         nav: Nav::of(&user),
@@ -434,16 +420,7 @@ async fn hosts_page(
         })
         .collect();
     let mut nav = Nav::of(user);
-    let mut errors = Fields::new();
-    let status = if let Some(e) = refused {
-        let status = status_of(&e);
-        let (message, fields) = refusal(e);
-        nav.error = Some(message);
-        errors = fields;
-        status
-    } else {
-        StatusCode::OK
-    };
+    let (status, errors) = show_refusal(&mut nav, refused);
     let page = HostsPage {
         nav,
         hosts,
@@ -744,16 +721,7 @@ async fn users_page(
         Err(e) => return error_page(user, e),
     };
     let mut nav = Nav::of(user);
-    let mut errors = Fields::new();
-    let status = if let Some(e) = refused {
-        let status = status_of(&e);
-        let (message, fields) = refusal(e);
-        nav.error = Some(message);
-        errors = fields;
-        status
-    } else {
-        StatusCode::OK
-    };
+    let (status, errors) = show_refusal(&mut nav, refused);
     let users = rows
         .into_iter()
         .map(|u| UserView {
@@ -883,16 +851,7 @@ async fn portal_page(
         None => vec![],
     };
     let mut nav = Nav::of(user);
-    let mut errors = Fields::new();
-    let status = if let Some(e) = refused {
-        let status = status_of(&e);
-        let (message, fields) = refusal(e);
-        nav.error = Some(message);
-        errors = fields;
-        status
-    } else {
-        StatusCode::OK
-    };
+    let (status, errors) = show_refusal(&mut nav, refused);
     let page = PortalPage {
         nav,
         hosts,

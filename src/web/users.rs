@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::pages::{Nav, error_page, forbidden, guard, refusal, render, status_of};
+use super::pages::{Nav, error_page, forbidden, guard, render, show_refusal};
 use super::session::WebUser;
 use crate::api::AppState;
 use crate::ops::{self, OpError};
@@ -65,17 +65,7 @@ async fn page(state: &AppState, me: &WebUser, id: Uuid, shown: Shown) -> Respons
         Err(e) => return error_page(me, e),
     };
     let mut nav = Nav::of(me);
-    let mut errors = BTreeMap::new();
-    let status = match shown.refused {
-        Some(e) => {
-            let status = status_of(&e);
-            let (message, fields) = refusal(e);
-            nav.error = Some(message);
-            errors = fields;
-            status
-        }
-        None => StatusCode::OK,
-    };
+    let (status, errors) = show_refusal(&mut nav, shown.refused);
     let page = UserPage {
         nav,
         expires: user
