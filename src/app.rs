@@ -193,6 +193,7 @@ pub async fn start(
             events: Some(crate::events::live::Hub::start(store.clone(), stop.clone())),
             attempts,
             sessions: Some(ssh.sessions.clone()),
+            desktop_tickets: Default::default(),
         },
         auth: Authenticator::new(store.clone(), secret.as_bytes()),
         limits,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod desktop;
 pub mod egress;
 pub mod events;
 pub mod hosts;

@@ -59,14 +59,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.read_secrets().map_err(anyhow::Error::msg)?;
             serve(*settings).await
         }
-        Command::Image(ImageCommand::Build { store }) => {
+        Command::Image(ImageCommand::Build { store, desktop }) => {
             init_logging(&LogSettings {
                 log_format: LogFormat::Text,
                 log_level: "info".into(),
             });
             let runtime = DockerRuntime::new(&store.store.data_dir)?;
-            let tag = runtime::image::tag();
-            if build_image(&runtime).await? {
+            let kind = runtime::image::Kind::of(desktop);
+            let tag = runtime::image::tag(kind);
+            if build_image(&runtime, kind).await? {
                 eprintln!("Built {tag}.");
             } else {
                 eprintln!("{tag} is already present.");
@@ -102,7 +103,7 @@ async fn serve(settings: sluice::config::ServeSettings) -> anyhow::Result<()> {
     );
     // The managed image is built on the first start, with a progress display; without a
     // reachable engine Sluice still serves, and host tasks say what is missing.
-    if let Err(e) = build_image(&runtime).await {
+    if let Err(e) = build_image(&runtime, runtime::image::Kind::User).await {
         tracing::error!(error = %e, "the managed image is not available; hosts cannot start until it is");
     }
     let running = app::start(&settings, runtime, None).await?;
@@ -195,9 +196,12 @@ fn show_admin_password(
     Ok(())
 }
 
-/// Builds the managed image if missing, showing the build's steps: a progress bar on a
-/// terminal, log lines otherwise.
-async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeError> {
+/// Builds a managed image if missing (the user image under a desktop image first), showing the
+/// build's steps: a progress bar on a terminal, log lines otherwise.
+async fn build_image(
+    runtime: &DockerRuntime,
+    kind: runtime::image::Kind,
+) -> Result<bool, runtime::RuntimeError> {
     use indicatif::{ProgressBar, ProgressStyle};
     use std::io::IsTerminal;
     let bar = if std::io::stderr().is_terminal() {
@@ -208,14 +212,14 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        b.set_prefix(runtime::image::tag());
+        b.set_prefix(runtime::image::tag(kind));
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         Some(b)
     } else {
         None
     };
     let result = runtime
-        .ensure_image(|ev| match (&bar, ev) {
+        .ensure_image(kind, |k, ev| match (&bar, ev) {
             (
                 Some(b),
                 runtime::image::BuildEvent::Step {
@@ -224,6 +228,7 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
                     instruction,
                 },
             ) => {
+                b.set_prefix(runtime::image::tag(k));
                 b.set_length(u64::from(total));
                 b.set_position(u64::from(n));
                 b.set_message(instruction);
@@ -239,7 +244,10 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
                     instruction,
                 },
             ) => {
-                tracing::info!("building the managed image: step {n}/{total}: {instruction}");
+                tracing::info!(
+                    "building {}: step {n}/{total}: {instruction}",
+                    runtime::image::tag(k)
+                );
             }
             (None, runtime::image::BuildEvent::Output(_)) => {}
         })
@@ -248,7 +256,7 @@ async fn build_image(runtime: &DockerRuntime) -> Result<bool, runtime::RuntimeEr
         b.finish_and_clear();
     }
     if let Ok(true) = result {
-        tracing::info!(image = %runtime::image::tag(), "managed image built");
+        tracing::info!(image = %runtime::image::tag(kind), "managed image built");
     }
     result
 }

@@ -164,7 +164,10 @@ async fn a_host_is_a_locked_down_container_reachable_only_inside_its_namespace()
     let h = host_status(&lab, &host).await;
     assert_eq!(h["status"], "running", "{h}");
     assert_eq!(h["image_outdated"], false);
-    assert_eq!(h["image"], sluice::runtime::image::tag().as_str());
+    assert_eq!(
+        h["image"],
+        sluice::runtime::image::tag(sluice::runtime::image::Kind::User).as_str()
+    );
 
     let short = host["short_id"].as_str().unwrap();
     let c = inspect(&container_name(short)).expect("the container exists");
@@ -494,7 +497,7 @@ async fn the_reconciler_restores_hosts_removes_orphans_and_stops_disabled_users(
         &format!("sluice.host_id={ghost}"),
         "--name",
         &format!("sluice-ghost-{}", &ghost.simple().to_string()[..8]),
-        &sluice::runtime::image::tag(),
+        &sluice::runtime::image::tag(sluice::runtime::image::Kind::User),
     ]);
     assert!(ok, "{out}");
     // A container of another install is left alone.
@@ -508,7 +511,7 @@ async fn the_reconciler_restores_hosts_removes_orphans_and_stops_disabled_users(
         &format!("sluice.host_id={ghost}"),
         "--name",
         &format!("other-{}", &ghost.simple().to_string()[..8]),
-        &sluice::runtime::image::tag(),
+        &sluice::runtime::image::tag(sluice::runtime::image::Kind::User),
     ]);
     assert!(ok, "{out}");
     let other = format!("other-{}", &ghost.simple().to_string()[..8]);

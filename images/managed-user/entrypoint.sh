@@ -1,7 +1,7 @@
 #!/bin/bash
 # Entrypoint of a Sluice host: makes the owner's account (name and uid from
 # /etc/sluice/account, written by Sluice), prepares the home volume, and runs sshd in the
-# foreground. Keys live in /etc/sluice, mounted read-only.
+# foreground after any start hooks of a derived image. Keys live in /etc/sluice, mounted read-only.
 set -euo pipefail
 . /etc/sluice/account
 : "${SLUICE_USER:?}" "${SLUICE_UID:?}"
@@ -22,5 +22,10 @@ if [ ! -e "$home/.profile" ]; then
 fi
 chown "$SLUICE_UID:$SLUICE_UID" "$home"
 chmod 0750 "$home"
+
+# What an image built on this one adds (the desktop image starts its desktop here).
+for hook in /usr/local/lib/sluice/start.d/*; do
+    if [ -x "$hook" ]; then "$hook"; fi
+done
 
 exec /usr/sbin/sshd -D -e

@@ -15,6 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, JsonBody, Paging, can, parse_id, query_map};
 use crate::ops::Public;
 use crate::ops::bindings::{self, Binding, CreateBinding};
+pub use crate::ops::desktop::DesktopTicket;
 use crate::ops::hosts::{self as host_ops, LOG_TAIL_MAX};
 pub use crate::ops::hosts::{
     Access, CreateHost, CreatedHost, Host, HostLogs, RebuildRequest, SshPassword, TaskQueued,
@@ -206,6 +207,20 @@ pub async fn rebuild(
     let id = parse_id(&id, "host")?;
     let queued = host_ops::rebuild(&state, &caller.caller(), id, req).await?;
     Ok((StatusCode::ACCEPTED, data(queued)))
+}
+
+/// A single-use ticket (30 s) into a desktop host's desktop, bound to the host and the
+/// caller: its `websocket` is where noVNC (or any RFB-over-WebSocket client) connects.
+#[utoipa::path(post, path = "/v1/admin/hosts/{id}/vnc/ticket", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 201, body = Data<DesktopTicket>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn desktop_ticket(
+    State(state): State<AppState>,
+    caller: Admin<can::HostWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<Data<DesktopTicket>>)> {
+    let id = parse_id(&id, "host")?;
+    let ticket = crate::ops::desktop::ticket(&state, &caller.caller(), id).await?;
+    Ok((StatusCode::CREATED, data(ticket)))
 }
 
 /// Replace a host's SSH password with a generated one, answered once.

@@ -10,7 +10,7 @@ use super::AppState;
 use super::envelope::{Data, Page, data, page};
 use super::error::ApiResult;
 use super::extract::{JsonBody, Paging, UserCaller, parse_id};
-use super::hosts::{Host, PublicHost, RebuildRequest, TaskQueued, view};
+use super::hosts::{DesktopTicket, Host, PublicHost, RebuildRequest, TaskQueued, view};
 use crate::ops::hosts as host_ops;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,6 +65,19 @@ pub async fn get_host(
     let id = parse_id(&id, "host")?;
     let row = host_ops::get(&state, &caller.caller(), id).await?;
     Ok(data(view(&state, row, &ph)))
+}
+
+/// A single-use ticket (30 s) into one of my desktop hosts' desktop.
+#[utoipa::path(post, path = "/v1/user/hosts/{id}/vnc/ticket", tag = "user portal", params(("id" = Uuid, Path)),
+    responses((status = 201, body = Data<DesktopTicket>), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn desktop_ticket(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<Data<DesktopTicket>>)> {
+    let id = parse_id(&id, "host")?;
+    let ticket = crate::ops::desktop::ticket(&state, &caller.caller(), id).await?;
+    Ok((StatusCode::CREATED, data(ticket)))
 }
 
 /// Rebuild one of my hosts.

@@ -146,6 +146,9 @@ pub enum HostCommand {
         /// Process limit, 32-65536.
         #[arg(long)]
         pids_limit: Option<i64>,
+        /// Run the desktop image: a desktop opened in the browser, besides SSH.
+        #[arg(long)]
+        desktop: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -166,6 +169,12 @@ pub enum HostCommand {
         host: String,
         #[arg(long)]
         wipe_home: bool,
+        /// Rebuild it into desktop mode (the desktop image).
+        #[arg(long, conflicts_with = "no_desktop")]
+        desktop: bool,
+        /// Rebuild it out of desktop mode (the plain user image).
+        #[arg(long)]
+        no_desktop: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -416,6 +425,10 @@ pub enum ImageCommand {
     Build {
         #[command(flatten)]
         store: StoreArgs,
+        /// Build the desktop image too (images/managed-desktop, on the user image); otherwise
+        /// it is built when the first desktop host is created.
+        #[arg(long)]
+        desktop: bool,
     },
 }
 

@@ -93,6 +93,7 @@ async fn core(
         events: None,
         attempts: Default::default(),
         sessions: None,
+        desktop_tickets: Default::default(),
     })
 }
 
@@ -152,6 +153,7 @@ const HOST_FIELDS: &[Column] = &[
     ("pids limit", "/pids_limit"),
     ("image", "/image"),
     ("image outdated", "/image_outdated"),
+    ("desktop", "/desktop"),
     ("entry command", "/access/entry_command"),
     ("ssh command", "/access/ssh_command"),
     ("created", "/created_at"),
@@ -354,6 +356,7 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
             memory_mb,
             cpus,
             pids_limit,
+            desktop,
             common,
         } => {
             let core = core(&common, None).await?;
@@ -363,6 +366,7 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
                 memory_mb,
                 cpus,
                 pids_limit,
+                desktop: Some(desktop),
             };
             let made = ops::hosts::create(&core, me, req).await?;
             let mut v = to_json(&ops::hosts::Host::view(&core, made.host, &core.public()));
@@ -390,16 +394,15 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
         HostCommand::Rebuild {
             host,
             wipe_home,
+            desktop,
+            no_desktop,
             common,
         } => {
-            step(
-                &common,
-                me,
-                &host,
-                Kind::Rebuild,
-                json!({"wipe_home": wipe_home}),
-            )
-            .await?
+            let mut options = json!({"wipe_home": wipe_home});
+            if desktop || no_desktop {
+                options["desktop"] = json!(desktop);
+            }
+            step(&common, me, &host, Kind::Rebuild, options).await?
         }
         HostCommand::Unsuspend { host, common } => {
             let core = core(&common, None).await?;

@@ -29,6 +29,9 @@ pub const MEMORY_MB_RANGE: (i64, i64) = (64, 65536);
 pub const CPUS_DEFAULT: f64 = 1.0;
 pub const CPUS_RANGE: (f64, f64) = (0.1, 64.0);
 pub const PIDS_DEFAULT: i64 = 512;
+/// A desktop host's default process limit: its browser alone runs hundreds of threads, and
+/// the limit counts threads.
+pub const DESKTOP_PIDS_DEFAULT: i64 = 4096;
 pub const PIDS_RANGE: (i64, i64) = (32, 65536);
 
 /// The commands an operator and a user get to reach a host.

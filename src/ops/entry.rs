@@ -97,6 +97,7 @@ mod tests {
             pids_limit: 512,
             ssh_password_hash: String::new(),
             image: None,
+            desktop: false,
             binding_id: None,
             egress_ip_id: None,
             created_at: now,

@@ -49,6 +49,9 @@ pub struct Host {
     pub image: Option<String>,
     /// Whether a newer managed image exists: a rebuild moves the host onto it.
     pub image_outdated: bool,
+    /// Whether the host runs the desktop image: a desktop in the browser besides SSH (after
+    /// a change, from its next rebuild).
+    pub desktop: bool,
     pub access: Access,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -65,7 +68,9 @@ impl Host {
             core.ssh_port,
             &h.short_id,
         );
-        let current = core.runtime.image();
+        let current = core
+            .runtime
+            .image(crate::runtime::image::Kind::of(h.desktop));
         let image_outdated =
             matches!((h.image.as_deref(), current.as_deref()), (Some(a), Some(b)) if a != b);
         Host {
@@ -82,6 +87,7 @@ impl Host {
             binding_id: h.binding_id,
             image: h.image,
             image_outdated,
+            desktop: h.desktop,
             access: Access {
                 entry_command,
                 ssh_command,
@@ -103,8 +109,12 @@ pub struct CreateHost {
     pub memory_mb: Option<i64>,
     /// CPU limit, 0.1-64 (default 1).
     pub cpus: Option<f64>,
-    /// Process limit, 32-65536 (default 512).
+    /// Process limit, 32-65536 (default 512; 4096 for a desktop, whose browser runs many
+    /// threads).
     pub pids_limit: Option<i64>,
+    /// Run the desktop image: a desktop (TigerVNC, a window manager, a terminal and Firefox
+    /// ESR) opened in the browser, besides SSH. Default false.
+    pub desktop: Option<bool>,
 }
 
 /// A host just created, with its creation task and its SSH password (shown only here).
@@ -128,6 +138,9 @@ pub struct TaskQueued {
 pub struct RebuildRequest {
     /// Start with an empty home volume.
     pub wipe_home: Option<bool>,
+    /// Rebuild into (true) or out of (false) desktop mode; the home volume is kept unless
+    /// `wipe_home`. Omitted: the host keeps its mode.
+    pub desktop: Option<bool>,
 }
 
 /// A host's new SSH password.
@@ -261,11 +274,16 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
         rules::MEMORY_MB_DEFAULT,
         rules::MEMORY_MB_RANGE,
     );
+    let desktop = req.desktop.unwrap_or(false);
     let pids_limit = bounded_i64(
         &mut errs,
         "pids_limit",
         req.pids_limit,
-        rules::PIDS_DEFAULT,
+        if desktop {
+            rules::DESKTOP_PIDS_DEFAULT
+        } else {
+            rules::PIDS_DEFAULT
+        },
         rules::PIDS_RANGE,
     );
     let (lo, hi) = rules::CPUS_RANGE;
@@ -313,6 +331,7 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
         cpus,
         pids_limit,
         ssh_password_hash,
+        desktop,
         created_at: now,
     };
     // A short id collision is rare (31^8 ids); draw again a few times.
@@ -347,6 +366,7 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
             .details(json!({
                 "short_id": new.short_id, "memory_mb": memory_mb, "cpus": cpus,
                 "pids_limit": pids_limit, "egress_ip_id": egress_ip_id, "task_id": task_id,
+                "desktop": desktop,
             })),
     )
     .await?;
@@ -386,6 +406,19 @@ pub async fn step(
     if let Some(now_status) = HostStatus::on_request(kind) {
         store::hosts::set_status(tx.conn(), host_id, now_status, None, crate::clock::now()).await?;
     }
+    // A rebuild may move the host into or out of desktop mode; the row says what the rebuild
+    // makes.
+    if kind == Kind::Rebuild
+        && let Some(desktop) = payload.get("desktop").and_then(Value::as_bool)
+        && desktop != host.desktop
+    {
+        if caller.principal.user_id().is_some() {
+            return Err(OpError::Forbidden(
+                "only an administrator may move a host into or out of desktop mode".into(),
+            ));
+        }
+        store::hosts::set_desktop(tx.conn(), host_id, desktop).await?;
+    }
     let task_id =
         tasks::enqueue(tx.conn(), kind, host_id, payload.clone(), &caller.actor()).await?;
     events::record(
@@ -410,7 +443,10 @@ pub async fn rebuild(
     host_id: Uuid,
     req: RebuildRequest,
 ) -> OpResult<TaskQueued> {
-    let payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
+    let mut payload = json!({"wipe_home": req.wipe_home.unwrap_or(false)});
+    if let Some(desktop) = req.desktop {
+        payload["desktop"] = json!(desktop);
+    }
     step(core, caller, host_id, Kind::Rebuild, payload).await
 }
 

@@ -16,6 +16,7 @@ use crate::validation::FieldErrors;
 
 pub mod account;
 pub mod bindings;
+pub mod desktop;
 pub mod egress;
 pub mod entry;
 pub mod events;
@@ -49,6 +50,8 @@ pub struct Core {
     pub attempts: Arc<crate::auth::attempts::Attempts>,
     /// Live SSH sessions, where the SSH proxy runs in this process.
     pub sessions: Option<Arc<crate::sshproxy::registry::Sessions>>,
+    /// Outstanding desktop tickets (in memory: they open connections to this process).
+    pub desktop_tickets: Arc<crate::desktop::tickets::Tickets>,
 }
 
 impl Core {

@@ -26,7 +26,8 @@ use uuid::Uuid;
 use super::hostfiles::HostFiles;
 use super::image::{self, BuildEvent};
 use super::{
-    HostIssue, HostRuntime, HostSpec, Observed, Progress, RuntimeError, RuntimeStatus, SshEndpoint,
+    DesktopEndpoint, HostIssue, HostRuntime, HostSpec, ImageStatus, Observed, Progress,
+    RuntimeError, RuntimeStatus, SshEndpoint, VNC_PORT,
 };
 use crate::egress::EgressSettings;
 use crate::egress::engine::Engine;
@@ -59,7 +60,6 @@ pub struct DockerRuntime {
     docker: OnceCell<Docker>,
     data_dir: PathBuf,
     instance: String,
-    image: String,
     build_lock: Mutex<()>,
     engine: Arc<Engine>,
 }
@@ -114,7 +114,6 @@ impl DockerRuntime {
             docker: OnceCell::new(),
             data_dir: data_dir.to_path_buf(),
             instance: instance_id(data_dir)?,
-            image: image::tag(),
             build_lock: Mutex::new(()),
             engine: Arc::new(Engine::new()),
         })
@@ -159,20 +158,33 @@ impl DockerRuntime {
             .await
     }
 
-    /// Builds the managed image if it is missing, reporting steps to `on_event`.
+    /// Builds a managed image if it is missing (the user image first, which the desktop image
+    /// is built from), reporting steps to `on_event`. Answers whether anything was built.
     pub async fn ensure_image(
         &self,
-        on_event: impl FnMut(BuildEvent),
+        kind: image::Kind,
+        mut on_event: impl FnMut(image::Kind, BuildEvent),
     ) -> Result<bool, RuntimeError> {
         let docker = self.docker().await?;
         let _guard = self.build_lock.lock().await;
-        if image::exists(docker, &self.image).await.map_err(classify)? {
-            return Ok(false);
+        let mut built = false;
+        let chain: &[image::Kind] = match kind {
+            image::Kind::User => &[image::Kind::User],
+            image::Kind::Desktop => &[image::Kind::User, image::Kind::Desktop],
+        };
+        for &k in chain {
+            if image::exists(docker, &image::tag(k))
+                .await
+                .map_err(classify)?
+            {
+                continue;
+            }
+            image::build(docker, k, |ev| on_event(k, ev))
+                .await
+                .map_err(|e| RuntimeError::Image(e.to_string()))?;
+            built = true;
         }
-        image::build(docker, on_event)
-            .await
-            .map_err(|e| RuntimeError::Image(e.to_string()))?;
-        Ok(true)
+        Ok(built)
     }
 
     fn files(&self, host: &HostSpec) -> HostFiles {
@@ -290,19 +302,28 @@ impl DockerRuntime {
                 detail: e.to_string(),
             })?;
         let docker = self.docker().await?;
-        if !image::exists(docker, &self.image).await.map_err(classify)? {
+        let kind = image::Kind::of(host.desktop);
+        let tag = image::tag(kind);
+        if !image::exists(docker, &tag).await.map_err(classify)? {
             progress
-                .report("building the managed image (first use; this takes a few minutes)")
+                .report(match kind {
+                    image::Kind::User => {
+                        "building the managed image (first use; this takes a few minutes)"
+                    }
+                    image::Kind::Desktop => {
+                        "building the desktop image (first use; this takes several minutes)"
+                    }
+                })
                 .await;
         }
-        self.ensure_image(|ev| {
+        self.ensure_image(kind, |k, ev| {
             if let BuildEvent::Step {
                 n,
                 total,
                 instruction,
             } = ev
             {
-                tracing::info!(step = n, total, %instruction, "building the managed image");
+                tracing::info!(image = ?k, step = n, total, %instruction, "building a managed image");
             }
         })
         .await?;
@@ -344,6 +365,9 @@ impl DockerRuntime {
             ])),
             init: Some(true),
             pids_limit: Some(host.pids_limit),
+            // A browser needs more shared memory than Docker's 64 MiB default; it counts
+            // against the host's memory limit like any other page.
+            shm_size: host.desktop.then_some(DESKTOP_SHM_BYTES),
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some((host.cpus * 1e9).round() as i64),
@@ -360,7 +384,7 @@ impl DockerRuntime {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(tag),
             hostname: Some(host.short_id.clone()),
             labels: Some(self.labels(host)),
             host_config: Some(host_config),
@@ -392,7 +416,13 @@ impl DockerRuntime {
             }) => {}
             Err(e) => return Err(classify(e)),
         }
-        progress.report("waiting for sshd").await;
+        progress
+            .report(if host.desktop {
+                "waiting for sshd and the desktop"
+            } else {
+                "waiting for sshd"
+            })
+            .await;
         let deadline = tokio::time::Instant::now() + SSHD_WAIT;
         loop {
             let state = self
@@ -413,6 +443,7 @@ impl DockerRuntime {
             }
             if let Some(pid) = state.pid.filter(|p| *p > 0)
                 && sshd_answers(pid).await
+                && (!host.desktop || vnc_answers(pid).await)
             {
                 return Ok(());
             }
@@ -452,6 +483,22 @@ pub async fn sshd_answers(pid: i64) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await,
         Ok(Ok(_)) if &buf == b"SSH-2.0-"
+    )
+}
+
+/// /dev/shm of a desktop host.
+const DESKTOP_SHM_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Whether a VNC server greets on 127.0.0.1:5901 in the namespace of process `pid`.
+pub async fn vnc_answers(pid: i64) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], VNC_PORT).into();
+    let Ok(mut s) = netns::connect_tcp(pid, addr, Duration::from_secs(1)).await else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"RFB "
     )
 }
 
@@ -625,8 +672,18 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn status(&self) -> RuntimeStatus {
+        let user = image::tag(image::Kind::User);
         let mut s = RuntimeStatus {
-            image: Some(self.image.clone()),
+            image: Some(user.clone()),
+            images: [image::Kind::User, image::Kind::Desktop]
+                .into_iter()
+                .map(|kind| ImageStatus {
+                    kind,
+                    tag: image::tag(kind),
+                    present: false,
+                    size_bytes: None,
+                })
+                .collect(),
             ..Default::default()
         };
         match self.docker().await {
@@ -634,7 +691,11 @@ impl HostRuntime for DockerRuntime {
                 Ok(Ok(v)) => {
                     s.reachable = true;
                     s.version = v.version;
-                    s.image_present = image::exists(d, &self.image).await.unwrap_or(false);
+                    for i in &mut s.images {
+                        i.size_bytes = image::size(d, &i.tag).await.ok().flatten();
+                        i.present = i.size_bytes.is_some();
+                    }
+                    s.image_present = s.images.first().is_some_and(|i| i.present);
                 }
                 Ok(Err(e)) => s.error = Some(classify(e).to_string()),
                 Err(_) => s.error = Some("Docker engine did not answer within 3 s".into()),
@@ -644,8 +705,8 @@ impl HostRuntime for DockerRuntime {
         s
     }
 
-    fn image(&self) -> Option<String> {
-        Some(self.image.clone())
+    fn image(&self, kind: image::Kind) -> Option<String> {
+        Some(image::tag(kind))
     }
 
     async fn shutdown(&self) {
@@ -689,6 +750,28 @@ impl HostRuntime for DockerRuntime {
             host_key,
             internal_key,
             account,
+        })
+    }
+
+    async fn desktop_endpoint(&self, host: &HostSpec) -> Result<DesktopEndpoint, RuntimeError> {
+        if !host.desktop {
+            return Err(RuntimeError::Unsupported(format!(
+                "host {} is not a desktop host",
+                host.short_id
+            )));
+        }
+        let pid = self
+            .running_pid(host)
+            .await?
+            .ok_or(RuntimeError::Host(HostIssue::NotRunning))?;
+        let path = self.files(host).vnc_password();
+        let password = std::fs::read_to_string(&path).map_err(|e| RuntimeError::Files {
+            action: "read",
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        Ok(DesktopEndpoint {
+            netns: NetNs::Pid(pid),
+            password: password.trim().to_string(),
         })
     }
 

@@ -4,6 +4,8 @@
 //!   `authorized_keys` (the host's internal key and the owner's keys), and `account`.
 //! - `resolv.conf` is mounted read-only at /etc/resolv.conf.
 //! - `internal_key` is the private key the SSH proxy logs in with; it never enters the container.
+//! - `etc/vnc_password` (root-only) is the desktop's VNC password: the desktop image makes its
+//!   X server's password file from it, and Sluice answers the browser's VNC handshake itself.
 //!
 //! Keys are made once, when the host is first created, and kept, so rebuilds keep the host key
 //! the SSH proxy pins.
@@ -43,6 +45,9 @@ impl HostFiles {
     pub fn host_key_pub(&self) -> PathBuf {
         self.etc().join("ssh_host_ed25519_key.pub")
     }
+    pub fn vnc_password(&self) -> PathBuf {
+        self.etc().join("vnc_password")
+    }
 
     /// Writes everything the container needs: keys (made once), the account, the authorized
     /// keys and the resolver configuration. Safe to call again.
@@ -71,6 +76,12 @@ impl HostFiles {
                 public.public_key.as_bytes(),
                 0o644,
             )?;
+        }
+        if !self.vnc_password().exists() {
+            // VNC authentication uses at most 8 characters.
+            let password = crate::users::generate_password();
+            let password: String = password.chars().take(8).collect();
+            write_file(&self.vnc_password(), password.as_bytes(), 0o600)?;
         }
         let internal_pub = std::fs::read_to_string(self.root.join("internal_key.pub"))?;
         let mut authorized = String::new();
@@ -146,7 +157,14 @@ mod tests {
         .unwrap();
         let key = std::fs::read_to_string(f.host_key_pub()).unwrap();
         let internal = std::fs::read(f.internal_key()).unwrap();
+        let vnc = std::fs::read_to_string(f.vnc_password()).unwrap();
+        assert_eq!(vnc.len(), 8, "VNC passwords are 8 characters");
         f.prepare("alice", &[], "10.64.0.1").unwrap();
+        assert_eq!(std::fs::read_to_string(f.vnc_password()).unwrap(), vnc);
+        assert_eq!(
+            std::fs::metadata(f.vnc_password()).unwrap().mode() & 0o777,
+            0o600
+        );
         assert_eq!(std::fs::read_to_string(f.host_key_pub()).unwrap(), key);
         assert_eq!(std::fs::read(f.internal_key()).unwrap(), internal);
         let meta = std::fs::metadata(f.etc().join("ssh_host_ed25519_key")).unwrap();

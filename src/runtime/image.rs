@@ -1,5 +1,7 @@
-//! The managed user image: its build context is compiled into the binary (images/managed-user),
-//! its tag carries a hash of that context, and Sluice builds it through the Docker engine.
+//! The managed images: their build contexts are compiled into the binary (images/managed-user,
+//! images/managed-desktop), each tag carries a hash of its context, and Sluice builds them
+//! through the Docker engine. The desktop image is built FROM the user image (its tag is part
+//! of the desktop's hash), so both rest on the same local base.
 
 use std::collections::HashMap;
 
@@ -8,8 +10,11 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+/// A file of a build context: name, content, mode.
+type ContextFile = (&'static str, &'static [u8], u32);
+
 /// The files of images/managed-user, as built.
-const CONTEXT: &[(&str, &[u8], u32)] = &[
+const USER_CONTEXT: &[ContextFile] = &[
     (
         "Dockerfile",
         include_bytes!("../../images/managed-user/Dockerfile"),
@@ -27,16 +32,99 @@ const CONTEXT: &[(&str, &[u8], u32)] = &[
     ),
 ];
 
-/// Repository of the managed image.
-pub const REPOSITORY: &str = "sluice/managed-user";
-/// The image the Dockerfile builds from, made locally by scripts/base-image.sh when no
+/// The files of images/managed-desktop, as built.
+const DESKTOP_CONTEXT: &[ContextFile] = &[
+    (
+        "Dockerfile",
+        include_bytes!("../../images/managed-desktop/Dockerfile"),
+        0o644,
+    ),
+    (
+        "start-desktop.sh",
+        include_bytes!("../../images/managed-desktop/start-desktop.sh"),
+        0o755,
+    ),
+    (
+        "desktop-session.sh",
+        include_bytes!("../../images/managed-desktop/desktop-session.sh"),
+        0o755,
+    ),
+    (
+        "autostart",
+        include_bytes!("../../images/managed-desktop/autostart"),
+        0o644,
+    ),
+    (
+        "tint2rc",
+        include_bytes!("../../images/managed-desktop/tint2rc"),
+        0o644,
+    ),
+    (
+        "firefox-policies.json",
+        include_bytes!("../../images/managed-desktop/firefox-policies.json"),
+        0o644,
+    ),
+];
+
+/// The image the user image builds from, made locally by scripts/base-image.sh when no
 /// registry is reachable.
 pub const BASE_IMAGE: &str = "debian:bookworm-slim";
 
-/// `sluice/managed-user:<first 12 hex of the context's SHA-256>`.
-pub fn tag() -> String {
+/// Which managed image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A shell host: sshd and the owner's account.
+    User,
+    /// The user image plus a desktop (TigerVNC, openbox, xterm, Firefox ESR).
+    Desktop,
+}
+
+impl Kind {
+    pub fn of(desktop: bool) -> Kind {
+        if desktop { Kind::Desktop } else { Kind::User }
+    }
+
+    /// The image's repository.
+    pub fn repository(self) -> &'static str {
+        match self {
+            Kind::User => "sluice/managed-user",
+            Kind::Desktop => "sluice/managed-desktop",
+        }
+    }
+
+    fn context(self) -> &'static [ContextFile] {
+        match self {
+            Kind::User => USER_CONTEXT,
+            Kind::Desktop => DESKTOP_CONTEXT,
+        }
+    }
+
+    /// The image this one is built from: the base, or the user image.
+    pub fn parent(self) -> String {
+        match self {
+            Kind::User => BASE_IMAGE.to_string(),
+            Kind::Desktop => tag(Kind::User),
+        }
+    }
+
+    /// The label value Sluice puts on the image.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::User => "managed-user",
+            Kind::Desktop => "managed-desktop",
+        }
+    }
+}
+
+/// `<repository>:<first 12 hex of the SHA-256 of the context (and the parent's tag)>`.
+pub fn tag(kind: Kind) -> String {
     let mut h = Sha256::new();
-    for (name, data, mode) in CONTEXT {
+    if kind == Kind::Desktop {
+        h.update(kind.parent().as_bytes());
+        h.update([0]);
+    }
+    for (name, data, mode) in kind.context() {
         h.update(name.as_bytes());
         h.update([0]);
         h.update(mode.to_be_bytes());
@@ -44,13 +132,13 @@ pub fn tag() -> String {
         h.update(data);
     }
     let digest = hex::encode(h.finalize());
-    format!("{REPOSITORY}:{}", &digest[..12])
+    format!("{}:{}", kind.repository(), &digest[..12])
 }
 
 /// The build context as a tar archive.
-fn context_tar() -> std::io::Result<Vec<u8>> {
+fn context_tar(kind: Kind) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
-    for (name, data, mode) in CONTEXT {
+    for (name, data, mode) in kind.context() {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(*mode);
@@ -98,24 +186,39 @@ pub async fn exists(docker: &Docker, name: &str) -> Result<bool, bollard::errors
     }
 }
 
-/// Builds the managed image under [`tag`], reporting steps and output to `on_event`.
+/// The size of an image in the engine, in bytes; `None` when it is absent.
+pub async fn size(docker: &Docker, name: &str) -> Result<Option<i64>, bollard::errors::Error> {
+    match docker.inspect_image(name).await {
+        Ok(i) => Ok(i.size),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds one managed image under its [`tag`], reporting steps and output to `on_event`. Its
+/// parent must be present (the caller builds the user image before the desktop image).
 pub async fn build(
     docker: &Docker,
+    kind: Kind,
     mut on_event: impl FnMut(BuildEvent),
 ) -> Result<String, ImageError> {
     // The classic builder pulls a missing base image where a registry is reachable; where none
     // is, the error says how to make it locally.
-    let base_present = exists(docker, BASE_IMAGE).await?;
-    let tag = tag();
-    let tar = context_tar().map_err(|e| ImageError::Build(e.to_string()))?;
+    let base_present = exists(docker, &kind.parent()).await?;
+    let tag = tag(kind);
+    let tar = context_tar(kind).map_err(|e| ImageError::Build(e.to_string()))?;
+    let build_args = HashMap::from([("USER_IMAGE".to_string(), tag_of_parent(kind))]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(&tag)
         .rm(true)
         .forcerm(true)
+        .buildargs(&build_args)
         .labels(&HashMap::from([(
             "sluice.image".to_string(),
-            "managed-user".to_string(),
+            kind.label().to_string(),
         )]))
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
@@ -155,6 +258,14 @@ pub async fn build(
     Ok(tag)
 }
 
+/// The `USER_IMAGE` build argument: the user image's tag (unused by the user image itself).
+fn tag_of_parent(kind: Kind) -> String {
+    match kind {
+        Kind::User => String::new(),
+        Kind::Desktop => kind.parent(),
+    }
+}
+
 /// Reads `Step 3/7 : RUN ...` lines of the classic builder.
 fn parse_step(line: &str) -> Option<BuildEvent> {
     let rest = line.strip_prefix("Step ")?;
@@ -173,11 +284,18 @@ mod tests {
 
     #[test]
     fn the_tag_follows_the_context() {
-        let t = tag();
+        let t = tag(Kind::User);
         assert!(t.starts_with("sluice/managed-user:"));
         assert_eq!(t.len(), "sluice/managed-user:".len() + 12);
-        assert_eq!(t, tag(), "stable");
-        let tar = context_tar().unwrap();
+        assert_eq!(t, tag(Kind::User), "stable");
+        let d = tag(Kind::Desktop);
+        assert!(d.starts_with("sluice/managed-desktop:"), "{d}");
+        assert_eq!(
+            Kind::Desktop.parent(),
+            t,
+            "the desktop builds on the user image"
+        );
+        let tar = context_tar(Kind::User).unwrap();
         let mut a = tar::Archive::new(&tar[..]);
         let names: Vec<String> = a
             .entries()
@@ -185,6 +303,20 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["Dockerfile", "sshd_config", "entrypoint.sh"]);
+        let tar = context_tar(Kind::Desktop).unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        let dockerfile = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_str() == Some("Dockerfile"))
+            .map(|mut e| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                s
+            })
+            .unwrap();
+        assert!(dockerfile.contains("FROM ${USER_IMAGE}"), "{dockerfile}");
     }
 
     #[test]

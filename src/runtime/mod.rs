@@ -27,6 +27,8 @@ pub struct HostSpec {
     pub owner_keys: Vec<String>,
     /// The egress the host is bound to, if any.
     pub egress: Option<EgressSpec>,
+    /// Whether the host runs the desktop image (a desktop in the browser besides SSH).
+    pub desktop: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -259,8 +261,8 @@ pub trait HostRuntime: Send + Sync + 'static {
         RuntimeStatus::default()
     }
 
-    /// The image new containers are made from, if this runtime uses images.
-    fn image(&self) -> Option<String> {
+    /// The image new containers of `kind` are made from, if this runtime uses images.
+    fn image(&self, _kind: image::Kind) -> Option<String> {
         None
     }
 
@@ -276,6 +278,14 @@ pub trait HostRuntime: Send + Sync + 'static {
     async fn ssh_endpoint(&self, host: &HostSpec) -> Result<SshEndpoint, RuntimeError> {
         Err(RuntimeError::Unsupported(format!(
             "host {} has no SSH server in this runtime",
+            host.short_id
+        )))
+    }
+
+    /// Where Sluice reaches a running desktop host's VNC server.
+    async fn desktop_endpoint(&self, host: &HostSpec) -> Result<DesktopEndpoint, RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "host {} has no desktop in this runtime",
             host.short_id
         )))
     }
@@ -309,6 +319,26 @@ impl std::fmt::Debug for SshEndpoint {
     }
 }
 
+/// Where and how Sluice reaches a desktop host's VNC server.
+#[derive(Clone)]
+pub struct DesktopEndpoint {
+    /// The container's network namespace; the VNC server listens on 127.0.0.1:5901 in it.
+    pub netns: crate::netns::NetNs,
+    /// The VNC server's password (VNC authentication); it never leaves Sluice.
+    pub password: String,
+}
+
+impl std::fmt::Debug for DesktopEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesktopEndpoint")
+            .field("netns", &self.netns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The port the desktop's VNC server listens on, on 127.0.0.1 inside the container.
+pub const VNC_PORT: u16 = 5901;
+
 /// A container the runtime found.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -331,4 +361,17 @@ pub struct RuntimeStatus {
     pub image: Option<String>,
     /// Whether that image is present in the engine.
     pub image_present: bool,
+    /// Every managed image: the user image and the desktop image, with their sizes.
+    pub images: Vec<ImageStatus>,
+}
+
+/// A managed image in the engine.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ImageStatus {
+    pub kind: image::Kind,
+    pub tag: String,
+    /// Whether the engine has it (the desktop image is built on first use).
+    pub present: bool,
+    /// Its size in bytes, when present.
+    pub size_bytes: Option<i64>,
 }

@@ -125,7 +125,7 @@ impl Proxy {
         }
         upstream.close().await;
         drop(registered);
-        self.record_end(&info, &meter).await;
+        self.record_end(&info, &meter, "ssh.session_closed").await;
     }
 
     /// Moves bytes until one side ends; answers why it ended.

@@ -226,7 +226,8 @@ pub enum Proof {
     HostPassword { hash: String },
     /// One of the owner's keys (its key data): removing the key ends the session.
     Key(russh::keys::ssh_key::public::KeyData),
-    /// A browser terminal, opened from a signed-in page: it rests on the account and the host.
+    /// A browser terminal or desktop, opened from a signed-in page or with a ticket: it rests
+    /// on the account and the host.
     Browser,
 }
 

@@ -87,8 +87,8 @@ fn preferred_algorithms() -> russh::Preferred {
 
 /// The SSH proxy and what the API shares with it.
 pub struct Proxy {
-    store: Store,
-    runtime: Arc<dyn HostRuntime>,
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<dyn HostRuntime>,
     pub settings: SshSettings,
     pub credentials: EntryCredentials,
     pub sessions: Arc<Sessions>,
@@ -283,7 +283,7 @@ impl Proxy {
             up.close().await;
         }
         if let Some(info) = session.get() {
-            self.record_end(info, &meter).await;
+            self.record_end(info, &meter, "ssh.session_closed").await;
         }
     }
 
@@ -324,35 +324,39 @@ impl Proxy {
         }
     }
 
-    /// The audit record of a session that ended: how long, how many bytes, and why.
-    async fn record_end(&self, info: &registry::SessionInfo, meter: &Meter) {
+    /// The audit record of a session that ended: how long, how many bytes, and why. `action`:
+    /// `ssh.session_closed`, or `desktop.closed` for a desktop.
+    pub(crate) async fn record_end(
+        &self,
+        info: &registry::SessionInfo,
+        meter: &Meter,
+        action: &'static str,
+    ) {
         use std::sync::atomic::Ordering::Relaxed;
         let seconds = meter
             .authed_at()
             .map(|t| t.elapsed().as_secs())
             .unwrap_or(0);
-        let event = crate::events::NewEvent::new(
-            format!("ssh:{}", info.short_id),
-            "ssh.session_closed",
-            "host",
-        )
-        .target(info.host_id)
-        .host(info.host_id)
-        .user(Some(info.user_id))
-        .source(
-            info.source
-                .parse::<SocketAddr>()
-                .ok()
-                .map(|a| a.ip().to_string()),
-        )
-        .details(serde_json::json!({
-            "session_id": info.id,
-            "short_id": info.short_id,
-            "seconds": seconds,
-            "bytes_in": meter.bytes_in.load(Relaxed),
-            "bytes_out": meter.bytes_out.load(Relaxed),
-            "reason": meter.end_reason(),
-        }));
+        let kind = action.split('.').next().unwrap_or("ssh");
+        let event =
+            crate::events::NewEvent::new(format!("{kind}:{}", info.short_id), action, "host")
+                .target(info.host_id)
+                .host(info.host_id)
+                .user(Some(info.user_id))
+                .source(
+                    info.source
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .map(|a| a.ip().to_string()),
+                )
+                .details(serde_json::json!({
+                    "session_id": info.id,
+                    "short_id": info.short_id,
+                    "seconds": seconds,
+                    "bytes_in": meter.bytes_in.load(Relaxed),
+                    "bytes_out": meter.bytes_out.load(Relaxed),
+                    "reason": meter.end_reason(),
+                }));
         crate::events::record_alone(&self.store, event).await;
     }
 

@@ -22,6 +22,8 @@ pub struct HostRow {
     pub ssh_password_hash: String,
     /// The managed image the container was last made from.
     pub image: Option<String>,
+    /// Whether the host runs (or, after its next rebuild, will run) the desktop image.
+    pub desktop: bool,
     pub binding_id: Option<Uuid>,
     pub egress_ip_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
@@ -39,6 +41,7 @@ pub struct NewHost {
     pub cpus: f64,
     pub pids_limit: i64,
     pub ssh_password_hash: String,
+    pub desktop: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -51,7 +54,7 @@ pub struct BindingRow {
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.status, h.status_reason,
-        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, h.image, b.id AS binding_id, b.egress_ip_id,
+        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, h.image, h.desktop, b.id AS binding_id, b.egress_ip_id,
         h.created_at, h.updated_at
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
@@ -59,8 +62,8 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     on_conn!(c, |c| {
         sqlx::query(
         "INSERT INTO hosts (id, short_id, user_id, status, status_reason, memory_mb, cpus, pids_limit,
-             ssh_password_hash, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $9)"
+             ssh_password_hash, desktop, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $10)"
     )
     .bind(h.id)
     .bind(&h.short_id)
@@ -70,6 +73,7 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     .bind(h.cpus)
     .bind(h.pids_limit)
     .bind(&h.ssh_password_hash)
+    .bind(h.desktop)
     .bind(h.created_at)
     .execute(&mut *c)
     .await
@@ -241,6 +245,19 @@ pub async fn short_id_taken(c: Conn<'_>, short_id: &str) -> Result<bool> {
     .fetch_one(&mut *c)
     .await)?;
     Ok(n > 0)
+}
+
+/// Sets whether a host runs the desktop image (taking effect at its next rebuild).
+pub async fn set_desktop(c: Conn<'_>, id: Uuid, desktop: bool) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE hosts SET desktop = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(desktop)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 pub async fn set_image(c: Conn<'_>, id: Uuid, image: &str) -> Result<()> {

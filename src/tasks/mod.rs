@@ -279,7 +279,10 @@ impl Worker {
         let outcome = match (&result, kind, HostStatus::after(kind)) {
             (Ok(()), Kind::Delete, _) => self.remove_host(&spec).await.map_err(TaskFailure::from),
             (Ok(()), _, Some(HostStatus::Running)) => self
-                .host_running(host_id, matches!(kind, Kind::Create | Kind::Rebuild))
+                .host_running(
+                    host_id,
+                    matches!(kind, Kind::Create | Kind::Rebuild).then_some(spec.desktop),
+                )
                 .await
                 .map_err(TaskFailure::from),
             (Ok(()), _, Some(next)) => self
@@ -316,12 +319,19 @@ impl Worker {
         store::hosts::set_status(db.conn(), host_id, status, reason, crate::clock::now()).await
     }
 
-    /// Marks a host running; after a create or rebuild, records the image it now runs.
-    async fn host_running(&self, host_id: Uuid, new_container: bool) -> Result<(), StoreError> {
+    /// Marks a host running; after a create or rebuild (`new_container`: whether it is a
+    /// desktop), records the image it now runs.
+    async fn host_running(
+        &self,
+        host_id: Uuid,
+        new_container: Option<bool>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let now = crate::clock::now();
         store::hosts::set_status(tx.conn(), host_id, HostStatus::Running, None, now).await?;
-        if new_container && let Some(image) = self.runtime.image() {
+        if let Some(desktop) = new_container
+            && let Some(image) = self.runtime.image(crate::runtime::image::Kind::of(desktop))
+        {
             store::hosts::set_image(tx.conn(), host_id, &image).await?;
         }
         tx.commit().await
@@ -371,6 +381,7 @@ pub async fn host_spec(store: &Store, host_id: Uuid) -> store::Result<Option<Hos
         cpus: h.cpus,
         pids_limit: h.pids_limit,
         egress,
+        desktop: h.desktop,
     }))
 }
 

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use crate::api::AppState;
 
 mod activity;
+mod desktop;
 mod egress;
 mod pages;
 pub mod session;
@@ -25,6 +26,8 @@ const APP_CSS: &str = include_str!("../../web/static/app.css");
 const APP_JS: &str = include_str!("../../web/static/app.js");
 const TERMINAL_JS: &str = include_str!("../../web/static/terminal.js");
 const XTERM_JS: &str = include_str!("../../web/static/vendor/xterm.js");
+const DESKTOP_JS: &str = include_str!("../../web/static/desktop.js");
+const NOVNC_JS: &str = include_str!("../../web/static/vendor/novnc.js");
 const XTERM_CSS: &str = include_str!("../../web/static/vendor/xterm.css");
 
 /// The pages, their assets and the browser's event stream.
@@ -71,6 +74,22 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/web/hosts/{id}", get(pages::host_status))
         .route("/web/hosts/{id}/terminal", get(terminal::page))
         .route("/web/hosts/{id}/terminal/socket", get(terminal::socket))
+        // The reference's desktop routes: the page (also as vnc.html) and its WebSocket.
+        .route("/v1/admin/hosts/{id}/vnc/", get(desktop::page))
+        .route("/v1/admin/hosts/{id}/vnc/vnc.html", get(desktop::page))
+        .route("/v1/admin/hosts/{id}/vnc/websockify", get(desktop::socket))
+        .route("/v1/user/hosts/{id}/vnc/", get(desktop::page))
+        .route("/v1/user/hosts/{id}/vnc/vnc.html", get(desktop::page))
+        .route("/v1/user/hosts/{id}/vnc/websockify", get(desktop::socket))
+        .route("/web/hosts/{id}/desktop/ticket", post(desktop::ticket))
+        .route(
+            "/static/desktop.js",
+            get(|| asset(DESKTOP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/static/vendor/novnc.js",
+            get(|| asset(NOVNC_JS, "text/javascript; charset=utf-8")),
+        )
         .route(
             "/static/terminal.js",
             get(|| asset(TERMINAL_JS, "text/javascript; charset=utf-8")),

@@ -279,8 +279,14 @@ struct OverviewPage {
     docker_ok: bool,
     docker_version: String,
     docker_error: String,
-    image: String,
+    /// (kind, tag, size or "not built yet").
+    images: Vec<(String, String, String)>,
     egress: Vec<super::egress::Row>,
+}
+
+/// Bytes as an operator reads them (MiB, one decimal).
+fn mib(bytes: i64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response {
@@ -314,7 +320,25 @@ pub async fn overview(State(state): State<AppState>, user: WebUser) -> Response 
         docker_ok: status.docker.reachable,
         docker_version: status.docker.version.unwrap_or_default(),
         docker_error: status.docker.error.unwrap_or_default(),
-        image: status.docker.image.unwrap_or_else(|| "-".into()),
+        images: status
+            .docker
+            .images
+            .iter()
+            .map(|i| {
+                let kind = serde_json::to_value(i.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let size = match i.size_bytes {
+                    Some(b) => mib(b),
+                    None if i.kind == crate::runtime::image::Kind::Desktop => {
+                        "not built yet (built for the first desktop host)".into()
+                    }
+                    None => "not built yet".into(),
+                };
+                (kind, i.tag.clone(), size)
+            })
+            .collect(),
         egress,
     })
 }
@@ -344,6 +368,9 @@ struct HostView {
     binding_id: Option<Uuid>,
     entry_command: String,
     ssh_command: String,
+    desktop: bool,
+    image: String,
+    image_outdated: bool,
 }
 
 fn host_view(state: &AppState, row: crate::store::hosts::HostRow, ph: &PublicHost) -> HostView {
@@ -360,6 +387,9 @@ fn host_view(state: &AppState, row: crate::store::hosts::HostRow, ph: &PublicHos
         binding_id: h.binding_id,
         entry_command: h.access.entry_command,
         ssh_command: h.access.ssh_command,
+        desktop: h.desktop,
+        image: h.image.unwrap_or_else(|| "-".into()),
+        image_outdated: h.image_outdated,
     }
 }
 
@@ -446,6 +476,8 @@ pub struct HostForm {
     user_id: Option<String>,
     memory_mb: Option<String>,
     cpus: Option<String>,
+    /// A checkbox: present ("on") when ticked.
+    desktop: Option<String>,
 }
 
 /// A number field: empty is absent; anything else that is not a number is named.
@@ -480,6 +512,7 @@ pub async fn create_host(
         user_id: form.user_id,
         memory_mb,
         cpus,
+        desktop: Some(form.desktop.is_some()),
         ..Default::default()
     };
     match ops::hosts::create(&state, &user.caller, req).await {
@@ -634,6 +667,14 @@ pub async fn host_action(
             "rebuild-wipe" => {
                 let req = ops::hosts::RebuildRequest {
                     wipe_home: Some(true),
+                    desktop: None,
+                };
+                ops::hosts::rebuild(&state, c, id, req).await.map(drop)
+            }
+            "rebuild-desktop" | "rebuild-plain" => {
+                let req = ops::hosts::RebuildRequest {
+                    wipe_home: None,
+                    desktop: Some(action == "rebuild-desktop"),
                 };
                 ops::hosts::rebuild(&state, c, id, req).await.map(drop)
             }

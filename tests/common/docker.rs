@@ -5,16 +5,26 @@
 use std::process::Command;
 
 use sluice::runtime::docker::DockerRuntime;
+use sluice::runtime::image::Kind;
 
-/// Builds the managed image once for all test processes (they run in parallel).
+/// Builds the managed user image once for all test processes (they run in parallel).
 pub async fn ensure_image(runtime: &DockerRuntime) {
+    ensure_kind(runtime, Kind::User).await
+}
+
+/// Builds the desktop image (and the user image under it) once for all test processes.
+pub async fn ensure_desktop_image(runtime: &DockerRuntime) {
+    ensure_kind(runtime, Kind::Desktop).await
+}
+
+async fn ensure_kind(runtime: &DockerRuntime, kind: Kind) {
     let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
     tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
         .await
         .unwrap();
-    runtime.ensure_image(|_| {}).await.expect(
-        "the managed image builds (is debian:bookworm-slim present? scripts/base-image.sh)",
+    runtime.ensure_image(kind, |_, _| {}).await.expect(
+        "the managed images build (is debian:bookworm-slim present? scripts/base-image.sh)",
     );
     drop(lock);
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL database, with a recording runtime double, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod docker;
 pub mod pty;
 
@@ -177,8 +178,8 @@ impl HostRuntime for RecordingRuntime {
             })
             .collect())
     }
-    fn image(&self) -> Option<String> {
-        Some("recording:1".into())
+    fn image(&self, kind: sluice::runtime::image::Kind) -> Option<String> {
+        Some(format!("recording:{}", kind.repository()))
     }
     async fn bind_egress(&self, h: &HostSpec, p: &dyn Progress) -> Result<(), RuntimeError> {
         let egress = h

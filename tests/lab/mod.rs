@@ -10,8 +10,8 @@
 //!                                         on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
-//! The echo server answers each HTTP request with the caller's address (or, for
-//! `/bytes/N`, N bytes of a fixed pattern); the DNS server answers
+//! The echo server answers each HTTP request with the caller's address (for `/page`, as an
+//! HTML page titled `exit ADDRESS`; for `/bytes/N`, N bytes of a fixed pattern); the DNS server answers
 //! any name with the querying address (A and TXT) and logs every query's source. Both run in
 //! this test process, on a thread inside the net namespace. Traffic goes nowhere else.
 #![allow(dead_code)]
@@ -653,9 +653,19 @@ async fn serve_echo(listener: tokio::net::TcpListener) {
                 }
                 return;
             }
-            let body = peer.ip().to_string();
+            // `/page`: the same answer as a page whose title a browser shows (window titles
+            // are readable from outside a desktop).
+            let (body, kind) = if path == "/page" {
+                let ip = peer.ip();
+                (
+                    format!("<!doctype html><title>exit {ip}</title><h1>exit {ip}</h1>"),
+                    "text/html",
+                )
+            } else {
+                (peer.ip().to_string(), "text/plain")
+            };
             let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = s.write_all(resp.as_bytes()).await;
