@@ -151,6 +151,14 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
     ] {
         assert!(tools.contains(&want), "{want} not in {tools:?}");
     }
+    // A desktop host is asked for as in the API.
+    for (tool, field) in [("host_create", "desktop"), ("host_rebuild", "desktop")] {
+        let inputs = &seen["inputs"][tool];
+        assert!(
+            inputs.as_array().unwrap().contains(&json!(field)),
+            "{tool} takes {field}: {inputs}"
+        );
+    }
     for beyond in ["egress_list", "egress_test", "events_list", "users_list"] {
         assert!(!tools.contains(&beyond), "{beyond} listed: {tools:?}");
     }

@@ -73,6 +73,8 @@ pub struct RebuildArgs {
     pub host: String,
     /// Start with an empty home directory (default false: the home survives).
     pub wipe_home: Option<bool>,
+    /// Rebuild into (true) or out of (false) desktop mode; omitted keeps the host's mode.
+    pub desktop: Option<bool>,
 }
 
 /// A page of a list.
@@ -162,7 +164,7 @@ const TOOLS: &[ToolSpec] = &[
     },
     ToolSpec {
         name: "host_rebuild",
-        description: "Rebuild a host's container on the current image, keeping its home unless wipe_home; answers the task_id.",
+        description: "Rebuild a host's container on the current image, keeping its home unless wipe_home; desktop moves it into or out of desktop mode; answers the task_id.",
         ability: Ability::HostWrite,
         hint: Hint::Destructive,
         schema: schema::<RebuildArgs>,
@@ -348,7 +350,10 @@ pub async fn call(
         "host_delete" => step(Kind::Delete, json!({}), args::<HostArg>(raw)?.host).await?,
         "host_rebuild" => {
             let a: RebuildArgs = args(raw)?;
-            let payload = json!({"wipe_home": a.wipe_home.unwrap_or(false)});
+            let mut payload = json!({"wipe_home": a.wipe_home.unwrap_or(false)});
+            if let Some(desktop) = a.desktop {
+                payload["desktop"] = json!(desktop);
+            }
             step(Kind::Rebuild, payload, a.host).await?
         }
         "binding_create" => to_json(ops::bindings::bind(core, caller, args(raw)?).await?),

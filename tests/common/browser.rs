@@ -75,6 +75,18 @@ pub async fn fill(c: &Client, css: &str, text: &str) {
 
 pub async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
+    if let Err(e) = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#username"))
+        .await
+    {
+        panic!(
+            "no sign-in form at {:?} ({e}): {}",
+            c.current_url().await.map(|u| u.to_string()),
+            c.source().await.unwrap_or_default()
+        );
+    }
     fill(c, "#username", user).await;
     fill(c, "#password", password).await;
     c.find(Locator::Css("form button[type=submit]"))

@@ -43,6 +43,9 @@ async def run(url, token, scenario, arg):
                 out["destructive"] = sorted(
                     t.name for t in tools.tools if t.annotations and t.annotations.destructive_hint
                 )
+                out["inputs"] = {
+                    t.name: sorted((t.inputSchema or {}).get("properties", {}).keys()) for t in tools.tools
+                }
                 if scenario == "create-host":
                     user = await session.call_tool("user_create", {"username": arg})
                     out["user_error"] = bool(user.is_error)
