@@ -475,6 +475,59 @@ async fn a_desktop_opens_in_chromium_for_its_admin_and_owner_and_its_browser_lea
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, q) = s
+        .post(
+            &format!("/v1/admin/hosts/{id}/rebuild"),
+            &admin,
+            json!({"desktop": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{q}");
+    let task = s
+        .wait_task(&admin, q["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+
+    // The administrator signs in again (the owner's sign-in replaced the cookie, so this
+    // page's ticket request is refused as cross-site until then) and opens it again;
+    // disabling the owner then ends every desktop of the host, the administrator's included.
+    c.find(Locator::Css("#desktop-reconnect"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_desktop(&c, "refused", Duration::from_secs(10)).await;
+    c.delete_all_cookies().await.unwrap();
+    sign_in(&c, &base, "admin", common::ADMIN_PASSWORD).await;
+    wait_text(&c, "h1", |t| t == "Overview", Duration::from_secs(10)).await;
+    c.goto(&format!("{base}/admin/hosts/{id}")).await.unwrap();
+    c.find(Locator::Css("#open-desktop"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_desktop(&c, "connected", Duration::from_secs(30)).await;
+    let owner_id = host["user_id"].as_str().unwrap();
+    let (st, v) = s
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{owner_id}"),
+            Some(&admin),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    wait_desktop(&c, "closed", Duration::from_secs(15)).await;
+    let why = c
+        .find(Locator::Css("#desktop-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(why.contains("disabled"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,4 +552,153 @@ async fn nothing_leaves_a_desktop_host_but_wireguard_even_from_its_browser() {
             Duration::from_secs(120),
         );
     });
+}
+
+/// Reads RFB from a WebSocket until `n` bytes have come, or the socket closes (answers the
+/// close reason then).
+async fn rfb_read<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> Result<Vec<u8>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    while buf.len() < n {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+            }
+            Some(Ok(_)) => {}
+            other => return Err(format!("{other:?}")),
+        }
+    }
+    Ok(buf.drain(..n).collect())
+}
+
+/// A viewer on Sluice's desktop WebSocket: handshake, ClientInit, ServerInit.
+async fn viewer(
+    base: &str,
+    websocket: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Vec<u8>,
+    (u16, u16),
+) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("{}{websocket}", base.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        rfb_read(&mut ws, &mut buf, 12).await.unwrap(),
+        b"RFB 003.008\n"
+    );
+    let send = |b: &'static [u8]| Message::Binary(b.to_vec().into());
+    ws.send(send(b"RFB 003.008\n")).await.unwrap();
+    assert_eq!(rfb_read(&mut ws, &mut buf, 2).await.unwrap(), [1, 1]);
+    ws.send(send(&[1])).await.unwrap();
+    assert_eq!(rfb_read(&mut ws, &mut buf, 4).await.unwrap(), [0, 0, 0, 0]);
+    ws.send(send(&[1])).await.unwrap();
+    let init = rfb_read(&mut ws, &mut buf, 24).await.unwrap();
+    let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+    rfb_read(&mut ws, &mut buf, name).await.unwrap();
+    let size = (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    );
+    (ws, buf, size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_use_stays() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let mut settings = common::settings(tmp.path(), url);
+    settings.ssh.idle_timeout_secs = 4;
+    let runtime =
+        std::sync::Arc::new(sluice::runtime::docker::DockerRuntime::new(tmp.path()).unwrap());
+    common::docker::ensure_desktop_image(&runtime).await;
+    let _cleanup = common::docker::Cleanup(runtime.instance().to_string());
+    let dynamic: std::sync::Arc<dyn sluice::runtime::HostRuntime> = runtime.clone();
+    let s = common::Server::start_on(
+        settings,
+        dynamic,
+        common::RecordingRuntime::default(),
+        tmp.path().to_path_buf(),
+        None,
+    )
+    .await;
+    let admin = s.admin().await;
+    let (uid, _) = s.user(&admin, "idler").await;
+    let host = s
+        .host(&admin, &uid, json!({"desktop": true, "memory_mb": 1024}))
+        .await;
+    let id = host["id"].as_str().unwrap();
+    let path = format!("/v1/admin/hosts/{id}/vnc/ticket");
+    let (_, t1) = s.post(&path, &admin, json!({})).await;
+    let (_, t2) = s.post(&path, &admin, json!({})).await;
+    let socket = |t: &Value| t["data"]["websocket"].as_str().unwrap().to_string();
+    let (mut idle, mut idle_buf, (w, h)) = viewer(&s.base, &socket(&t1)).await;
+    let (mut busy, mut busy_buf, _) = viewer(&s.base, &socket(&t2)).await;
+    let [wh, wl] = w.to_be_bytes();
+    let [hh, hl] = h.to_be_bytes();
+    let request = [3u8, 1, 0, 0, 0, 0, wh, wl, hh, hl];
+    // For 8 s both ask for screen updates (what a viewer does on its own); only one also
+    // moves the pointer now and then.
+    let start = Instant::now();
+    let mut idle_end = None;
+    let mut tick = 0u32;
+    while start.elapsed() < Duration::from_secs(8) {
+        tick += 1;
+        if idle_end.is_none() {
+            if idle
+                .send(Message::Binary(request.to_vec().into()))
+                .await
+                .is_err()
+            {
+                idle_end = Some(String::from("(send failed)"));
+            } else if let Ok(Err(reason)) = tokio::time::timeout(
+                Duration::from_millis(100),
+                rfb_read(&mut idle, &mut idle_buf, usize::MAX),
+            )
+            .await
+            {
+                idle_end = Some(reason);
+            }
+        }
+        let mut out = request.to_vec();
+        if tick % 5 == 0 {
+            let x = (tick % 200) as u8;
+            out.extend([5, 0, 0, x, 0, x]);
+        }
+        busy.send(Message::Binary(out.into())).await.unwrap();
+        if let Ok(Err(reason)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            rfb_read(&mut busy, &mut busy_buf, usize::MAX),
+        )
+        .await
+        {
+            panic!("the viewer in use was ended: {reason}");
+        }
+        busy_buf.clear();
+        idle_buf.clear();
+    }
+    let reason = idle_end.expect("the viewer without input was not ended within 8 s");
+    assert!(reason.contains("idle"), "{reason}");
+    let (_, ev) = s
+        .get("/v1/admin/events?action=desktop.closed", &admin)
+        .await;
+    assert!(
+        ev["data"][0]["details"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("idle"),
+        "{ev}"
+    );
 }

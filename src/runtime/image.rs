@@ -109,7 +109,7 @@ impl Kind {
     }
 
     /// The label value Sluice puts on the image.
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Kind::User => "managed-user",
             Kind::Desktop => "managed-desktop",

@@ -12,13 +12,17 @@ pub async fn ensure_image(runtime: &DockerRuntime) {
     ensure_kind(runtime, Kind::User).await
 }
 
-/// Builds the desktop image (and the user image under it) once for all test processes.
+/// Builds the desktop image (and the user image under it) once for all test processes. The
+/// user image first, under its own lock; then the desktop image under another, so tests that
+/// need only the user image do not wait for the desktop's build.
 pub async fn ensure_desktop_image(runtime: &DockerRuntime) {
+    ensure_kind(runtime, Kind::User).await;
     ensure_kind(runtime, Kind::Desktop).await
 }
 
 async fn ensure_kind(runtime: &DockerRuntime, kind: Kind) {
-    let lock = std::fs::File::create("/tmp/sluice-test-image.lock").unwrap();
+    let lock =
+        std::fs::File::create(format!("/tmp/sluice-test-image-{}.lock", kind.label())).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
     tokio::task::spawn_blocking(move || unsafe { libc::flock(fd, libc::LOCK_EX) })
         .await
