@@ -673,7 +673,7 @@ async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_u
             }
         }
         let mut out = request.to_vec();
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let x = (tick % 200) as u8;
             out.extend([5, 0, 0, x, 0, x]);
         }

@@ -180,13 +180,15 @@ impl Proxy {
                 "the browser closed the desktop".to_string()
             };
             let down = async {
-                let mut buf = vec![0u8; CHUNK];
+                // Read straight into the buffer each message then owns: no copy.
+                let mut buf = bytes::BytesMut::with_capacity(CHUNK);
                 loop {
-                    match from_vnc.read(&mut buf).await {
+                    buf.reserve(CHUNK);
+                    match from_vnc.read_buf(&mut buf).await {
                         Ok(0) | Err(_) => return "the desktop closed the connection".to_string(),
                         Ok(n) => {
                             meter.bytes_out.fetch_add(n as u64, Relaxed);
-                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                            let chunk = buf.split().freeze();
                             if to_browser.send(Message::Binary(chunk)).await.is_err() {
                                 return "the browser went away".to_string();
                             }

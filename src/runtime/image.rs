@@ -64,6 +64,11 @@ const DESKTOP_CONTEXT: &[ContextFile] = &[
         include_bytes!("../../images/managed-desktop/firefox-policies.json"),
         0o644,
     ),
+    (
+        "firefox-prefs.js",
+        include_bytes!("../../images/managed-desktop/firefox-prefs.js"),
+        0o644,
+    ),
 ];
 
 /// The image the user image builds from, made locally by scripts/base-image.sh when no
