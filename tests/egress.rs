@@ -985,7 +985,7 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
     let SocksHost {
         mut lab,
         _tmp,
-        _server,
+        mut _server,
         _cleanup,
         host,
     } = socks_host("iris").await;
@@ -1053,6 +1053,9 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams() {
         peak.0 <= before.0 + 256 * 1024,
         "memory grew: {before:?} -> {peak:?}"
     );
+    // Stopped while the runtime runs: flows (ipstack streams, whose drop waits on their
+    // own task) end here, not while the test's runtime is being torn down.
+    _server.stop().await;
 }
 
 /// A container opens 3000 TCP connections at once and floods its resolver with 20000 queries
@@ -1064,7 +1067,7 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
     let SocksHost {
         lab,
         _tmp,
-        _server,
+        mut _server,
         _cleanup,
         host,
     } = socks_host("fiona").await;
@@ -1114,6 +1117,9 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded() {
     );
     // And the host still resolves and connects afterwards.
     wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    // Stopped while the runtime runs: flows (ipstack streams, whose drop waits on their
+    // own task) end here, not while the test's runtime is being torn down.
+    _server.stop().await;
 }
 
 /// An egress re-pointed at another server with its masked secret echoed back is refused, and
@@ -1223,7 +1229,7 @@ async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice() 
     let SocksHost {
         mut lab,
         _tmp,
-        _server,
+        mut _server,
         _cleanup,
         host,
     } = socks_host("uma").await;
@@ -1251,6 +1257,9 @@ async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice() 
         peak.0 <= before.0 + 64 * 1024,
         "Sluice buffered the upload: {before:?} -> {peak:?}"
     );
+    // Stopped while the runtime runs: flows (ipstack streams, whose drop waits on their
+    // own task) end here, not while the test's runtime is being torn down.
+    _server.stop().await;
 }
 
 /// `sluice egress test` on a proxy egress runs the same three checks as the API, DNS

@@ -152,7 +152,7 @@ impl Proxy {
         let mut messages = ClientMessages::after_client_init();
         let authed = Instant::now();
         let settings = &self.settings;
-        let (reason, code) = {
+        let reason = {
             let up = async {
                 if !first.is_empty() {
                     if messages.feed(&first) {
@@ -215,17 +215,17 @@ impl Proxy {
                 }
             };
             tokio::select! {
-                r = up => (r, NORMAL),
-                r = down => (r, NORMAL),
+                r = up => r,
+                r = down => r,
                 r = watch => {
                     meter.end(r.clone());
-                    (r, NORMAL)
+                    r
                 }
-                r = meter.ended() => (r, NORMAL),
+                r = meter.ended() => r,
             }
         };
         if let Ok(mut ws) = to_browser.reunite(from_browser) {
-            close(&mut ws, code, &reason).await;
+            close(&mut ws, NORMAL, &reason).await;
         }
         reason
     }

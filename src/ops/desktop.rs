@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::{Caller, Core, OpError, OpResult};
 use crate::desktop::tickets::{TICKET_TTL, TicketError};
-use crate::hosts::HostStatus;
 use crate::store::hosts::HostRow;
 
 /// A ticket into a host's desktop.
@@ -24,19 +23,14 @@ pub struct DesktopTicket {
     pub page: String,
 }
 
-/// The host a caller may open a desktop of.
+/// The host a caller may open a desktop of: one they may open a terminal into (so running),
+/// in desktop mode.
 pub async fn host(core: &Core, caller: &Caller, id: Uuid) -> OpResult<HostRow> {
     let host = super::hosts::terminal(core, caller, id).await?;
     if !host.desktop {
         return Err(OpError::Conflict(format!(
             "host {} is not a desktop host: rebuild it with desktop: true",
             host.short_id
-        )));
-    }
-    if host.status != HostStatus::Running {
-        return Err(OpError::Conflict(format!(
-            "host {} is {}: start it first",
-            host.short_id, host.status
         )));
     }
     Ok(host)

@@ -44,7 +44,7 @@ async def run(url, token, scenario, arg):
                     t.name for t in tools.tools if t.annotations and t.annotations.destructive_hint
                 )
                 out["inputs"] = {
-                    t.name: sorted((t.inputSchema or {}).get("properties", {}).keys()) for t in tools.tools
+                    t.name: sorted((t.input_schema or {}).get("properties", {}).keys()) for t in tools.tools
                 }
                 if scenario == "create-host":
                     user = await session.call_tool("user_create", {"username": arg})

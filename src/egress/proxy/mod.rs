@@ -225,8 +225,26 @@ pub async fn run(
         }
     }
     flows.cancel();
+    // The stack goes first; then the flows are given a moment to end (each holds its slot
+    // until its stream is dropped, and an ipstack stream's drop waits on the stream's own
+    // task), so they end while the runtime still runs rather than as it is torn down.
+    // Bounded: such a drop can also block for good, and the session must still end.
+    drop(stack);
+    let _ = tokio::time::timeout(FLOW_DRAIN, async {
+        for (slots, n) in [
+            (&tcp_flows, MAX_TCP_FLOWS),
+            (&dns_flows, MAX_DNS_FLOWS),
+            (&udp_flows, MAX_UDP_FLOWS),
+        ] {
+            let _ = slots.acquire_many(n as u32).await;
+        }
+    })
+    .await;
     Ok(())
 }
+
+/// How long a stopped session waits for its flows to end.
+const FLOW_DRAIN: Duration = Duration::from_secs(3);
 
 /// How long a half-closed flow may stay silent before it is closed: the side that is done
 /// gets this long for the other to finish (proxies do not always pass a half-close on).
