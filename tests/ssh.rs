@@ -991,14 +991,20 @@ async fn idle_and_overlong_sessions_end_with_a_message_and_sources_are_capped() 
     );
     assert!(text(&out.stdout).contains("tick"));
 
-    // Two connections from 127.0.0.1 are allowed at once; a third is turned away.
+    // Two connections from 127.0.0.1 are allowed at once; a third is turned away. The two
+    // stay 3 s, talking every half second (under the idle and maximum lengths), so that both
+    // are live together even when logins are slow on a loaded machine.
     let holders: Vec<_> = (0..2)
         .map(|_| {
-            lab.ssh(lab.short(), &Login::Key(&lab.key), &["sleep 1.5"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+            lab.ssh(
+                lab.short(),
+                &Login::Key(&lab.key),
+                &["for i in 1 2 3 4 5 6; do echo .; sleep 0.5; done"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
         })
         .collect();
     wait_sessions(&lab, 2).await;
