@@ -21,8 +21,14 @@ use rig::{
 use serde_json::{Value, json};
 use sluice::runtime::docker::container_name;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it() {
+#[test]
+fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it() {
+    on_a_runtime_ended_within_seconds(
+        a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it_run(),
+    );
+}
+
+async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it_run() {
     let Rig {
         mut lab,
         tmp,
@@ -131,8 +137,14 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
     assert!(!ok, "traffic left with the WireGuard server down: {out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_a_leak() {
+#[test]
+fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_a_leak() {
+    on_a_runtime_ended_within_seconds(
+        the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_a_leak_run(),
+    );
+}
+
+async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_a_leak_run() {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
@@ -334,8 +346,12 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
+#[test]
+fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
+    on_a_runtime_ended_within_seconds(nothing_leaves_a_host_but_wireguard_to_its_endpoint_run());
+}
+
+async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint_run() {
     let Rig {
         lab,
         tmp,
@@ -350,8 +366,12 @@ async fn nothing_leaves_a_host_but_wireguard_to_its_endpoint() {
     only_wireguard_leaves(&host, &lab, tmp.path(), || {});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tunnel_keeps_working_across_a_rekey() {
+#[test]
+fn a_tunnel_keeps_working_across_a_rekey() {
+    on_a_runtime_ended_within_seconds(a_tunnel_keeps_working_across_a_rekey_run());
+}
+
+async fn a_tunnel_keeps_working_across_a_rekey_run() {
     let Rig {
         lab,
         tmp: _tmp,
@@ -406,8 +426,14 @@ async fn a_tunnel_keeps_working_across_a_rekey() {
     wait_output(&host, &curl, lab::EXIT_WG0, Duration::from_secs(10));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
+#[test]
+fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own() {
+    on_a_runtime_ended_within_seconds(
+        after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own_run(),
+    );
+}
+
+async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own_run() {
     // Set up through an in-process server, then hand the data over to the real binary.
     let Rig {
         lab,
@@ -622,8 +648,14 @@ async fn through_throwaway(lab: &Lab, outbound: &Value, cmd: &str) -> String {
 /// Every outbound and option against its real server, straight through the data plane (no
 /// container): each VMess security, and each protocol with a wrong secret, which must get
 /// nothing through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothing_through() {
+#[test]
+fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothing_through() {
+    on_a_runtime_ended_within_seconds(
+        every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothing_through_run(),
+    );
+}
+
+async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothing_through_run() {
     let mut lab = Lab::new();
     let servers = start_lab_proxies(&mut lab);
     let echo = lab.echo();
@@ -668,8 +700,14 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
 /// UDP leaves through the proxies whose protocol carries it (SOCKS5 with UDP ASSOCIATE,
 /// Shadowsocks, Trojan, VMess), and goes nowhere with the rest (microsocks has no UDP
 /// ASSOCIATE; HTTP and VMess "zero" carry none).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() {
+#[test]
+fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() {
+    on_a_runtime_ended_within_seconds(
+        udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest_run(),
+    );
+}
+
+async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest_run() {
     let mut lab = Lab::new();
     let servers = start_lab_proxies(&mut lab);
     let dns = lab.dns();
@@ -710,9 +748,13 @@ async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_vmess_proxy_and_fail_closed_without_it()
+#[test]
+fn hosts_leave_only_through_their_socks5_http_https_shadowsocks_trojan_or_vmess_proxy_and_fail_closed_without_it()
  {
+    on_a_runtime_ended_within_seconds(proxy_hosts_leave_only_through_their_proxy());
+}
+
+async fn proxy_hosts_leave_only_through_their_proxy() {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
@@ -941,10 +983,10 @@ async fn footprint_around<T>(
     (out, peak, after)
 }
 
-/// Runs a proxy-egress test on a runtime of its own, then ends that runtime with a deadline,
-/// as `sluice serve` ends its own (main.rs): an ipstack TCP stream still being dropped waits on
+/// Runs an egress test on a runtime of its own, then ends that runtime with a deadline, as
+/// `sluice serve` ends its own (main.rs): an ipstack TCP stream still being dropped waits on
 /// its own task, which does not run again once the runtime is going (issue 16), and must not
-/// hold the test after its checks have passed.
+/// hold a test after its checks have passed.
 fn on_a_runtime_ended_within_seconds(test: impl std::future::Future<Output = ()>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1150,8 +1192,14 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded_run() {
 /// the new server never hears the old secret: a listener standing in for it records every
 /// byte it is sent, through the refused edit and the egress tests after it. Given again, the
 /// new secret (and only it) reaches the new server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server() {
+#[test]
+fn a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server() {
+    on_a_runtime_ended_within_seconds(
+        a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server_run(),
+    );
+}
+
+async fn a_re_pointed_egress_never_sends_its_old_secret_to_the_new_server_run() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
@@ -1294,8 +1342,12 @@ async fn an_upload_faster_than_its_proxy_waits_in_the_container_not_in_sluice_ru
 
 /// `sluice egress test` on a proxy egress runs the same three checks as the API, DNS
 /// included (names asked through the proxy, answered from the proxy's side).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_tests_a_proxy_egress_dns_included() {
+#[test]
+fn the_cli_tests_a_proxy_egress_dns_included() {
+    on_a_runtime_ended_within_seconds(the_cli_tests_a_proxy_egress_dns_included_run());
+}
+
+async fn the_cli_tests_a_proxy_egress_dns_included_run() {
     let mut lab = Lab::new();
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
