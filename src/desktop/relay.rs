@@ -15,15 +15,12 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uuid::Uuid;
 
 use super::rfb::{self, ClientMessages, Greeted, Greeting};
-use crate::events::NewEvent;
 use crate::runtime::VNC_PORT;
 use crate::sshproxy::Proxy;
 use crate::sshproxy::browser::Viewer;
-use crate::sshproxy::login::Proof;
-use crate::sshproxy::registry::{Meter, SessionInfo};
+use crate::sshproxy::registry::Meter;
 use crate::store::hosts::HostRow;
 
 /// How long each handshake may take.
@@ -67,42 +64,19 @@ impl Proxy {
                 return close(&mut ws, FAILED, &reason).await;
             }
         };
-        let meter = Meter::new();
-        meter.authenticated();
-        let info = SessionInfo {
-            id: Uuid::now_v7(),
-            username,
-            user_id,
-            host_id: host.id,
-            short_id: host.short_id.clone(),
-            method: "desktop".into(),
-            source: viewer
-                .source
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "0.0.0.0:0".into()),
-            since: crate::clock::now(),
-            bytes_in: 0,
-            bytes_out: 0,
-        };
-        let registered = self
-            .sessions
-            .register(info.clone(), meter.clone(), Proof::Browser);
-        crate::events::record_alone(
-            &self.store,
-            NewEvent::new(viewer.actor.clone(), "desktop.opened", "host")
-                .target(host.id)
-                .host(host.id)
-                .user(Some(user_id))
-                .source(viewer.source.map(|s| s.ip().to_string()))
-                .details(serde_json::json!({"session_id": info.id, "short_id": info.short_id})),
-        )
-        .await;
-        let reason = self.splice(ws, vnc, rest, &meter).await;
-        if meter.end_reason().is_none() {
-            meter.end(reason);
-        }
-        drop(registered);
-        self.record_end(&info, &meter, "desktop.closed").await;
+        let live = self
+            .open_viewer_session(
+                &host,
+                user_id,
+                username,
+                "desktop",
+                &viewer,
+                "desktop.opened",
+            )
+            .await;
+        let reason = self.splice(ws, vnc, rest, &live.meter).await;
+        self.close_viewer_session(live, reason, "desktop.closed")
+            .await;
     }
 
     /// A logged-in connection to the host's VNC server, or why there is none.

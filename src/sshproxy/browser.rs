@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::Proxy;
 use super::login::Proof;
-use super::registry::{Meter, SessionInfo};
+use super::registry::{Meter, Registered, SessionInfo};
 use super::upstream::Upstream;
 use crate::events::NewEvent;
 use crate::store;
@@ -26,6 +26,13 @@ use crate::store;
 /// Largest terminal the browser may ask for.
 const MAX_COLS: u32 = 500;
 const MAX_ROWS: u32 = 200;
+
+/// A browser viewer's registered live session; dropping it removes it from the registry.
+pub(crate) struct ViewerSession {
+    pub(crate) info: SessionInfo,
+    pub(crate) meter: Arc<Meter>,
+    _registered: Registered,
+}
 
 /// Who opened the terminal, from where, at what size.
 pub struct Viewer {
@@ -88,15 +95,44 @@ impl Proxy {
                 return close(ws, &e.summary()).await;
             }
         };
+        let live = self
+            .open_viewer_session(
+                &host,
+                user_id,
+                username,
+                "browser",
+                &viewer,
+                "ssh.browser_session_opened",
+            )
+            .await;
+        let upstream = Upstream::new(endpoint, host.short_id.clone(), None, live.meter.clone());
+        let reason = self.bridge(ws, &upstream, &live.meter, &viewer).await;
+        upstream.close().await;
+        self.close_viewer_session(live, reason, "ssh.session_closed")
+            .await;
+    }
+
+    /// Registers a browser viewer's session (a terminal or a desktop) into `host` as a live
+    /// session resting on the account and the host, and records its opening (`opened`) with
+    /// the viewer and their source.
+    pub(crate) async fn open_viewer_session(
+        &self,
+        host: &crate::store::hosts::HostRow,
+        user_id: Uuid,
+        username: String,
+        method: &str,
+        viewer: &Viewer,
+        opened: &'static str,
+    ) -> ViewerSession {
         let meter = Meter::new();
         meter.authenticated();
         let info = SessionInfo {
             id: Uuid::now_v7(),
             username,
             user_id,
-            host_id,
+            host_id: host.id,
             short_id: host.short_id.clone(),
-            method: "browser".into(),
+            method: method.into(),
             source: viewer
                 .source
                 .map(|s| s.to_string())
@@ -110,22 +146,34 @@ impl Proxy {
             .register(info.clone(), meter.clone(), Proof::Browser);
         crate::events::record_alone(
             &self.store,
-            NewEvent::new(viewer.actor.clone(), "ssh.browser_session_opened", "host")
-                .target(host_id)
-                .host(host_id)
+            NewEvent::new(viewer.actor.clone(), opened, "host")
+                .target(host.id)
+                .host(host.id)
                 .user(Some(user_id))
                 .source(viewer.source.map(|s| s.ip().to_string()))
                 .details(serde_json::json!({"session_id": info.id, "short_id": info.short_id})),
         )
         .await;
-        let upstream = Upstream::new(endpoint, host.short_id.clone(), None, meter.clone());
-        let reason = self.bridge(ws, &upstream, &meter, &viewer).await;
-        if meter.end_reason().is_none() {
-            meter.end(reason);
+        ViewerSession {
+            info,
+            meter,
+            _registered: registered,
         }
-        upstream.close().await;
-        drop(registered);
-        self.record_end(&info, &meter, "ssh.session_closed").await;
+    }
+
+    /// Ends a viewer's session with `reason` (unless it was ended already), removes it from
+    /// the live ones and records its end (`closed`: seconds, bytes, reason).
+    pub(crate) async fn close_viewer_session(
+        &self,
+        live: ViewerSession,
+        reason: String,
+        closed: &'static str,
+    ) {
+        if live.meter.end_reason().is_none() {
+            live.meter.end(reason);
+        }
+        let ViewerSession { info, meter, .. } = live;
+        self.record_end(&info, &meter, closed).await;
     }
 
     /// Moves bytes until one side ends; answers why it ended.
