@@ -15,6 +15,7 @@ use crate::api::{self, AppState, Shared, layers::RateLimits};
 use crate::auth::{Authenticator, password};
 use crate::config::ServeSettings;
 use crate::events::{self, NewEvent};
+use crate::keys::jwt::JwtSecret;
 use crate::ops::Core;
 use crate::runtime::HostRuntime;
 use crate::sshproxy::{self, Proxy as SshProxy};
@@ -51,6 +52,10 @@ pub enum StartError {
     AdminNameTaken(String),
     #[error("cannot hash the admin password: {0}")]
     Hash(String),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("cannot serve HTTPS (SLUICE_TLS_CERT, SLUICE_TLS_KEY): {0}")]
+    Tls(#[from] api::tls::TlsError),
 }
 
 /// A started control plane.
@@ -106,8 +111,14 @@ pub async fn start(
         })?;
     create_private_dir(data_dir)?;
     let lock = DataDirLock::take(data_dir)?;
-    let store = Store::connect(&settings.store.effective_database_url()).await?;
+    let keys = Arc::new(crate::keys::Keyring::open(data_dir)?);
+    let store = Store::connect(&settings.store.effective_database_url(), keys).await?;
+    seal_clear_rows(&store).await?;
     let secret = jwt_secret(settings, data_dir)?;
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::Tls::load(cert, key)?),
+        _ => None,
+    };
     let generated_admin_password = ensure_admin(&store, settings).await?;
 
     let listener = match listener {
@@ -195,7 +206,7 @@ pub async fn start(
             sessions: Some(ssh.sessions.clone()),
             desktop_tickets: Default::default(),
         },
-        auth: Authenticator::new(store.clone(), secret.as_bytes()),
+        auth: Authenticator::new(store.clone(), Arc::new(secret)),
         limits,
         ssh: ssh.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),
@@ -207,8 +218,22 @@ pub async fn start(
         header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
         write_stall: Duration::from_secs(settings.http_write_timeout_secs),
     };
-    let server = tokio::spawn(api::server::serve(listener, app, limits, stop.clone()));
-    tracing::info!(%addr, database = ?store.backend(), "Sluice API listening");
+    if let Some(tls) = &tls {
+        tls.clone().watch(stop.clone());
+    }
+    let https = tls.is_some();
+    let frontend = api::server::Frontend {
+        tls,
+        trusted: api::client::TrustedProxies::new(settings.trusted_proxies.clone()),
+    };
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        app,
+        limits,
+        frontend,
+        stop.clone(),
+    ));
+    tracing::info!(%addr, https, database = ?store.backend(), "Sluice API listening");
     tracing::info!(addr = %ssh_addr, "SSH proxy listening");
     Ok(Running {
         addr,
@@ -281,29 +306,25 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The configured JWT secret, or the one kept in the data directory (created on first use,
-/// mode 0600).
-fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<String, StartError> {
-    if let Some(s) = &settings.admin_jwt_secret {
-        return Ok(s.clone());
+/// mode 0600, followed as `sluice keys rotate-jwt` replaces it).
+fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<JwtSecret, StartError> {
+    match &settings.admin_jwt_secret {
+        Some(s) => Ok(JwtSecret::fixed(s.as_bytes())),
+        None => Ok(JwtSecret::in_data_dir(data_dir)?),
     }
-    let path = data_dir.join("jwt_secret");
-    let err = |source| StartError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().to_string()),
-        Ok(_) => {
-            return Err(err(std::io::Error::other(
-                "the stored JWT secret is shorter than 32 characters; remove the file to make a new one",
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+}
+
+/// Seals the egress settings an older version stored in clear, and leaves no clear copy in
+/// SQLite's write-ahead log.
+async fn seal_clear_rows(store: &Store) -> Result<(), StartError> {
+    let mut db = store.acquire().await?;
+    let n = store::egress::seal_clear_rows(db.conn(), store.keys()).await?;
+    drop(db);
+    if n > 0 {
+        store.checkpoint().await?;
+        tracing::info!(rows = n, "egress settings stored in clear are now sealed");
     }
-    let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private_file(&path, &secret).map_err(err)?;
-    Ok(secret)
+    Ok(())
 }
 
 /// Creates the admin account on first start. Returns the password when it was generated.

@@ -165,6 +165,38 @@ pub struct ServeSettings {
     )]
     pub public_url: Option<String>,
 
+    /// PEM file with the certificate chain to serve HTTPS with (with `SLUICE_TLS_KEY`).
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(
+        long = "tls-cert",
+        env = "SLUICE_TLS_CERT",
+        value_name = "SLUICE_TLS_CERT",
+        requires = "tls_key",
+        value_parser = parse_file
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `SLUICE_TLS_CERT`.
+    #[arg(
+        long = "tls-key",
+        env = "SLUICE_TLS_KEY",
+        value_name = "SLUICE_TLS_KEY",
+        requires = "tls_cert",
+        value_parser = parse_file
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed,
+    /// comma-separated addresses or CIDRs. Nobody's by default, loopback included.
+    #[arg(
+        long = "trusted-proxies",
+        env = "SLUICE_TRUSTED_PROXIES",
+        value_name = "SLUICE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::api::client::parse_trusted
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Requests per minute allowed to one credential (or one source address when anonymous).
     #[arg(
         long = "api-rate-limit",
@@ -360,6 +392,14 @@ pub struct LogSettings {
 fn parse_dir(s: &str) -> Result<PathBuf, String> {
     if s.trim().is_empty() {
         return Err("expected a directory path".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
+}
+
+/// A file setting, made absolute like a directory.
+fn parse_file(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("expected a file path".into());
     }
     std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
 }

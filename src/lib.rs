@@ -13,6 +13,7 @@ pub mod desktop;
 pub mod egress;
 pub mod events;
 pub mod hosts;
+pub mod keys;
 pub mod mcp;
 pub mod netns;
 pub mod ops;

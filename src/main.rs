@@ -278,7 +278,9 @@ async fn shutdown_signal() {
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     let url = args.store.effective_database_url();
-    Store::connect(&url)
+    let keys = sluice::keys::Keyring::open(&args.store.data_dir)
+        .context("cannot open the sealing keys")?;
+    Store::connect(&url, std::sync::Arc::new(keys))
         .await
         .with_context(|| format!("cannot open the database {}", store::redact_url(&url)))
 }

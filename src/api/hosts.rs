@@ -66,10 +66,15 @@ impl FromRequestParts<AppState> for PublicHost {
             }
             (None, None) => "localhost".into(),
         };
+        // The scheme the request came in with: TLS here, or what a trusted proxy says.
+        let scheme = parts
+            .extensions
+            .get::<crate::api::client::Client>()
+            .map_or("http", |c| c.scheme());
         let base_url = match (&state.public_url, header) {
             (Some(u), _) => u.clone(),
-            (None, Some(host)) => format!("http://{host}"),
-            (None, None) => format!("http://{ssh_host}"),
+            (None, Some(host)) => format!("{scheme}://{host}"),
+            (None, None) => format!("{scheme}://{ssh_host}"),
         };
         Ok(PublicHost(Public { ssh_host, base_url }))
     }

@@ -24,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::ops::Core;
 
 pub mod account;
+pub mod client;
 pub mod dashboard;
 pub mod egress;
 pub mod entry;
@@ -41,6 +42,7 @@ pub mod server;
 pub mod sessions;
 pub mod ssh_keys;
 pub mod tasks;
+pub mod tls;
 pub mod tokens;
 pub mod users;
 

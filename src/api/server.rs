@@ -139,12 +139,21 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
     }
 }
 
+/// How connections are secured and whose forwarding headers are believed.
+#[derive(Clone, Default)]
+pub struct Frontend {
+    /// HTTPS on every connection when set.
+    pub tls: Option<super::tls::Tls>,
+    pub trusted: super::client::TrustedProxies,
+}
+
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish
 /// (up to [`DRAIN`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
+    frontend: Frontend,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -152,6 +161,8 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    let acceptor = frontend.tls.as_ref().map(|t| t.acceptor());
+    let trusted = Arc::new(frontend.trusted);
     let mut at_cap_logged = false;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
@@ -189,33 +200,80 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req.map(Body::new)
-            });
-        let conn = http
-            .serve_connection(
-                TokioIo::new(StallGuard::new(tcp, limits.write_stall)),
-                TowerToHyperService::new(service),
-            )
-            .with_upgrades();
-        let stop = stop.clone();
+        let conn = Conn {
+            app: app.clone(),
+            http: http.clone(),
+            peer,
+            trusted: trusted.clone(),
+            limits,
+            stop: stop.clone(),
+        };
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, %peer, "HTTP connection ended");
+            match acceptor {
+                None => conn.serve(tcp, false).await,
+                Some(acceptor) => {
+                    // The handshake shares the deadline for request headers: a client that
+                    // opens a socket and says nothing holds it no longer over TLS.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => conn.serve(tls, true).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
                 }
             }
             drop(slot);
         });
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    app: Router,
+    http: hyper::server::conn::http1::Builder,
+    peer: SocketAddr,
+    trusted: Arc<super::client::TrustedProxies>,
+    limits: ServerLimits,
+    stop: CancellationToken,
+}
+
+impl Conn {
+    async fn serve<IO>(self, io: IO, tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            app,
+            http,
+            peer,
+            trusted,
+            limits,
+            stop,
+        } = self;
+        let service = app.map_request(move |mut req: hyper::Request<Incoming>| {
+            let client = trusted.client(peer, tls, req.headers());
+            req.extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(client.addr));
+            req.extensions_mut().insert(client);
+            req.map(Body::new)
+        });
+        let conn = http
+            .serve_connection(
+                TokioIo::new(StallGuard::new(io, limits.write_stall)),
+                TowerToHyperService::new(service),
+            )
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %peer, "HTTP connection ended");
+                }
+            }
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+            }
+        }
     }
 }

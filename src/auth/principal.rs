@@ -3,7 +3,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::jwt::{JwtKeys, TOKEN_TTL_SECS};
+use std::sync::Arc;
+
+use super::jwt::TOKEN_TTL_SECS;
 use super::{Ability, AuthError, password, tokens};
 use crate::store::{self, Store};
 use crate::users::{Role, UserStatus};
@@ -111,18 +113,16 @@ pub struct Login {
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
-    jwt: JwtKeys,
+    /// The signing secret, followed as `sluice keys rotate-jwt` replaces it.
+    jwt: Arc<crate::keys::jwt::JwtSecret>,
 }
 
 /// How stale `last_used_at` may get before a use writes it again.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
 impl Authenticator {
-    pub fn new(store: Store, jwt_secret: &[u8]) -> Self {
-        Self {
-            store,
-            jwt: JwtKeys::new(jwt_secret),
-        }
+    pub fn new(store: Store, jwt: Arc<crate::keys::jwt::JwtSecret>) -> Self {
+        Self { store, jwt }
     }
 
     /// The caller behind a bearer credential: an API token (`sl_...`) or a login JWT.
@@ -154,7 +154,7 @@ impl Authenticator {
                 abilities,
             });
         }
-        let claims = self.jwt.verify(bearer)?;
+        let claims = self.jwt.keys().verify(bearer)?;
         let user = store::users::get(db.conn(), claims.sub)
             .await?
             .ok_or(AuthError::Invalid)?;
@@ -195,7 +195,10 @@ impl Authenticator {
         }
         check_active(&user.status, user.expires_at, crate::clock::now())?;
         let role = Role::parse(&user.role).ok_or(AuthError::Invalid)?;
-        let token = self.jwt.issue(user.id, role.as_str(), user.token_version)?;
+        let token = self
+            .jwt
+            .keys()
+            .issue(user.id, role.as_str(), user.token_version)?;
         Ok(Login {
             token,
             role,

@@ -73,6 +73,23 @@ pub enum Command {
     Session(SessionCommand),
     /// Counts of users, hosts by status, egresses and tasks.
     Stats(Common),
+    /// The install's own keys: the sealing keys of stored secrets, and the JWT secret.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// The sealing keys (ids only), which one seals new secrets, and how many rows each seals.
+    List(Common),
+    /// Add a sealing key and seal every stored secret again under it, online; keys no row
+    /// uses any more are dropped. With SLUICE_SEALING_KEYS, put the new key last there first.
+    Rotate(Common),
+    /// Replace the JWT secret: every login issued so far is refused at once, by the running
+    /// server too (API tokens stay valid).
+    RotateJwt(Common),
+    /// Print a new random sealing key (base64) for SLUICE_SEALING_KEYS.
+    Generate,
 }
 
 /// What every operator command takes: where the database is, how to print, and what access

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::table::{self, Column};
 use super::{
-    BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand, PageArgs,
-    SessionCommand, TaskCommand, TokenCommand, UserCommand,
+    BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand, KeysCommand,
+    PageArgs, SessionCommand, TaskCommand, TokenCommand, UserCommand,
 };
 use crate::ops::{self, Caller, Core, OpError};
 use crate::runtime::docker::DockerRuntime;
@@ -36,6 +36,8 @@ pub enum CliError {
     /// The command ran and its verdict is "failed" (an egress test).
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 impl CliError {
@@ -47,7 +49,8 @@ impl CliError {
             CliError::Op(OpError::NotFound(_)) => 3,
             CliError::Op(OpError::Conflict(_)) => 4,
             CliError::Op(OpError::Forbidden(_) | OpError::Auth(_)) => 5,
-            CliError::Op(OpError::Unavailable(_)) => 6,
+            CliError::Op(OpError::Unavailable(_))
+            | CliError::Keys(crate::keys::KeyError::NotPossible(_)) => 6,
             CliError::Failed(_) => 7,
             _ => 1,
         }
@@ -75,7 +78,8 @@ async fn core(
     probe: Option<&crate::config::ProbeSettings>,
 ) -> Result<Core, CliError> {
     let url = common.store.store.effective_database_url();
-    let store = Store::connect(&url)
+    let keys = crate::keys::Keyring::open(&common.store.store.data_dir)?;
+    let store = Store::connect(&url, Arc::new(keys))
         .await
         .map_err(|source| CliError::Database {
             url: crate::store::redact_url(&url),
@@ -314,6 +318,7 @@ pub async fn run(command: Command) -> CliResult {
             );
             Ok(())
         }
+        Command::Keys(cmd) => keys(cmd, &me).await,
         Command::Serve(_) | Command::Admin(_) | Command::Image(_) => Err(CliError::Input(
             "this command is not an operator command".into(),
         )),
@@ -774,4 +779,58 @@ async fn token(cmd: TokenCommand, me: &Caller) -> CliResult {
         }
     }
     Ok(())
+}
+
+async fn keys(cmd: KeysCommand, me: &Caller) -> CliResult {
+    match cmd {
+        KeysCommand::Generate => {
+            println!("{}", crate::keys::sealing::generate());
+            Ok(())
+        }
+        KeysCommand::List(common) => {
+            let core = core(&common, None).await?;
+            let keys = ops::keys::list(&core, me).await?;
+            if common.json {
+                println!("{}", to_json(&keys));
+            } else {
+                for k in keys {
+                    println!(
+                        "{}  {:>6} rows{}",
+                        k.key_id,
+                        k.rows,
+                        if k.current {
+                            "  (seals new secrets)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate(common) => {
+            let core = core(&common, None).await?;
+            let r = ops::keys::rotate(&core, me).await?;
+            if common.json {
+                println!("{}", to_json(&r));
+            } else {
+                println!(
+                    "Sealing key {} now seals stored secrets; {} rows sealed again under it.",
+                    r.key_id, r.resealed
+                );
+                if !r.dropped.is_empty() {
+                    println!("Dropped keys no row uses: {}.", r.dropped.join(", "));
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::RotateJwt(common) => {
+            let core = core(&common, None).await?;
+            ops::keys::rotate_jwt(&core, me, &common.store.store.data_dir).await?;
+            println!(
+                "New JWT secret in place: every login issued before is refused from now on; API tokens are unaffected."
+            );
+            Ok(())
+        }
+    }
 }

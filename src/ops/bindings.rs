@@ -73,7 +73,7 @@ pub async fn bind(core: &Core, caller: &Caller, req: CreateBinding) -> OpResult<
         errs.add("host_id", "no such host");
     }
     let egress = match egress_id {
-        Some(eid) => store::egress::get(tx.conn(), eid).await?,
+        Some(eid) => store::egress::get(tx.conn(), core.store.keys(), eid).await?,
         None => None,
     };
     if egress_id.is_some() && egress.is_none() {

@@ -14,6 +14,7 @@ use crate::auth::Ability;
 use crate::egress::MASK;
 use crate::egress::settings::{self, EgressInput, EgressSettings};
 use crate::events::{self, NewEvent};
+use crate::keys::Keyring;
 use crate::probe::Report;
 use crate::store::{self, PageRequest, egress::EgressRow};
 
@@ -112,8 +113,8 @@ fn event_details(e: &EgressRow) -> Value {
     json!({"label": e.label, "ip_address": e.ip_address, "tunnel_type": e.tunnel_type})
 }
 
-async fn find(c: store::Conn<'_>, id: Uuid) -> OpResult<EgressRow> {
-    store::egress::get(c, id)
+async fn find(c: store::Conn<'_>, keys: &Keyring, id: Uuid) -> OpResult<EgressRow> {
+    store::egress::get(c, keys, id)
         .await?
         .ok_or(OpError::NotFound("egress"))
 }
@@ -122,7 +123,7 @@ async fn find(c: store::Conn<'_>, id: Uuid) -> OpResult<EgressRow> {
 pub async fn list(core: &Core, caller: &Caller, page: PageRequest) -> OpResult<(Vec<Egress>, i64)> {
     caller.require(Ability::EgressRead)?;
     let mut db = core.store.acquire().await?;
-    let (rows, total) = store::egress::list(db.conn(), page).await?;
+    let (rows, total) = store::egress::list(db.conn(), core.store.keys(), page).await?;
     Ok((rows.into_iter().map(Egress::from).collect(), total))
 }
 
@@ -130,7 +131,7 @@ pub async fn list(core: &Core, caller: &Caller, page: PageRequest) -> OpResult<(
 pub async fn get(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Egress> {
     caller.require(Ability::EgressRead)?;
     let mut db = core.store.acquire().await?;
-    Ok(find(db.conn(), id).await?.into())
+    Ok(find(db.conn(), core.store.keys(), id).await?.into())
 }
 
 /// Adds an egress. For WireGuard without a private key, the client key pair is generated and
@@ -151,7 +152,7 @@ pub async fn create(core: &Core, caller: &Caller, input: EgressInput) -> OpResul
         updated_at: now,
     };
     let mut tx = core.store.begin().await?;
-    store::egress::insert(tx.conn(), &row).await?;
+    store::egress::insert(tx.conn(), core.store.keys(), &row).await?;
     events::record(
         tx.conn(),
         NewEvent::new(caller.actor(), "egress.created", "egress_ip")
@@ -174,7 +175,7 @@ pub async fn update(
 ) -> OpResult<Egress> {
     caller.require(Ability::EgressWrite)?;
     let mut tx = core.store.begin().await?;
-    let old = find(tx.conn(), id).await?;
+    let old = find(tx.conn(), core.store.keys(), id).await?;
     let base = settings::to_input(&old.label, &old.ip_address, &old.provider, &old.settings.0);
     let merged = settings::overlay(base, input)?;
     let valid = settings::validate(merged)?;
@@ -187,7 +188,7 @@ pub async fn update(
         updated_at: crate::clock::now(),
         ..old
     };
-    store::egress::update(tx.conn(), &row).await?;
+    store::egress::update(tx.conn(), core.store.keys(), &row).await?;
     let mut queued = 0;
     for host_id in store::egress::bound_host_ids(tx.conn(), id).await? {
         if let Some(host) = store::hosts::get(tx.conn(), host_id).await?
@@ -217,7 +218,7 @@ pub async fn update(
 pub async fn delete(core: &Core, caller: &Caller, id: Uuid) -> OpResult<()> {
     caller.require(Ability::EgressWrite)?;
     let mut tx = core.store.begin().await?;
-    let row = find(tx.conn(), id).await?;
+    let row = find(tx.conn(), core.store.keys(), id).await?;
     let bound = store::egress::bound_hosts(tx.conn(), id).await?;
     if !bound.is_empty() {
         return Err(OpError::Conflict(format!(
@@ -259,7 +260,7 @@ pub async fn test(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Report> {
     caller.require(Ability::EgressTest)?;
     let (row, bound) = {
         let mut db = core.store.acquire().await?;
-        let row = find(db.conn(), id).await?;
+        let row = find(db.conn(), core.store.keys(), id).await?;
         let bound = store::egress::bound_host_ids(db.conn(), id).await?;
         (row, bound)
     };

@@ -303,7 +303,7 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
         errs.add("user_id", "no such user");
     }
     if let Some(eid) = egress_ip_id {
-        match store::egress::get(db.conn(), eid).await? {
+        match store::egress::get(db.conn(), core.store.keys(), eid).await? {
             None => errs.add("egress_ip_id", "no such egress"),
             Some(e) => {
                 let bound = store::egress::bound_hosts(db.conn(), eid).await?;

@@ -21,6 +21,7 @@ pub mod egress;
 pub mod entry;
 pub mod events;
 pub mod hosts;
+pub mod keys;
 pub mod overview;
 pub mod sessions;
 pub mod ssh_keys;

@@ -1,15 +1,21 @@
-//! The `egress_ips` table: egresses an operator can bind hosts to, with their tunnel settings
-//! (secrets included; the API masks them).
+//! The `egress_ips` table: egresses an operator can bind hosts to, with their tunnel settings.
+//!
+//! The settings carry secrets (keys, passwords, uuids), so they are stored sealed: the
+//! `secrets` column holds them encrypted under the install's sealing key named in `key_id`
+//! (see `keys::sealing`), bound to the row's id, and the `settings` column only says so. Rows
+//! read here come back opened; rows written here go in sealed. A row from before sealing is
+//! sealed at the next start ([`seal_clear_rows`]).
 
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Conn, PageRequest, Result};
+use super::{Conn, PageRequest, Result, StoreError};
 use crate::egress::EgressSettings;
+use crate::keys::{Keyring, Sealed};
 use crate::on_conn;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EgressRow {
     pub id: Uuid,
     pub label: String,
@@ -22,20 +28,79 @@ pub struct EgressRow {
     pub updated_at: OffsetDateTime,
 }
 
-const SELECT: &str = "SELECT id, label, ip_address, provider, tunnel_type, settings, last_test, created_at, updated_at FROM egress_ips";
+/// A row as the database holds it, settings sealed.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    id: Uuid,
+    label: String,
+    ip_address: String,
+    provider: String,
+    tunnel_type: String,
+    settings: Json<serde_json::Value>,
+    secrets: Option<String>,
+    key_id: Option<String>,
+    last_test: Option<Json<serde_json::Value>>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
 
-pub async fn insert(c: Conn<'_>, e: &EgressRow) -> Result<()> {
+const SELECT: &str = "SELECT id, label, ip_address, provider, tunnel_type, settings, secrets, key_id, last_test, created_at, updated_at FROM egress_ips";
+
+/// What a sealed row's `settings` column says in place of the settings.
+fn placeholder() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"sealed": "the settings are in `secrets`, sealed under `key_id`"}))
+}
+
+/// The associated data of a row's sealed settings: the table, column and row id.
+fn context(id: Uuid) -> Vec<u8> {
+    let mut c = b"egress_ips.settings:".to_vec();
+    c.extend_from_slice(id.as_bytes());
+    c
+}
+
+fn seal(keys: &Keyring, id: Uuid, settings: &EgressSettings) -> Result<Sealed> {
+    let plain = serde_json::to_vec(settings).map_err(|e| StoreError::Decode(e.to_string()))?;
+    Ok(keys.seal(&context(id), &plain)?)
+}
+
+fn open(keys: &Keyring, s: Stored) -> Result<EgressRow> {
+    let settings: EgressSettings = match (s.secrets, s.key_id) {
+        (Some(text), Some(key_id)) => {
+            let plain = keys.open_sealed(&context(s.id), &Sealed { key_id, text })?;
+            serde_json::from_slice(&plain)
+        }
+        // Written before sealing; sealed at the next start.
+        _ => serde_json::from_value(s.settings.0),
+    }
+    .map_err(|e| StoreError::Decode(format!("egress {}: {e}", s.id)))?;
+    Ok(EgressRow {
+        id: s.id,
+        label: s.label,
+        ip_address: s.ip_address,
+        provider: s.provider,
+        tunnel_type: s.tunnel_type,
+        settings: Json(settings),
+        last_test: s.last_test,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    })
+}
+
+pub async fn insert(c: Conn<'_>, keys: &Keyring, e: &EgressRow) -> Result<()> {
+    let sealed = seal(keys, e.id, &e.settings.0)?;
     on_conn!(c, |c| {
         sqlx::query(
-        "INSERT INTO egress_ips (id, label, ip_address, provider, tunnel_type, settings, last_test, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO egress_ips (id, label, ip_address, provider, tunnel_type, settings, secrets, key_id, last_test, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
     .bind(e.id)
     .bind(&e.label)
     .bind(&e.ip_address)
     .bind(&e.provider)
     .bind(&e.tunnel_type)
-    .bind(&e.settings)
+    .bind(placeholder())
+    .bind(&sealed.text)
+    .bind(&sealed.key_id)
     .bind(&e.last_test)
     .bind(e.created_at)
     .bind(e.updated_at)
@@ -46,20 +111,19 @@ pub async fn insert(c: Conn<'_>, e: &EgressRow) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(c: Conn<'_>, id: Uuid) -> Result<Option<EgressRow>> {
+pub async fn get(c: Conn<'_>, keys: &Keyring, id: Uuid) -> Result<Option<EgressRow>> {
     let sql = format!("{SELECT} WHERE id = $1");
-    Ok(on_conn!(c, |c| sqlx::query_as::<_, EgressRow>(
-        sqlx::AssertSqlSafe(sql)
-    )
-    .bind(id)
-    .fetch_optional(&mut *c)
-    .await)?)
+    let row = on_conn!(c, |c| sqlx::query_as::<_, Stored>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?;
+    row.map(|r| open(keys, r)).transpose()
 }
 
-pub async fn list(c: Conn<'_>, page: PageRequest) -> Result<(Vec<EgressRow>, i64)> {
+pub async fn list(c: Conn<'_>, keys: &Keyring, page: PageRequest) -> Result<(Vec<EgressRow>, i64)> {
     let sql = format!("{SELECT} ORDER BY id LIMIT $1 OFFSET $2");
-    on_conn!(c, |c| {
-        let rows = sqlx::query_as::<_, EgressRow>(sqlx::AssertSqlSafe(sql))
+    let (rows, total) = on_conn!(c, |c| {
+        let rows = sqlx::query_as::<_, Stored>(sqlx::AssertSqlSafe(sql))
             .bind(page.limit())
             .bind(page.offset())
             .fetch_all(&mut *c)
@@ -67,15 +131,21 @@ pub async fn list(c: Conn<'_>, page: PageRequest) -> Result<(Vec<EgressRow>, i64
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM egress_ips")
             .fetch_one(&mut *c)
             .await?;
-        Ok((rows, total))
-    })
+        Ok::<_, StoreError>((rows, total))
+    })?;
+    let rows = rows
+        .into_iter()
+        .map(|r| open(keys, r))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((rows, total))
 }
 
-/// Writes every mutable column of `e`.
-pub async fn update(c: Conn<'_>, e: &EgressRow) -> Result<()> {
+/// Writes every mutable column of `e`, the settings sealed again.
+pub async fn update(c: Conn<'_>, keys: &Keyring, e: &EgressRow) -> Result<()> {
+    let sealed = seal(keys, e.id, &e.settings.0)?;
     on_conn!(c, |c| sqlx::query(
         "UPDATE egress_ips SET label = $2, ip_address = $3, provider = $4, tunnel_type = $5,
-             settings = $6, updated_at = $7
+             settings = $6, secrets = $7, key_id = $8, updated_at = $9
          WHERE id = $1"
     )
     .bind(e.id)
@@ -83,7 +153,9 @@ pub async fn update(c: Conn<'_>, e: &EgressRow) -> Result<()> {
     .bind(&e.ip_address)
     .bind(&e.provider)
     .bind(&e.tunnel_type)
-    .bind(&e.settings)
+    .bind(placeholder())
+    .bind(&sealed.text)
+    .bind(&sealed.key_id)
     .bind(e.updated_at)
     .execute(&mut *c)
     .await
@@ -140,4 +212,74 @@ pub async fn set_last_test(c: Conn<'_>, id: Uuid, report: &serde_json::Value) ->
     .await
     .map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// Seals the settings of rows written before sealing (clear in `settings`); answers how many.
+pub async fn seal_clear_rows(c: Conn<'_>, keys: &Keyring) -> Result<u64> {
+    let sql = format!("{SELECT} WHERE secrets IS NULL");
+    on_conn!(c, |c| {
+        let rows = sqlx::query_as::<_, Stored>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *c)
+            .await?;
+        let mut n = 0;
+        for r in rows {
+            let row = open(keys, r)?;
+            let sealed = seal(keys, row.id, &row.settings.0)?;
+            n += sqlx::query(
+                "UPDATE egress_ips SET settings = $2, secrets = $3, key_id = $4
+                 WHERE id = $1 AND secrets IS NULL",
+            )
+            .bind(row.id)
+            .bind(placeholder())
+            .bind(&sealed.text)
+            .bind(&sealed.key_id)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        }
+        Ok(n)
+    })
+}
+
+/// Seals again, under the newest key, every row sealed under another; answers how many. A
+/// row changed meanwhile (by the server) is already under the newest key and left alone.
+pub async fn reseal(c: Conn<'_>, keys: &Keyring) -> Result<u64> {
+    let current = keys.current_id()?;
+    let sql = format!("{SELECT} WHERE key_id <> $1");
+    on_conn!(c, |c| {
+        let rows = sqlx::query_as::<_, Stored>(sqlx::AssertSqlSafe(sql))
+            .bind(&current)
+            .fetch_all(&mut *c)
+            .await?;
+        let mut n = 0;
+        for r in rows {
+            let (old_key, old_text) = (r.key_id.clone(), r.secrets.clone());
+            let row = open(keys, r)?;
+            let sealed = seal(keys, row.id, &row.settings.0)?;
+            n += sqlx::query(
+                "UPDATE egress_ips SET secrets = $2, key_id = $3
+                 WHERE id = $1 AND key_id = $4 AND secrets = $5",
+            )
+            .bind(row.id)
+            .bind(&sealed.text)
+            .bind(&sealed.key_id)
+            .bind(old_key)
+            .bind(old_text)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        }
+        Ok(n)
+    })
+}
+
+/// The sealing keys rows are sealed under, with how many rows each.
+pub async fn key_use(c: Conn<'_>) -> Result<Vec<(String, i64)>> {
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as::<_, (String, i64)>(
+        "SELECT key_id, COUNT(*) FROM egress_ips WHERE key_id IS NOT NULL GROUP BY key_id ORDER BY key_id"
+    )
+    .fetch_all(&mut *c)
+    .await
+    })?)
 }

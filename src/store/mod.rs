@@ -41,6 +41,12 @@ pub enum StoreError {
         "DATABASE_URL `{0}` is not supported: expected sqlite://PATH or postgres://USER@HOST/DB"
     )]
     UnsupportedUrl(String),
+    /// A sealed secret could not be sealed or opened (its key is missing, or it was altered).
+    #[error(transparent)]
+    Sealing(#[from] crate::keys::KeyError),
+    /// A stored value does not read back as what was written.
+    #[error("a stored value cannot be read: {0}")]
+    Decode(String),
     #[error("cannot prepare data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -74,10 +80,11 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// The connection pool, cheap to clone.
+/// The connection pool, cheap to clone, with the keys that seal stored secrets.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    keys: std::sync::Arc<crate::keys::Keyring>,
 }
 
 /// A connection to run queries on: from the pool, or inside a transaction.
@@ -138,13 +145,16 @@ impl Tx {
 
 impl Store {
     /// Connects to `url` and applies the backend's migrations. A SQLite file is created if
-    /// missing, with WAL journaling and foreign keys enforced.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// missing, with WAL journaling, foreign keys enforced, and deleted content overwritten
+    /// (`secure_delete`, so a value replaced by its sealed form leaves no copy in free pages).
+    /// `keys` seal and open the secrets stored.
+    pub async fn connect(url: &str, keys: std::sync::Arc<crate::keys::Keyring>) -> Result<Self> {
         let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .foreign_keys(true)
+                .pragma("secure_delete", "on")
                 .busy_timeout(Duration::from_secs(10));
             if let Some(parent) = opts.get_filename().parent()
                 && !parent.as_os_str().is_empty()
@@ -170,7 +180,23 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        Ok(Store { pool })
+        Ok(Store { pool, keys })
+    }
+
+    /// Moves SQLite's write-ahead log into the database file and empties it (nothing on
+    /// PostgreSQL).
+    pub async fn checkpoint(&self) -> Result<()> {
+        if let Pool::Sqlite(p) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The keys that seal and open stored secrets.
+    pub fn keys(&self) -> &crate::keys::Keyring {
+        &self.keys
     }
 
     pub fn backend(&self) -> Backend {

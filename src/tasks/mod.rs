@@ -359,7 +359,7 @@ pub async fn host_spec(store: &Store, host_id: Uuid) -> store::Result<Option<Hos
         return Ok(None);
     };
     let egress = match h.egress_ip_id {
-        Some(eid) => store::egress::get(db.conn(), eid)
+        Some(eid) => store::egress::get(db.conn(), store.keys(), eid)
             .await?
             .map(|e| EgressSpec {
                 id: e.id,

@@ -160,11 +160,14 @@ pub(super) fn guard(
     }
 }
 
-fn secure_cookies(state: &AppState) -> bool {
-    state
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"))
+/// Cookies are `Secure` when the browser reached Sluice over https: TLS here, a trusted
+/// proxy's word, or an https public URL.
+fn secure_cookies(state: &AppState, client: Option<&crate::api::client::Client>) -> bool {
+    client.is_some_and(|c| c.https)
+        || state
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
 }
 
 // ---- sign in and out
@@ -205,6 +208,7 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    client: Option<axum::Extension<crate::api::client::Client>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -232,7 +236,7 @@ pub async fn login(
         Ok(login) => (
             [(
                 header::SET_COOKIE,
-                session::set_cookie(&login.token, secure_cookies(&state)),
+                session::set_cookie(&login.token, secure_cookies(&state, client.as_deref())),
             )],
             Redirect::to("/"),
         )

@@ -230,6 +230,9 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         },
         public_host: Some("sluice.test".into()),
         public_url: None,
+        tls_cert: None,
+        tls_key: None,
+        trusted_proxies: Vec::new(),
         // High, so that polling tests do not trip it; the rate-limit test sets the default.
         api_rate_limit: 100_000,
         probe: sluice::config::ProbeSettings {

@@ -10,6 +10,26 @@ need_tools() {
   tmp=$(mktemp -d) || die 2 "cannot make a temporary directory"
   trap 'rm -rf "$tmp"' EXIT
   trap 'exit 130' INT TERM
+  warn_plain_http
+}
+
+# Over plain http to anything but this machine, the password about to be asked for crosses the
+# network readable by anyone on the path: say so on the terminal first.
+warn_plain_http() {
+  local rest host
+  case $SLUICE_URL in
+    http://*) rest=${SLUICE_URL#http://} ;;
+    *) return 0 ;;
+  esac
+  rest=${rest%%/*}
+  case $rest in
+    \[*) host="${rest%%]*}]" ;;
+    *) host=${rest%%:*} ;;
+  esac
+  case $host in
+    localhost | 127.* | '[::1]') return 0 ;;
+  esac
+  printf 'sluice: warning: %s is plain http: your password and session details cross the network unencrypted.\nsluice: ask your administrator for an https:// link if this is not a network you trust.\n' "$host" >/dev/tty
 }
 
 # The value of a string or number field of a flat JSON object.
