@@ -487,3 +487,33 @@ pub fn wg_egress(label: &str) -> Value {
         "wg_peer_address": "10.64.0.2/32",
     })
 }
+
+/// One egress of every kind with known secrets: (bodies, the secrets they carry).
+pub fn every_egress_kind() -> (Vec<Value>, Vec<&'static str>) {
+    let private = "4HV0OMx1ELdM1FkdrBFfK2b1KaQnOPBuYZt9HnmVYXY=";
+    let psk = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
+    let mut wg = wg_egress("wg-private");
+    wg["wg_private_key"] = json!(private);
+    wg["wg_preshared_key"] = json!(psk);
+    let proxies = [
+        json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "username": "u", "password": "socks-secret"}),
+        json!({"type": "http", "server": "192.0.2.1", "server_port": 3128, "username": "u", "password": "http-secret", "tls": {"enabled": true, "server_name": "proxy.example"}}),
+        json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "chacha20-ietf-poly1305", "password": "ss-secret"}),
+        json!({"type": "vmess", "server": "192.0.2.1", "server_port": 10086, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "security": "aes-128-gcm"}),
+        json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "trojan-secret", "tls": {"enabled": true, "server_name": "t.example", "insecure": true}}),
+    ];
+    let mut bodies = vec![wg];
+    bodies.extend(proxies.into_iter().map(|cfg| {
+        json!({"label": cfg["type"], "ip_address": "203.0.113.20", "tunnel_type": "proxy", "proxy_config": cfg})
+    }));
+    let secrets = vec![
+        private,
+        psk,
+        "socks-secret",
+        "http-secret",
+        "ss-secret",
+        "b831381d-6324-4d53-ad4f-8cda48b30811",
+        "trojan-secret",
+    ];
+    (bodies, secrets)
+}
