@@ -47,17 +47,18 @@ if ((${#missing[@]})); then
 fi
 # Outside judges run by the tests, from PyPI, in a virtualenv of their own (Debian's Python
 # refuses system-wide pip installs): ssh-audit on the SSH proxy, schemathesis on /openapi.json,
-# and the official MCP Python SDK (`mcp`) as the client of /mcp.
+# the official MCP Python SDK (`mcp`) as the client of /mcp, and the Prometheus client's
+# OpenMetrics parser (`prometheus-client`) on /metrics.
 if ! command -v ssh-audit >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1 \
-    || ! /opt/sluice-judges/bin/python -c 'import mcp' >/dev/null 2>&1; then
+    || ! /opt/sluice-judges/bin/python -c 'import mcp, prometheus_client' >/dev/null 2>&1; then
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     fi
-    echo "installing from PyPI: ssh-audit schemathesis mcp"
+    echo "installing from PyPI: ssh-audit schemathesis mcp prometheus-client"
     python3 -m venv /opt/sluice-judges
-    /opt/sluice-judges/bin/pip install --quiet --disable-pip-version-check ssh-audit schemathesis mcp
+    /opt/sluice-judges/bin/pip install --quiet --disable-pip-version-check ssh-audit schemathesis mcp prometheus-client
     ln -sf /opt/sluice-judges/bin/ssh-audit /opt/sluice-judges/bin/schemathesis /usr/local/bin/
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then

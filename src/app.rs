@@ -212,6 +212,26 @@ pub async fn start(
         streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),
         entry: Default::default(),
     }));
+    if let Some(maddr) = settings.metrics_addr {
+        let l = TcpListener::bind(maddr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: maddr,
+                source,
+            })?;
+        tracing::info!(addr = %maddr, "metrics listening (no credentials: keep this address private)");
+        tokio::spawn(api::server::serve(
+            l,
+            api::metrics::open_router(state.clone()),
+            api::server::ServerLimits {
+                max_connections: 64,
+                header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+                write_stall: Duration::from_secs(settings.http_write_timeout_secs),
+            },
+            api::server::Frontend::default(),
+            stop.clone(),
+        ));
+    }
     let app = api::router(state);
     let limits = api::server::ServerLimits {
         max_connections: settings.http_max_connections as usize,

@@ -37,6 +37,7 @@ pub const SECRET_SETTINGS: &[(&str, &str)] = &[
     ("database_url", "DATABASE_URL"),
     ("admin_password", "ADMIN_PASSWORD"),
     ("admin_jwt_secret", "ADMIN_JWT_SECRET"),
+    ("sealing_keys", "SLUICE_SEALING_KEYS"),
 ];
 
 fn secret_from_env(var: &str) -> Option<String> {
@@ -196,6 +197,15 @@ pub struct ServeSettings {
         value_parser = crate::api::client::parse_trusted
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// A second address serving only `/metrics`, without credentials (keep it private). On
+    /// the API's address `/metrics` takes a token with `metrics:read`.
+    #[arg(
+        long = "metrics-addr",
+        env = "SLUICE_METRICS_ADDR",
+        value_name = "SLUICE_METRICS_ADDR"
+    )]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// Requests per minute allowed to one credential (or one source address when anonymous).
     #[arg(

@@ -15,6 +15,7 @@ pub mod events;
 pub mod hosts;
 pub mod keys;
 pub mod mcp;
+pub mod metrics;
 pub mod netns;
 pub mod ops;
 pub mod probe;

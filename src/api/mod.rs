@@ -36,6 +36,7 @@ pub mod health;
 pub mod hosts;
 pub mod layers;
 pub mod login;
+pub mod metrics;
 pub mod openapi;
 pub mod portal;
 pub mod server;
@@ -92,7 +93,7 @@ impl Deref for AppState {
         (name = "auth"), (name = "users"), (name = "ssh keys"), (name = "egress"),
         (name = "hosts"), (name = "bindings"), (name = "tasks"), (name = "events"),
         (name = "dashboard"), (name = "tokens"), (name = "user portal"), (name = "health"),
-        (name = "sessions"), (name = "entry"),
+        (name = "sessions"), (name = "entry"), (name = "metrics"),
     )
 )]
 struct ApiDoc;
@@ -162,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
         .routes(routes!(dashboard::stats))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(sessions::list))
@@ -209,6 +211,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(middleware::from_fn(crate::metrics::http_layer))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

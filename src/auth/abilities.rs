@@ -17,11 +17,13 @@ pub enum Ability {
     TokenWrite,
     /// Use the MCP endpoint at all (each tool still needs its own ability).
     McpAccess,
+    /// Read `/metrics`.
+    MetricsRead,
     All,
 }
 
 impl Ability {
-    pub const ALL: [Ability; 12] = [
+    pub const ALL: [Ability; 13] = [
         Ability::UserRead,
         Ability::UserWrite,
         Ability::HostRead,
@@ -33,6 +35,7 @@ impl Ability {
         Ability::EventRead,
         Ability::TokenWrite,
         Ability::McpAccess,
+        Ability::MetricsRead,
         Ability::All,
     ];
 
@@ -49,6 +52,7 @@ impl Ability {
             Ability::EventRead => "event:read",
             Ability::TokenWrite => "token:write",
             Ability::McpAccess => "mcp:access",
+            Ability::MetricsRead => "metrics:read",
             Ability::All => "*",
         }
     }

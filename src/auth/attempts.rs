@@ -159,6 +159,13 @@ impl Target {
     pub fn host(short_id: &str) -> Self {
         Target::Host(short_id.chars().take(16).collect())
     }
+    /// What kind of thing is tried, for metrics (never which one).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Account(_) => "account",
+            Target::Host(_) => "host",
+        }
+    }
 }
 
 /// The password-attempt budgets of one Sluice.
@@ -205,7 +212,10 @@ impl Attempts {
     /// Takes a failure slot in every budget `source` trying `target` falls under, or says how
     /// long to wait. `None` as source (no peer address known) uses the target budget only.
     pub fn begin(&self, source: Option<IpAddr>, target: Target) -> Result<Attempt<'_>, Refused> {
-        let refused = |retry_after| Refused { retry_after };
+        let refused = |retry_after| {
+            crate::metrics::METRICS.refused_locked.inc();
+            Refused { retry_after }
+        };
         if let Some(ip) = source {
             self.by_source.reserve(&ip).map_err(refused)?;
             if let Err(wait) = self.by_target_source.reserve(&(target.clone(), ip)) {
@@ -263,6 +273,16 @@ impl Attempt<'_> {
                 .settle(&(self.target.clone(), ip), failed);
             let src = a.by_source.settle(&ip, failed);
             locked = [locked, pair, src].into_iter().flatten().max();
+        }
+        if failed {
+            let target = crate::metrics::TargetLabels {
+                target: self.target.kind(),
+            };
+            let m = &*crate::metrics::METRICS;
+            m.password_failures.get_or_create(&target).inc();
+            if locked.is_some() {
+                m.lockouts.get_or_create(&target).inc();
+            }
         }
         locked
     }

@@ -34,7 +34,9 @@ const SECRETS_HELP: &str = "Secrets, from the environment or the --config file o
                            (default: generated, shown once on the terminal, or written to
                            admin-password (0600) in the data directory without one)
   [env: ADMIN_JWT_SECRET]  signs login tokens, at least 32 characters
-                           (default: generated into jwt_secret (0600) in the data directory)";
+                           (default: generated into jwt_secret (0600) in the data directory)
+  [env: SLUICE_SEALING_KEYS]  base64 keys, newest last, sealing stored secrets
+                           (default: generated into sealing.keys (0600) in the data directory)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -38,12 +38,30 @@ struct Session {
     counters: Arc<Counters>,
 }
 
+impl Session {
+    fn info(&self) -> SessionInfo {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        SessionInfo {
+            egress_id: self.egress_id,
+            tx_packets: c.tx_packets.load(Relaxed),
+            rx_packets: c.rx_packets.load(Relaxed),
+            tx_bytes: c.tx_bytes.load(Relaxed),
+            rx_bytes: c.rx_bytes.load(Relaxed),
+            last_handshake: c.last_handshake.load(Relaxed),
+        }
+    }
+}
+
 /// A live session, as reported.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub egress_id: Uuid,
+    /// Packets and bytes from the host into the egress (tx) and back (rx), since it started.
     pub tx_packets: u64,
     pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
     /// Unix seconds of the last handshake, 0 if none yet.
     pub last_handshake: u64,
 }
@@ -112,12 +130,21 @@ impl Engine {
                 dns_server,
             } => {
                 let stop = CancellationToken::new();
-                let task = start_proxy(ns, proxy_config, dns_server, stop.clone(), host_id).await?;
+                let counters = Arc::new(Counters::default());
+                let task = start_proxy(
+                    ns,
+                    proxy_config,
+                    dns_server,
+                    stop.clone(),
+                    counters.clone(),
+                    host_id,
+                )
+                .await?;
                 Session {
                     egress_id,
                     stop,
                     task,
-                    counters: Arc::default(),
+                    counters,
                 }
             }
         };
@@ -145,14 +172,20 @@ impl Engine {
     /// The host's live session, if it has one.
     pub async fn session(&self, host_id: Uuid) -> Option<SessionInfo> {
         let sessions = self.sessions.lock().await;
-        let s = sessions.get(&host_id).filter(|s| !s.task.is_finished())?;
-        use std::sync::atomic::Ordering::Relaxed;
-        Some(SessionInfo {
-            egress_id: s.egress_id,
-            tx_packets: s.counters.tx_packets.load(Relaxed),
-            rx_packets: s.counters.rx_packets.load(Relaxed),
-            last_handshake: s.counters.last_handshake.load(Relaxed),
-        })
+        sessions
+            .get(&host_id)
+            .filter(|s| !s.task.is_finished())
+            .map(Session::info)
+    }
+
+    /// Every live session, by host.
+    pub async fn sessions(&self) -> Vec<(Uuid, SessionInfo)> {
+        let sessions = self.sessions.lock().await;
+        sessions
+            .iter()
+            .filter(|(_, s)| !s.task.is_finished())
+            .map(|(h, s)| (*h, s.info()))
+            .collect()
     }
 }
 
@@ -192,7 +225,15 @@ impl Engine {
             } => {
                 let ns = NetNs::create().await.map_err(EgressError::Tun)?;
                 let stop = CancellationToken::new();
-                start_proxy(&ns, proxy_config, dns_server, stop.clone(), Uuid::nil()).await?;
+                start_proxy(
+                    &ns,
+                    proxy_config,
+                    dns_server,
+                    stop.clone(),
+                    Arc::default(),
+                    Uuid::nil(),
+                )
+                .await?;
                 return Ok(Throwaway { ns, stop });
             }
         };
@@ -229,6 +270,7 @@ async fn start_proxy(
     config: &super::settings::ProxyConfig,
     dns_server: &str,
     stop: CancellationToken,
+    counters: Arc<Counters>,
     host_id: Uuid,
 ) -> Result<JoinHandle<()>, EgressError> {
     let outbound = proxy::Outbound::from_config(config).map_err(EgressError::UnusableProxy)?;
@@ -240,7 +282,7 @@ async fn start_proxy(
         .map_err(|_| EgressError::Settings("bad proxy TUN address".into()))?;
     let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
     Ok(tokio::spawn(async move {
-        match proxy::run(Arc::new(device), outbound, dns, stop).await {
+        match proxy::run(Arc::new(device), outbound, dns, counters, stop).await {
             Ok(()) => tracing::info!(host = %host_id, "proxy egress detached"),
             Err(e) => tracing::warn!(host = %host_id, error = %e, "proxy egress session ended"),
         }

@@ -65,6 +65,8 @@ impl Peer {
 pub struct Counters {
     pub tx_packets: AtomicU64,
     pub rx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_bytes: AtomicU64,
     /// Unix seconds of the last completed handshake (0: none yet).
     pub last_handshake: AtomicU64,
 }
@@ -139,6 +141,7 @@ pub async fn run(
             n = tun.recv(&mut from_tun) => {
                 let n = n.map_err(TunnelError::Tun)?;
                 counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                counters.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 match tunn.encapsulate(&from_tun[..n], &mut out) {
                     TunnResult::WriteToNetwork(b) => {
                         // A lost datagram is WireGuard's to recover; keep going.
@@ -169,6 +172,7 @@ pub async fn run(
                         }
                         TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
                             counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+                            counters.rx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
                             tun.send(p).await.map_err(TunnelError::Tun)?;
                             break;
                         }

@@ -140,6 +140,7 @@ impl ClientConn {
                 if locked_for.is_some() {
                     tracing::warn!(source = %self.peer.ip(), "too many failed SSH logins: source locked out");
                 }
+                login_outcome("refused");
                 Auth::reject()
             }
             other => self.accept(other),
@@ -156,6 +157,7 @@ impl ClientConn {
                     hosts.len(),
                     hosts.join(", ")
                 ));
+                login_outcome("turned_away");
                 Auth::Accept
             }
             Check::Verified(entrant) => {
@@ -166,6 +168,11 @@ impl ClientConn {
                         .flatten();
                     self.refusal = Some(entrant.explain(&r, hint.as_deref()));
                 }
+                login_outcome(if self.refusal.is_some() {
+                    "turned_away"
+                } else {
+                    "entered"
+                });
                 self.entrant = Some(*entrant);
                 Auth::Accept
             }
@@ -500,4 +507,12 @@ impl russh::server::Handler for ClientConn {
     ) -> Result<bool, Self::Error> {
         Ok(self.proxy.settings.agent_forwarding)
     }
+}
+
+/// Counts a login's outcome for `/metrics`.
+fn login_outcome(outcome: &'static str) {
+    crate::metrics::METRICS
+        .ssh_logins
+        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+        .inc();
 }

@@ -283,3 +283,18 @@ pub async fn key_use(c: Conn<'_>) -> Result<Vec<(String, i64)>> {
     .await
     })?)
 }
+
+/// What monitoring sees of each egress, without opening its secrets: id, label, tunnel type,
+/// last test.
+pub async fn summaries(
+    c: Conn<'_>,
+) -> Result<Vec<(Uuid, String, String, Option<Json<serde_json::Value>>)>> {
+    Ok(on_conn!(c, |c| sqlx::query_as::<
+        _,
+        (Uuid, String, String, Option<Json<serde_json::Value>>),
+    >(
+        "SELECT id, label, tunnel_type, last_test FROM egress_ips ORDER BY id"
+    )
+    .fetch_all(&mut *c)
+    .await)?)
+}

@@ -195,11 +195,17 @@ impl Worker {
     async fn execute(&self, task: TaskRow) {
         let kind = Kind::parse(&task.kind);
         tracing::info!(task = %task.id, kind = %task.kind, host = ?task.host_id, "task started");
+        let started = std::time::Instant::now();
         let outcome = match (kind, task.host_id) {
             (Some(kind), Some(host_id)) => self.run_host_task(&task, kind, host_id).await,
             _ => Err(TaskFailure::UnknownKind(task.kind.clone())),
         };
         let error = outcome.err().map(|e| e.to_string());
+        crate::metrics::task_done(
+            kind.map_or("unknown", |_| task.kind.as_str()),
+            error.is_none(),
+            started.elapsed().as_secs_f64(),
+        );
         match &error {
             None => tracing::info!(task = %task.id, "task succeeded"),
             Some(e) => tracing::warn!(task = %task.id, error = %e, "task failed"),

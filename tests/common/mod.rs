@@ -233,6 +233,7 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         tls_cert: None,
         tls_key: None,
         trusted_proxies: Vec::new(),
+        metrics_addr: None,
         // High, so that polling tests do not trip it; the rate-limit test sets the default.
         api_rate_limit: 100_000,
         probe: sluice::config::ProbeSettings {

@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +19,8 @@ use ipstack::{IpStack, IpStackConfig, IpStackStream, TcpConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use super::wireguard::Counters;
 
 pub mod dns;
 pub mod outbound;
@@ -76,6 +79,7 @@ fn flow_slot(host: &Arc<Semaphore>) -> Option<(OwnedSemaphorePermit, OwnedSemaph
 struct TunIo {
     device: Arc<tun_rs::AsyncDevice>,
     windows: Arc<window::Windows>,
+    counters: Arc<Counters>,
 }
 
 impl AsyncRead for TunIo {
@@ -93,6 +97,8 @@ impl AsyncRead for TunIo {
                         continue;
                     }
                     buf.advance(n);
+                    self.counters.tx_packets.fetch_add(1, Relaxed);
+                    self.counters.tx_bytes.fetch_add(n as u64, Relaxed);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -108,10 +114,15 @@ impl AsyncWrite for TunIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.windows.outbound(buf) {
+        let sent = match self.windows.outbound(buf) {
             Some(clamped) => self.device.poll_send(cx, &clamped).map_ok(|_| buf.len()),
             None => self.device.poll_send(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = &sent {
+            self.counters.rx_packets.fetch_add(1, Relaxed);
+            self.counters.rx_bytes.fetch_add(*n as u64, Relaxed);
         }
+        sent
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -126,6 +137,7 @@ pub async fn run(
     device: Arc<tun_rs::AsyncDevice>,
     outbound: Outbound,
     dns_server: IpAddr,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut config = IpStackConfig::default();
@@ -142,6 +154,7 @@ pub async fn run(
         TunIo {
             device: device.clone(),
             windows: windows.clone(),
+            counters,
         },
     );
     let resolver = SocketAddr::new(IpAddr::V4(RESOLVER), 53);
