@@ -59,6 +59,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.read_secrets().map_err(anyhow::Error::msg)?;
             serve(*settings).await
         }
+        Command::Doctor(mut settings) => {
+            settings.read_secrets().map_err(anyhow::Error::msg)?;
+            let checks = sluice::cli::doctor::run(&settings).await;
+            let mut failed = false;
+            for c in &checks {
+                let mark = match c.verdict {
+                    sluice::cli::doctor::Verdict::Ok => "ok  ",
+                    sluice::cli::doctor::Verdict::Warn => "warn",
+                    sluice::cli::doctor::Verdict::Fail => {
+                        failed = true;
+                        "FAIL"
+                    }
+                };
+                println!("{mark}  {:<16} {}", c.name, c.found);
+                if let Some(fix) = &c.fix {
+                    println!("      {:<16} -> {fix}", "");
+                }
+            }
+            if failed {
+                std::process::exit(7);
+            }
+            Ok(())
+        }
         Command::Image(ImageCommand::Build { store, desktop }) => {
             init_logging(&LogSettings {
                 log_format: LogFormat::Text,

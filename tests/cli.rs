@@ -723,3 +723,106 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
         assert!(actions.contains(&want), "{want}: {actions:?}");
     }
 }
+
+/// Runs `sluice doctor` in `dir` with `env`: (exit code, output).
+fn doctor(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut c = sluice(dir);
+    c.arg("doctor");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn doctor_checks_the_machine_says_what_to_do_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let http_addr = format!("127.0.0.1:{port}");
+    let env = [
+        ("SLUICE_DATA_DIR", data.to_str().unwrap()),
+        ("HTTP_ADDR", http_addr.as_str()),
+    ];
+    // A fresh machine with a Docker engine and the base image (the tests make it): no failure,
+    // and nothing made: the first start makes the data directory, keys and database.
+    let (code, out) = doctor(dir.path(), &env);
+    assert_eq!(code, Some(0), "{out}");
+    for check in [
+        "data directory",
+        "docker",
+        "base image",
+        "tun",
+        "database",
+        "http port",
+        "ssh proxy port",
+        "open files",
+        "tls",
+        "clock",
+    ] {
+        assert!(out.contains(check), "{check} not checked: {out}");
+    }
+    assert!(
+        out.contains("warn  tls") && out.contains("SLUICE_TLS_CERT"),
+        "{out}"
+    );
+    assert!(!data.exists(), "the doctor made {}", data.display());
+
+    // After a start: the files are there and private; a key file others can read fails, and
+    // the fix is named.
+    let s = Serve::start(dir.path(), &[("SLUICE_DATA_DIR", data.to_str().unwrap())]);
+    let serving = s.base.trim_start_matches("http://").to_string();
+    let (code, out) = doctor(
+        dir.path(),
+        &[
+            ("SLUICE_DATA_DIR", data.to_str().unwrap()),
+            ("HTTP_ADDR", serving.as_str()),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("held by the running sluice serve"), "{out}");
+    assert!(out.contains("schema current"), "{out}");
+    drop(s);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        data.join("sealing.keys"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, out) = doctor(dir.path(), &env);
+    assert_eq!(code, Some(7), "{out}");
+    assert!(
+        out.contains("FAIL  sealing keys") && out.contains("chmod 600"),
+        "{out}"
+    );
+    std::fs::set_permissions(
+        data.join("sealing.keys"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    // The port taken by something else, and a TLS pair that does not load.
+    let _squatter = TcpListener::bind(&http_addr).unwrap();
+    let (code, out) = doctor(
+        dir.path(),
+        &[
+            ("SLUICE_DATA_DIR", data.to_str().unwrap()),
+            ("HTTP_ADDR", http_addr.as_str()),
+            ("SLUICE_TLS_CERT", "/etc/hostname"),
+            ("SLUICE_TLS_KEY", "/etc/hostname"),
+        ],
+    );
+    assert_eq!(code, Some(7), "{out}");
+    assert!(
+        out.contains("FAIL  http port") && out.contains("ss -ltnp"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  tls") && out.contains("no PEM certificate"),
+        "{out}"
+    );
+}

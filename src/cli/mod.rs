@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::config::{ServeSettings, StoreSettings};
 
+pub mod doctor;
 pub mod run;
 pub mod table;
 
@@ -43,6 +44,10 @@ pub enum Command {
     /// Run the control plane: HTTP API, task worker and housekeeping.
     #[command(after_help = SECRETS_HELP)]
     Serve(Box<ServeSettings>),
+    /// Check this machine for what `serve` needs, with the same settings, and say what to do
+    /// about each problem (exit 7 when something fails).
+    #[command(after_help = SECRETS_HELP)]
+    Doctor(Box<ServeSettings>),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),

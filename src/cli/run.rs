@@ -319,9 +319,9 @@ pub async fn run(command: Command) -> CliResult {
             Ok(())
         }
         Command::Keys(cmd) => keys(cmd, &me).await,
-        Command::Serve(_) | Command::Admin(_) | Command::Image(_) => Err(CliError::Input(
-            "this command is not an operator command".into(),
-        )),
+        Command::Serve(_) | Command::Doctor(_) | Command::Admin(_) | Command::Image(_) => Err(
+            CliError::Input("this command is not an operator command".into()),
+        ),
     }
 }
 

@@ -119,6 +119,18 @@ impl DockerRuntime {
         })
     }
 
+    /// A runtime that only looks at the engine and its images (`sluice doctor`): it has no
+    /// data directory and belongs to no install, so it touches no file and no container.
+    pub fn observer() -> Self {
+        Self {
+            docker: OnceCell::new(),
+            data_dir: std::path::PathBuf::new(),
+            instance: String::new(),
+            build_lock: Mutex::new(()),
+            engine: Arc::new(Engine::new()),
+        }
+    }
+
     /// Attaches a running host's namespace to its egress, or detaches it when it has none.
     async fn attach_egress(
         &self,

@@ -199,6 +199,31 @@ impl Store {
         &self.keys
     }
 
+    /// Looks at a database without changing it (no file made, no migration run): `None` for a
+    /// SQLite file that does not exist yet, else how many migrations it still lacks.
+    pub async fn probe(url: &str) -> Result<Option<usize>> {
+        use sqlx::Connection;
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?.read_only(true);
+            if !opts.get_filename().exists() {
+                return Ok(None);
+            }
+            let mut c = SqliteConnection::connect_with(&opts).await?;
+            let applied = applied_migrations(Conn::Sqlite(&mut c)).await;
+            Ok(Some(
+                SQLITE_MIGRATIONS.iter().count().saturating_sub(applied),
+            ))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut c = PgConnection::connect_with(&PgConnectOptions::from_str(url)?).await?;
+            let applied = applied_migrations(Conn::Postgres(&mut c)).await;
+            Ok(Some(
+                POSTGRES_MIGRATIONS.iter().count().saturating_sub(applied),
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
@@ -265,6 +290,16 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// How many migrations a database has applied (0 when it has none, or no table for them).
+async fn applied_migrations(c: Conn<'_>) -> usize {
+    on_conn!(c, |c| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"
+    )
+    .fetch_one(&mut *c)
+    .await)
+    .map_or(0, |n| n.max(0) as usize)
 }
 
 /// A page of a list: 1-based page number and page size.
