@@ -83,6 +83,33 @@ pub enum Command {
     /// The install's own keys: the sealing keys of stored secrets, and the JWT secret.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Back the install up (database and data directory, online) or restore it.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Snapshot the database (SQLite VACUUM INTO, or pg_dump) and the data directory's files
+    /// (keys included) into one archive (0600), while the server runs.
+    Create {
+        /// Where to write it. Default: sluice-backup-<UTC time>.tar.gz here.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Restore an archive into SLUICE_DATA_DIR and DATABASE_URL, after checking every
+    /// checksum. Refused while a server runs there; replacing an existing install needs --force.
+    Restore {
+        /// The archive `backup create` wrote.
+        archive: std::path::PathBuf,
+        /// Replace the install that is there.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::table::{self, Column};
 use super::{
-    BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand, KeysCommand,
-    PageArgs, SessionCommand, TaskCommand, TokenCommand, UserCommand,
+    BackupCommand, BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand,
+    KeysCommand, PageArgs, SessionCommand, TaskCommand, TokenCommand, UserCommand,
 };
 use crate::ops::{self, Caller, Core, OpError};
 use crate::runtime::docker::DockerRuntime;
@@ -38,6 +38,8 @@ pub enum CliError {
     Failed(String),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl CliError {
@@ -45,9 +47,12 @@ impl CliError {
     /// 5 not allowed, 6 not possible here, 7 a check failed, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Input(_) | CliError::Op(OpError::Invalid(_)) => 2,
+            CliError::Input(_)
+            | CliError::Op(OpError::Invalid(_))
+            | CliError::Backup(crate::backup::BackupError::BadArchive(_)) => 2,
             CliError::Op(OpError::NotFound(_)) => 3,
-            CliError::Op(OpError::Conflict(_)) => 4,
+            CliError::Op(OpError::Conflict(_))
+            | CliError::Backup(crate::backup::BackupError::Conflict(_)) => 4,
             CliError::Op(OpError::Forbidden(_) | OpError::Auth(_)) => 5,
             CliError::Op(OpError::Unavailable(_))
             | CliError::Keys(crate::keys::KeyError::NotPossible(_)) => 6,
@@ -319,6 +324,7 @@ pub async fn run(command: Command) -> CliResult {
             Ok(())
         }
         Command::Keys(cmd) => keys(cmd, &me).await,
+        Command::Backup(cmd) => backup(cmd, &me).await,
         Command::Serve(_) | Command::Doctor(_) | Command::Admin(_) | Command::Image(_) => Err(
             CliError::Input("this command is not an operator command".into()),
         ),
@@ -830,6 +836,74 @@ async fn keys(cmd: KeysCommand, me: &Caller) -> CliResult {
             println!(
                 "New JWT secret in place: every login issued before is refused from now on; API tokens are unaffected."
             );
+            Ok(())
+        }
+    }
+}
+
+async fn backup(cmd: BackupCommand, me: &Caller) -> CliResult {
+    match cmd {
+        BackupCommand::Create { output, common } => {
+            let data_dir = &common.store.store.data_dir;
+            let url = common.store.store.effective_database_url();
+            let output = output.unwrap_or_else(|| {
+                let now = crate::clock::now();
+                std::path::PathBuf::from(format!(
+                    "sluice-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z.tar.gz",
+                    now.year(),
+                    u8::from(now.month()),
+                    now.day(),
+                    now.hour(),
+                    now.minute(),
+                    now.second()
+                ))
+            });
+            let made = crate::backup::create(data_dir, &url, &output).await?;
+            let core = core(&common, None).await?;
+            ops::events::record_local(
+                &core,
+                me,
+                "backup.created",
+                json!({"file": made.path.file_name().map(|f| f.to_string_lossy().into_owned()), "bytes": made.bytes, "backend": made.backend}),
+            )
+            .await?;
+            if common.json {
+                println!("{}", to_json(&made));
+            } else {
+                println!(
+                    "Backed up the {} database and {} files into {} ({} bytes). It holds the sealing keys: keep it as safe as they are.",
+                    made.backend,
+                    made.files - 1,
+                    made.path.display(),
+                    made.bytes
+                );
+            }
+            Ok(())
+        }
+        BackupCommand::Restore {
+            archive,
+            force,
+            common,
+        } => {
+            let data_dir = &common.store.store.data_dir;
+            let url = common.store.store.effective_database_url();
+            let restored = crate::backup::restore(&archive, data_dir, &url, force).await?;
+            let core = core(&common, None).await?;
+            ops::events::record_local(
+                &core,
+                me,
+                "backup.restored",
+                json!({"created_at": restored.created_at, "backend": restored.backend}),
+            )
+            .await?;
+            if common.json {
+                println!("{}", to_json(&restored));
+            } else {
+                println!(
+                    "Restored the backup of {} ({} database, {} files). Start sluice serve: it re-attaches the hosts.",
+                    restored.created_at, restored.backend, restored.files
+                );
+            }
             Ok(())
         }
     }

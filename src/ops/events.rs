@@ -158,3 +158,29 @@ pub async fn live(
         }
     }))
 }
+
+/// Records an event of an operator's local command that changes no row (a backup, a restore).
+pub async fn record_local(
+    core: &Core,
+    caller: &Caller,
+    action: &'static str,
+    details: serde_json::Value,
+) -> OpResult<()> {
+    match caller.principal {
+        crate::auth::Principal::Local { .. } => {}
+        _ => {
+            return Err(OpError::Forbidden(
+                "only the sluice command on the machine does this".into(),
+            ));
+        }
+    }
+    let mut db = core.store.acquire().await?;
+    crate::events::record(
+        db.conn(),
+        crate::events::NewEvent::new(caller.actor(), action, "install")
+            .source(caller.source.clone())
+            .details(details),
+    )
+    .await?;
+    Ok(())
+}
