@@ -30,6 +30,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# Plays back session recordings in the recording test.
+command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 # The browser tests: headless Chromium driven through chromedriver.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

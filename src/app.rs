@@ -187,6 +187,24 @@ pub async fn start(
         settings.public_url.clone(),
         attempts.clone(),
     );
+    if settings.ssh.record_sessions {
+        let recorder = crate::recordings::Recorder::new(
+            data_dir.join("recordings"),
+            store.clone(),
+            crate::recordings::Policy {
+                input: settings.ssh.record_input,
+                retention: Duration::from_secs(
+                    u64::from(settings.ssh.recording_retention_days) * 86_400,
+                ),
+            },
+        );
+        recorder.clone().sweep(stop.clone());
+        ssh.record_with(recorder);
+        tracing::info!(
+            input = settings.ssh.record_input,
+            "terminal sessions are recorded"
+        );
+    }
     tokio::spawn(ssh.clone().serve(ssh_listener, stop.clone()));
     tokio::spawn(ssh.clone().revalidate(stop.clone()));
 
@@ -205,6 +223,7 @@ pub async fn start(
             attempts,
             sessions: Some(ssh.sessions.clone()),
             desktop_tickets: Default::default(),
+            recordings_dir: data_dir.join("recordings"),
         },
         auth: Authenticator::new(store.clone(), Arc::new(secret)),
         limits,

@@ -304,6 +304,36 @@ pub struct SshSettings {
         action = clap::ArgAction::Set
     )]
     pub agent_forwarding: bool,
+
+    /// Record terminal sessions (SSH and the browser terminal) as asciicast v2.
+    #[arg(
+        long = "record-sessions",
+        env = "SLUICE_RECORD_SESSIONS",
+        value_name = "SLUICE_RECORD_SESSIONS",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    pub record_sessions: bool,
+
+    /// Also record what users type (passwords typed at a prompt included).
+    #[arg(
+        long = "record-input",
+        env = "SLUICE_RECORD_INPUT",
+        value_name = "SLUICE_RECORD_INPUT",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    pub record_input: bool,
+
+    /// Days a recording is kept after it ends.
+    #[arg(
+        long = "recording-retention-days",
+        env = "SLUICE_RECORDING_RETENTION_DAYS",
+        value_name = "SLUICE_RECORDING_RETENTION_DAYS",
+        default_value = "30",
+        value_parser = clap::value_parser!(u32).range(1..=3650)
+    )]
+    pub recording_retention_days: u32,
 }
 
 impl SshSettings {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod netns;
 pub mod ops;
 pub mod probe;
+pub mod recordings;
 pub mod runtime;
 pub mod sshproxy;
 pub mod store;

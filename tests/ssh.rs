@@ -452,6 +452,150 @@ async fn a_shell_in_a_terminal_follows_window_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_terminal_session_plays_back_with_its_output_and_not_its_typing() {
+    let lab = lab("rita", |s| s.ssh.record_sessions = true).await;
+    let mut cmd = lab.ssh(lab.short(), &Login::Key(&lab.key), &["-tt"]);
+    cmd.stdin(Stdio::null());
+    let mut term = Pty::spawn(&mut cmd);
+    term.expect("rita@", Duration::from_secs(20));
+    term.send("echo recorded-$((6 * 7))\r");
+    term.expect("recorded-42", Duration::from_secs(10));
+    // Typed at a prompt that does not echo: not in the recording (input is off by default).
+    term.send("read -s SECRET; echo read-done\r");
+    std::thread::sleep(Duration::from_millis(300));
+    term.send("hunter2-unseen\r");
+    term.expect("read-done", Duration::from_secs(10));
+    term.resize(40, 132);
+    std::thread::sleep(Duration::from_millis(300));
+    term.send("stty size\r");
+    term.expect("40 132", Duration::from_secs(10));
+    term.send("exit 3\r");
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(3),
+        "{}",
+        term.output()
+    );
+    // A command without a terminal (as scp or a script runs) is not a terminal session.
+    assert!(
+        lab.run(lab.short(), &Login::Key(&lab.key), "echo no-pty")
+            .status
+            .success()
+    );
+
+    let s = &lab.server;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let (st, v) = s.get("/v1/admin/recordings", &lab.admin).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["data"][0]["status"] == "stored" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not stored: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed["meta"]["total"], 1, "{listed}");
+    let rec = &listed["data"][0];
+    assert_eq!(rec["kind"], "ssh");
+    assert_eq!(rec["username"], "rita");
+    assert_eq!(rec["short_id"], lab.short());
+    assert_eq!(rec["with_input"], false);
+    let id = rec["id"].as_str().unwrap();
+
+    // Only with session:read.
+    let (_, v) = s
+        .post(
+            "/v1/admin/tokens",
+            &lab.admin,
+            json!({"name": "auditor", "abilities": ["session:read"]}),
+        )
+        .await;
+    let auditor = v["data"]["token"].as_str().unwrap().to_string();
+    let (_, v) = s
+        .post(
+            "/v1/admin/tokens",
+            &lab.admin,
+            json!({"name": "reader", "abilities": ["host:read"]}),
+        )
+        .await;
+    let reader = v["data"]["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.get("/v1/admin/recordings", &reader).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let resp = s
+        .http
+        .get(format!("{}/v1/admin/recordings/{id}/cast", s.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cast = resp.text().await.unwrap();
+    let header: Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (
+            header["version"].as_u64(),
+            header["width"].as_u64(),
+            header["height"].as_u64()
+        ),
+        (Some(2), Some(80), Some(24)),
+        "{header}"
+    );
+    assert!(cast.contains(r#""r","132x40""#), "no resize in {cast}");
+    assert!(
+        !cast.contains("hunter2-unseen"),
+        "typing was recorded: {cast}"
+    );
+    assert!(!cast.contains("no-pty"), "{cast}");
+
+    // asciinema plays it back with the session's output.
+    let file = lab.dir.join("session.cast");
+    std::fs::write(&file, &cast).unwrap();
+    // (It reads its terminal, so it runs in one.)
+    let mut player = Pty::spawn(Command::new("asciinema").arg("cat").arg(&file));
+    assert_eq!(
+        player.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        player.output()
+    );
+    let played = player.output();
+    assert!(
+        played.contains("recorded-42") && played.contains("read-done") && played.contains("40 132"),
+        "{played}"
+    );
+
+    // A recording that cannot be written is an event; the session goes on.
+    let dir = lab.dir.join("recordings");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let mut cmd = lab.ssh(lab.short(), &Login::Key(&lab.key), &["-tt"]);
+    cmd.stdin(Stdio::null());
+    let mut term = Pty::spawn(&mut cmd);
+    term.expect("rita@", Duration::from_secs(20));
+    term.send("echo still-works; exit 5\r");
+    term.expect("still-works", Duration::from_secs(10));
+    assert_eq!(
+        term.wait(Duration::from_secs(20)),
+        Some(5),
+        "{}",
+        term.output()
+    );
+    let (_, v) = s
+        .get("/v1/admin/events?action=recording.failed", &lab.admin)
+        .await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(
+        v["data"][0]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot open"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn agent_forwarding_follows_the_setting() {
     for enabled in [false, true] {
         let lab = lab("erin", |s| s.ssh.agent_forwarding = enabled).await;

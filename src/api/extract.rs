@@ -196,7 +196,7 @@ abilities! {
     HostRead => HostRead, HostWrite => HostWrite,
     EgressRead => EgressRead, EgressWrite => EgressWrite, EgressTest => EgressTest,
     TaskRead => TaskRead, EventRead => EventRead, TokenWrite => TokenWrite,
-    MetricsRead => MetricsRead,
+    MetricsRead => MetricsRead, SessionRead => SessionRead,
 }
 
 /// An admin-route caller holding ability `A`: an administrator, or a token given `A`.

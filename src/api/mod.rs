@@ -39,6 +39,7 @@ pub mod login;
 pub mod metrics;
 pub mod openapi;
 pub mod portal;
+pub mod recordings;
 pub mod server;
 pub mod sessions;
 pub mod ssh_keys;
@@ -168,6 +169,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tokens::revoke))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::end))
+        .routes(routes!(recordings::list))
+        .routes(routes!(recordings::get))
+        .routes(routes!(recordings::cast))
         .routes(routes!(portal::change_password))
         .routes(routes!(portal::list_hosts))
         .routes(routes!(portal::get_host))

@@ -19,11 +19,13 @@ pub enum Ability {
     McpAccess,
     /// Read `/metrics`.
     MetricsRead,
+    /// List and download session recordings.
+    SessionRead,
     All,
 }
 
 impl Ability {
-    pub const ALL: [Ability; 13] = [
+    pub const ALL: [Ability; 14] = [
         Ability::UserRead,
         Ability::UserWrite,
         Ability::HostRead,
@@ -36,6 +38,7 @@ impl Ability {
         Ability::TokenWrite,
         Ability::McpAccess,
         Ability::MetricsRead,
+        Ability::SessionRead,
         Ability::All,
     ];
 
@@ -53,6 +56,7 @@ impl Ability {
             Ability::TokenWrite => "token:write",
             Ability::McpAccess => "mcp:access",
             Ability::MetricsRead => "metrics:read",
+            Ability::SessionRead => "session:read",
             Ability::All => "*",
         }
     }

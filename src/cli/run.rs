@@ -103,6 +103,7 @@ async fn core(
         attempts: Default::default(),
         sessions: None,
         desktop_tickets: Default::default(),
+        recordings_dir: common.store.store.data_dir.join("recordings"),
     })
 }
 

@@ -23,6 +23,7 @@ pub mod events;
 pub mod hosts;
 pub mod keys;
 pub mod overview;
+pub mod recordings;
 pub mod sessions;
 pub mod ssh_keys;
 pub mod tasks;
@@ -53,6 +54,8 @@ pub struct Core {
     pub sessions: Option<Arc<crate::sshproxy::registry::Sessions>>,
     /// Outstanding desktop tickets (in memory: they open connections to this process).
     pub desktop_tickets: Arc<crate::desktop::tickets::Tickets>,
+    /// Where session recordings are kept (`<data dir>/recordings`).
+    pub recordings_dir: std::path::PathBuf,
 }
 
 impl Core {

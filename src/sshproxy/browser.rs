@@ -106,6 +106,18 @@ impl Proxy {
             )
             .await;
         let upstream = Upstream::new(endpoint, host.short_id.clone(), None, live.meter.clone());
+        if let Some(recorder) = self.recorder() {
+            let _ = upstream.recording.set((
+                recorder.clone(),
+                crate::recordings::Subject {
+                    session_id: live.info.id,
+                    host_id: host.id,
+                    short_id: host.short_id.clone(),
+                    username: live.info.username.clone(),
+                    kind: "browser",
+                },
+            ));
+        }
         let reason = self.bridge(ws, &upstream, &live.meter, &viewer).await;
         upstream.close().await;
         self.close_viewer_session(live, reason, "ssh.session_closed")
@@ -213,6 +225,12 @@ impl Proxy {
             close(ws, &reason).await;
             return reason;
         }
+        let rec = match upstream.recording.get() {
+            Some((recorder, subject)) => {
+                recorder.start(subject, cols, rows, "xterm-256color").await
+            }
+            None => None,
+        };
         let authed = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -238,6 +256,7 @@ impl Proxy {
                     Some(Ok(Message::Binary(bytes))) => {
                         meter.touch();
                         meter.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                        if let Some(r) = &rec { r.input(&bytes); }
                         if ch.data_bytes(bytes).await.is_err() {
                             return "the host closed the session".into();
                         }
@@ -246,6 +265,7 @@ impl Proxy {
                         let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
                         if let (Some(c), Some(r)) = (v["resize"][0].as_u64(), v["resize"][1].as_u64()) {
                             let (c, r) = ((c as u32).clamp(10, MAX_COLS), (r as u32).clamp(3, MAX_ROWS));
+                            if let Some(rec) = &rec { rec.resize(c, r); }
                             let _ = ch.window_change(c, r, 0, 0).await;
                         }
                     }
@@ -258,6 +278,7 @@ impl Proxy {
                     Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                         meter.touch();
                         meter.bytes_out.fetch_add(data.len() as u64, Relaxed);
+                        if let Some(r) = &rec { r.output(&data); }
                         if ws.send(Message::Binary(data.to_vec().into())).await.is_err() {
                             return "the browser went away".into();
                         }

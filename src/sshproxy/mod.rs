@@ -103,6 +103,8 @@ pub struct Proxy {
     config: Arc<russh::server::Config>,
     /// Base URL of the web API, for the hint on stopped hosts.
     public_url: Option<String>,
+    /// Where terminal sessions are recorded, when the install records them.
+    recorder: std::sync::OnceLock<Arc<crate::recordings::Recorder>>,
 }
 
 impl Proxy {
@@ -150,7 +152,18 @@ impl Proxy {
             host_key,
             config: Arc::new(config),
             public_url,
+            recorder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records terminal sessions from now on.
+    pub fn record_with(&self, recorder: Arc<crate::recordings::Recorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// The recorder, when the install records sessions.
+    pub fn recorder(&self) -> Option<&Arc<crate::recordings::Recorder>> {
+        self.recorder.get()
     }
 
     /// The `known_hosts` line pinning the proxy's key as `host:port`.

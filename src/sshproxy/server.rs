@@ -331,6 +331,18 @@ impl russh::server::Handler for ClientConn {
             bytes_out: 0,
         };
         let session_id = info.id;
+        if let (Some(recorder), Some(up)) = (self.proxy.recorder(), self.upstream.get()) {
+            let _ = up.recording.set((
+                recorder.clone(),
+                crate::recordings::Subject {
+                    session_id,
+                    host_id: info.host_id,
+                    short_id: info.short_id.clone(),
+                    username: info.username.clone(),
+                    kind: "ssh",
+                },
+            ));
+        }
         let _ = self.session.set(info.clone());
         let proof = match (&self.login_key, entrant.method) {
             (Some(key), login::Method::PublicKey) => login::Proof::Key(key.key_data().clone()),

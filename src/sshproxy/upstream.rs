@@ -42,6 +42,9 @@ pub struct Upstream {
     /// Cancelled when the client connection ends: every bridge of it stops then, even one
     /// waiting for window space a vanished client will never give.
     pub ended: tokio_util::sync::CancellationToken,
+    /// Where and as whom its terminal channels are recorded, when the install records.
+    pub recording:
+        std::sync::OnceLock<(Arc<crate::recordings::Recorder>, crate::recordings::Subject)>,
 }
 
 impl Upstream {
@@ -60,6 +63,7 @@ impl Upstream {
             forwards: Arc::default(),
             cell: OnceCell::new(),
             ended: tokio_util::sync::CancellationToken::new(),
+            recording: std::sync::OnceLock::new(),
         }
     }
 

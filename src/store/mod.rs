@@ -19,6 +19,7 @@ pub mod egress;
 pub mod events;
 pub mod hosts;
 pub mod logins;
+pub mod recordings;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod tokens;

@@ -59,16 +59,24 @@ pub async fn open(
     let (mut ur, uw) = up_ch.split();
     let mut pending: VecDeque<Asked> = VecDeque::new();
     let (mut down_open, mut up_open) = (true, true);
+    // A terminal (a PTY, then a shell or command) is recorded when the install records.
+    let mut pty: Option<(String, u32, u32)> = None;
+    let mut rec: Option<crate::recordings::Recording> = None;
     while down_open && up_open {
         tokio::select! {
             m = dr.wait() => {
                 let Some(m) = m else { break };
                 let sent = match m {
-                    ChannelMsg::Data { data } => { meter.touch(); uw.data_bytes(data).await }
+                    ChannelMsg::Data { data } => {
+                        meter.touch();
+                        if let Some(r) = &rec { r.input(&data); }
+                        uw.data_bytes(data).await
+                    }
                     ChannelMsg::ExtendedData { data, ext } => uw.extended_data_bytes(ext, data).await,
                     ChannelMsg::Eof => uw.eof().await,
                     ChannelMsg::Close => { down_open = false; uw.close().await }
                     ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
+                        pty = Some((term.clone(), col_width, row_height));
                         pending.push_back(Asked::Pty);
                         uw.request_pty(true, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
                     }
@@ -78,11 +86,13 @@ pub async fn open(
                     }
                     ChannelMsg::RequestShell { .. } => {
                         meter.touch();
+                        rec = start_recording(&upstream, pty.as_ref(), rec).await;
                         pending.push_back(Asked::Start("shell"));
                         uw.request_shell(true).await
                     }
                     ChannelMsg::Exec { command, .. } => {
                         meter.touch();
+                        rec = start_recording(&upstream, pty.as_ref(), rec).await;
                         pending.push_back(Asked::Start("command"));
                         uw.exec(true, command).await
                     }
@@ -92,6 +102,7 @@ pub async fn open(
                         uw.request_subsystem(true, name).await
                     }
                     ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
+                        if let Some(r) = &rec { r.resize(col_width, row_height); }
                         uw.window_change(col_width, row_height, pix_width, pix_height).await
                     }
                     ChannelMsg::Signal { signal } => uw.signal(signal).await,
@@ -107,8 +118,16 @@ pub async fn open(
             m = ur.wait() => {
                 let Some(m) = m else { break };
                 let sent = match m {
-                    ChannelMsg::Data { data } => { meter.touch(); dw.data_bytes(data).await }
-                    ChannelMsg::ExtendedData { data, ext } => { meter.touch(); dw.extended_data_bytes(ext, data).await }
+                    ChannelMsg::Data { data } => {
+                        meter.touch();
+                        if let Some(r) = &rec { r.output(&data); }
+                        dw.data_bytes(data).await
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        meter.touch();
+                        if let Some(r) = &rec { r.output(&data); }
+                        dw.extended_data_bytes(ext, data).await
+                    }
                     ChannelMsg::Eof => dw.eof().await,
                     ChannelMsg::Close => { up_open = false; dw.close().await }
                     ChannelMsg::ExitStatus { exit_status } => dw.exit_status(exit_status).await,
@@ -144,4 +163,17 @@ pub async fn open(
     }
     let _ = uw.close().await;
     let _ = dw.close().await;
+}
+
+/// Starts recording the channel's terminal, if it has one and the install records (once).
+async fn start_recording(
+    upstream: &Upstream,
+    pty: Option<&(String, u32, u32)>,
+    current: Option<crate::recordings::Recording>,
+) -> Option<crate::recordings::Recording> {
+    if current.is_some() {
+        return current;
+    }
+    let ((recorder, subject), (term, cols, rows)) = (upstream.recording.get()?, pty?);
+    recorder.start(subject, *cols, *rows, term).await
 }
