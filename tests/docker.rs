@@ -792,15 +792,23 @@ async fn a_host_bound_to_an_unusable_proxy_egress_fails_closed_with_the_reason()
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{e}");
-    let url = lab.server.settings.store.database_url.clone().unwrap();
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let edited =
-        sqlx::query("UPDATE egress_ips SET settings = replace(settings, 'aes-256-gcm', 'rc4-md5')")
-            .execute(&db)
-            .await
-            .unwrap();
-    assert_eq!(edited.rows_affected(), 1);
-    db.close().await;
+    // The stored settings changed behind Sluice's back (sealed again with the install's key,
+    // as an older version or a hand edit could leave them).
+    let store = lab.server.running.as_ref().unwrap().store.clone();
+    let id = uuid::Uuid::parse_str(e["data"]["id"].as_str().unwrap()).unwrap();
+    let mut db = store.acquire().await.unwrap();
+    let mut row = sluice::store::egress::get(db.conn(), store.keys(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    let edited = serde_json::to_string(&row.settings.0)
+        .unwrap()
+        .replace("aes-256-gcm", "rc4-md5");
+    row.settings.0 = serde_json::from_str(&edited).unwrap();
+    sluice::store::egress::update(db.conn(), store.keys(), &row)
+        .await
+        .unwrap();
+    drop(db);
     let (st, v) = lab
         .server
         .post(

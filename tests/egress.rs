@@ -22,6 +22,77 @@ use serde_json::{Value, json};
 use sluice::runtime::docker::container_name;
 
 #[test]
+fn new_wireguard_keys_move_a_live_host_without_restarting_it() {
+    on_a_runtime_ended_within_seconds(
+        new_wireguard_keys_move_a_live_host_without_restarting_it_run(),
+    );
+}
+
+/// The provider issues new keys: the egress is changed through the API, and the live host
+/// moves onto them (a new handshake with the new key, which the server now requires) with its
+/// container and processes untouched.
+async fn new_wireguard_keys_move_a_live_host_without_restarting_it_run() {
+    let r = rig("rekeyd", 512).await;
+    let curl = format!("curl -s --max-time 5 http://{}/", r.lab.echo());
+    wait_output(&r.host, &curl, lab::EXIT_WG0, Duration::from_secs(60));
+    let (_, v) =
+        r.s.get(&format!("/v1/admin/egress-ips/{}", r.egress), &r.admin)
+            .await;
+    let old_public = v["data"]["wg_client_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let container = container_name(r.host["short_id"].as_str().unwrap());
+    let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &container]).1;
+    let (ok, pid) = exec(&r.host, "sleep 600 >/dev/null 2>&1 & echo $!");
+    assert!(ok, "{pid}");
+
+    let new_private = sluice::egress::settings::generate_private_key();
+    let new_public = sluice::egress::settings::public_key_of(&new_private).unwrap();
+    r.lab.replace_wireguard_peer(0, &old_public, &new_public);
+    let (st, v) =
+        r.s.call(
+            Method::PUT,
+            &format!("/v1/admin/egress-ips/{}", r.egress),
+            Some(&r.admin),
+            Some(json!({"wg_private_key": new_private})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["wg_client_public_key"], new_public.as_str());
+    assert_eq!(v["data"]["wg_private_key"], "********");
+
+    // Traffic flows again through a handshake with the new key.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r.lab.wireguard_handshake(0, &new_public) == 0 {
+        assert!(Instant::now() < deadline, "no handshake with the new key");
+        let _ = exec(&r.host, &curl);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_output(&r.host, &curl, lab::EXIT_WG0, Duration::from_secs(30));
+    // The same container and the same processes: nothing restarted.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &container]).1,
+        started
+    );
+    let (alive, out) = exec(&r.host, &format!("kill -0 {}", pid.trim()));
+    assert!(alive, "the host's process is gone: {out}");
+    let (_, v) =
+        r.s.get(
+            &format!(
+                "/v1/admin/tasks?kind=bind_egress&host_id={}",
+                r.host["id"].as_str().unwrap()
+            ),
+            &r.admin,
+        )
+        .await;
+    assert_eq!(
+        v["data"][0]["status"], "succeeded",
+        "the move is a task of its own: {v}"
+    );
+}
+
+#[test]
 fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it() {
     on_a_runtime_ended_within_seconds(
         a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_without_it_run(),

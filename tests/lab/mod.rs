@@ -308,6 +308,53 @@ impl Lab {
         public
     }
 
+    /// Server `i` takes `new_public` as its client in place of `old_public` (the provider
+    /// registered new keys): the old key's sessions end there.
+    pub fn replace_wireguard_peer(&self, i: u8, old_public: &str, new_public: &str) {
+        let iface = format!("{}w{i}", self.prefix);
+        let allowed = format!("10.{}.0.2/32", 64 + i);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.exit_ns(),
+            "wg",
+            "set",
+            &iface,
+            "peer",
+            old_public,
+            "remove",
+            "peer",
+            new_public,
+            "allowed-ips",
+            &allowed,
+        ]);
+    }
+
+    /// Unix seconds of server `i`'s last handshake with `public` (0: none).
+    pub fn wireguard_handshake(&self, i: u8, public: &str) -> u64 {
+        let iface = format!("{}w{i}", self.prefix);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.exit_ns(),
+                "wg",
+                "show",
+                &iface,
+                "latest-handshakes",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                let (k, t) = l.split_once('\t')?;
+                (k == public).then(|| t.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+
     /// Stops every WireGuard server.
     /// Starts microsocks (SOCKS5) on 198.18.K.2:1080, with a user and password when given.
     pub fn start_socks(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
