@@ -198,6 +198,7 @@ pub async fn start(
                 ),
             },
         );
+        recorder.recover().await;
         recorder.clone().sweep(stop.clone());
         ssh.record_with(recorder);
         tracing::info!(

@@ -207,6 +207,20 @@ impl Recorder {
         self.dir.join(file)
     }
 
+    /// Marks the recordings an earlier process left unfinished (it stopped mid-session) as
+    /// failed, so they age out like the others. Run before sessions are served.
+    pub async fn recover(&self) {
+        if let Ok(mut db) = self.store.acquire().await
+            && let Ok(n) = store::recordings::fail_unfinished(db.conn(), crate::clock::now()).await
+            && n > 0
+        {
+            tracing::warn!(
+                count = n,
+                "recordings cut short by the last stop are marked failed"
+            );
+        }
+    }
+
     /// Removes recordings past the retention, every hour until `stop`.
     pub fn sweep(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         tokio::spawn(async move {

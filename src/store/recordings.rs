@@ -110,6 +110,18 @@ pub async fn list(
     })
 }
 
+/// Marks recordings left `recording` by a process that is gone as failed, ended `now`;
+/// answers how many.
+pub async fn fail_unfinished(c: Conn<'_>, now: OffsetDateTime) -> Result<u64> {
+    Ok(on_conn!(c, |c| sqlx::query(
+        "UPDATE recordings SET status = 'failed', ended_at = $1 WHERE status = 'recording'"
+    )
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
 /// Deletes the rows of recordings that ended before `cutoff`; answers their files.
 pub async fn delete_ended_before(c: Conn<'_>, cutoff: OffsetDateTime) -> Result<Vec<String>> {
     on_conn!(c, |c| {
