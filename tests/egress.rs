@@ -1064,8 +1064,13 @@ fn on_a_runtime_ended_within_seconds(test: impl std::future::Future<Output = ()>
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(test);
+    // A failed check unwinds through here: the runtime still ends with the deadline (a plain
+    // drop would wait on those streams forever and hide the failure), then the panic goes on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(test)));
     rt.shutdown_timeout(Duration::from_secs(5));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// A running host bound to a SOCKS5 egress in a lab of its own. Dropped in field order: the

@@ -25,6 +25,9 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
     let url = common::database_url(Backend::Sqlite, tmp.path()).await;
     let mut settings = common::settings(tmp.path(), url);
     settings.public_host = None;
+    // The browser terminal is recorded, keystrokes included.
+    settings.ssh.record_sessions = true;
+    settings.ssh.record_input = true;
     let runtime = Arc::new(DockerRuntime::new(tmp.path()).unwrap());
     ensure_image(&runtime).await;
     let _cleanup = Cleanup(runtime.instance().to_string());
@@ -237,10 +240,41 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .for_element(Locator::Css("body[data-terminal=closed]"))
         .await
         .unwrap();
+    // Its recording: the output, and (input on) what was typed.
+    let admin_token = s.admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let (_, v) = s.get("/v1/admin/recordings", &admin_token).await;
+        if v["data"][0]["status"] == "stored" {
+            break v["data"][0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not stored: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rec["kind"], "browser", "{rec}");
+    assert_eq!(rec["with_input"], true, "{rec}");
+    let cast = s
+        .http
+        .get(format!(
+            "{base}/v1/admin/recordings/{}/cast",
+            rec["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        cast.contains(r#""o","#) && cast.contains("hello-42 from webby"),
+        "{cast}"
+    );
+    assert!(cast.contains(r#""i","#), "no input events: {cast}");
     let (_, ev) = s
         .get(
             "/v1/admin/events?action=ssh.browser_session_opened",
-            &s.admin().await,
+            &admin_token,
         )
         .await;
     assert_eq!(ev["data"][0]["actor"], "admin:admin", "{ev}");

@@ -212,11 +212,14 @@ impl Sessions {
         }
     }
 
-    /// Every live session, oldest first, with current byte counts.
+    /// Every live session, oldest first, with current byte counts. A session already told to
+    /// end is not listed: it is on its way out (its bridge closes it within moments), and an
+    /// administrator who just ended it sees it gone.
     pub fn list(&self) -> Vec<SessionInfo> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<SessionInfo> = live
             .values()
+            .filter(|l| l.meter.end_reason().is_none())
             .map(|l| {
                 let mut i = l.info.clone();
                 i.bytes_in = l.meter.bytes_in.load(Ordering::Relaxed);
