@@ -31,6 +31,7 @@ on_both_backends!(
     entry_and_bootstrap_answers,
     who_am_i_logout_and_scoped_logins,
     the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader,
+    recordings_past_retention_go_and_unfinished_ones_are_marked_failed,
 );
 
 /// Reads an SSE response until `want` appears in what arrived, within `limit`; answers all of
@@ -2314,4 +2315,82 @@ async fn health_reports_a_dead_database(b: Backend) {
     let (st, v) = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["checks"]["database"], "unavailable");
+}
+
+/// Recording housekeeping at start: a recording a stopped process left unfinished is marked
+/// failed (and becomes downloadable as such, not "still recording"), and one that ended before
+/// the retention goes with its file, while a recent one stays.
+async fn recordings_past_retention_go_and_unfinished_ones_are_marked_failed(b: Backend) {
+    use sluice::store::recordings::RecordingRow;
+    let mut s = Server::start_configured(b, |c| {
+        c.ssh.record_sessions = true;
+        c.ssh.recording_retention_days = 1;
+    })
+    .await;
+    let store = s.running.as_ref().unwrap().store.clone();
+    let dir = s.dir.join("recordings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = sluice::clock::now();
+    let row = |file: &str, status: &str, ended: Option<time::OffsetDateTime>| RecordingRow {
+        id: uuid::Uuid::now_v7(),
+        session_id: uuid::Uuid::now_v7(),
+        host_id: uuid::Uuid::now_v7(),
+        short_id: "k3x9m2qa".into(),
+        username: "olga".into(),
+        kind: "ssh".into(),
+        file: file.into(),
+        status: status.into(),
+        with_input: false,
+        bytes: 1,
+        started_at: now - time::Duration::days(3),
+        ended_at: ended,
+    };
+    let old = row("old.cast.gz", "stored", Some(now - time::Duration::days(2)));
+    let recent = row(
+        "recent.cast.gz",
+        "stored",
+        Some(now - time::Duration::hours(2)),
+    );
+    let cut = row("cut.cast.gz", "recording", None);
+    {
+        let mut db = store.acquire().await.unwrap();
+        for r in [&old, &recent, &cut] {
+            sluice::store::recordings::insert(db.conn(), r)
+                .await
+                .unwrap();
+            std::fs::write(dir.join(&r.file), b"x").unwrap();
+        }
+    }
+    let settings = s.settings.clone();
+    let data = s.dir.clone();
+    let tmp = s.stop().await;
+    drop(store);
+    let s2 = Server::start_with(settings, common::RecordingRuntime::default(), data, tmp).await;
+    let admin = s2.admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = s2.get("/v1/admin/recordings", &admin).await;
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        if !ids.contains(&old.id.to_string().as_str()) {
+            assert_eq!(v["meta"]["total"], 2, "{v}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old recording stayed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!dir.join("old.cast.gz").exists());
+    assert!(dir.join("recent.cast.gz").exists());
+    let (_, v) = s2
+        .get(&format!("/v1/admin/recordings/{}", cut.id), &admin)
+        .await;
+    assert_eq!(v["data"]["status"], "failed", "{v}");
+    assert!(v["data"]["ended_at"].is_string(), "{v}");
 }

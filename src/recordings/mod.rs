@@ -165,6 +165,12 @@ impl Recorder {
             let bytes = std::fs::metadata(&path)
                 .map(|m| m.len() as i64)
                 .unwrap_or(0);
+            if status == "stored" {
+                crate::metrics::METRICS
+                    .sessions_recorded
+                    .get_or_create(&crate::metrics::OutcomeLabels { outcome: "stored" })
+                    .inc();
+            }
             if let Ok(mut db) = me.store.acquire().await {
                 let _ =
                     store::recordings::finish(db.conn(), id, status, bytes, crate::clock::now())
