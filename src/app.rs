@@ -332,19 +332,6 @@ fn create_private_dir(path: &Path) -> Result<(), StartError> {
 /// Where the first start leaves a generated admin password when no terminal shows it.
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
-/// Writes `contents` into a new file readable by its owner only (replacing an older one).
-pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())
-}
-
 /// The configured JWT secret, or the one kept in the data directory (created on first use,
 /// mode 0600, followed as `sluice keys rotate-jwt` replaces it).
 fn jwt_secret(settings: &ServeSettings, data_dir: &Path) -> Result<JwtSecret, StartError> {

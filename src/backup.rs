@@ -89,21 +89,14 @@ fn backend_of(url: &str) -> Result<&'static str, BackupError> {
 /// A PostgreSQL URL without its password, and the password (for `PGPASSWORD`, so it never
 /// shows on a command line).
 fn split_password(url: &str) -> (String, Option<String>) {
-    if let (Some(scheme_end), Some(at)) = (url.find("://"), url.rfind('@'))
-        && at > scheme_end
-    {
-        let userinfo = &url[scheme_end + 3..at];
-        if let Some(colon) = userinfo.find(':') {
-            let bare = format!(
-                "{}{}{}",
-                &url[..scheme_end + 3],
-                &userinfo[..colon],
-                &url[at..]
-            );
-            return (bare, Some(percent_decode(&userinfo[colon + 1..])));
-        }
+    match crate::store::url_password(url) {
+        // Without the ':' before the password, too.
+        Some(pw) => (
+            format!("{}{}", &url[..pw.start - 1], &url[pw.end..]),
+            Some(percent_decode(&url[pw])),
+        ),
+        None => (url.to_string(), None),
     }
-    (url.to_string(), None)
 }
 
 fn percent_decode(s: &str) -> String {

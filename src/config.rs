@@ -430,16 +430,17 @@ pub struct LogSettings {
 /// A directory setting, made absolute against the working directory once, at start: Docker
 /// refuses relative bind-mount sources, and nothing later should depend on the cwd.
 fn parse_dir(s: &str) -> Result<PathBuf, String> {
-    if s.trim().is_empty() {
-        return Err("expected a directory path".into());
-    }
-    std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
+    absolute(s, "a directory path")
 }
 
 /// A file setting, made absolute like a directory.
 fn parse_file(s: &str) -> Result<PathBuf, String> {
+    absolute(s, "a file path")
+}
+
+fn absolute(s: &str, expected: &str) -> Result<PathBuf, String> {
     if s.trim().is_empty() {
-        return Err("expected a file path".into());
+        return Err(format!("expected {expected}"));
     }
     std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
 }

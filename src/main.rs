@@ -207,7 +207,7 @@ fn show_admin_password(
         return Ok(());
     }
     let path = std::path::absolute(&settings.store.data_dir)?.join(app::ADMIN_PASSWORD_FILE);
-    app::write_private_file(&path, &format!("{password}\n"))
+    sluice::keys::replace_private_file(&path, format!("{password}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::warn!(
         file = %path.display(),

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -13,6 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
+
+use crate::keys::FileStamp;
 
 /// How often the files are looked at for a change.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
@@ -30,32 +32,14 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
 }
 
-/// The identity of a pair of files, to notice a replacement (new inode, size or time).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Vec<(u64, u64, Option<SystemTime>)>);
-
-impl Stamp {
-    fn of(paths: &[&Path]) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        paths
-            .iter()
-            .map(|p| {
-                std::fs::metadata(p)
-                    .ok()
-                    .map(|m| (m.ino(), m.len(), m.modified().ok()))
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(Stamp)
-    }
-}
-
 /// The served pair, swapped in place on reload; handshakes read the current one.
 #[derive(Debug)]
 struct Current {
     cert_path: PathBuf,
     key_path: PathBuf,
     key: RwLock<Arc<CertifiedKey>>,
-    stamp: Mutex<Option<Stamp>>,
+    /// The certificate's and the key's files as last read.
+    stamp: Mutex<[FileStamp; 2]>,
 }
 
 impl ResolvesServerCert for Current {
@@ -74,7 +58,7 @@ pub struct Tls {
 impl Tls {
     /// Loads the pair, checking that the key signs for the certificate.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Tls, TlsError> {
-        let stamp = Stamp::of(&[cert_path, key_path]);
+        let stamp = [FileStamp::of(cert_path), FileStamp::of(key_path)];
         let key = read_pair(cert_path, key_path)?;
         let current = Arc::new(Current {
             cert_path: cert_path.to_path_buf(),
@@ -105,7 +89,7 @@ impl Tls {
     /// when the files look unchanged (SIGHUP). Answers whether a new pair is served.
     pub fn reload(&self, force: bool) -> Result<bool, TlsError> {
         let c = &self.current;
-        let stamp = Stamp::of(&[&c.cert_path, &c.key_path]);
+        let stamp = [FileStamp::of(&c.cert_path), FileStamp::of(&c.key_path)];
         {
             let seen = c.stamp.lock().map_err(|_| TlsError::Read {
                 path: c.cert_path.clone(),

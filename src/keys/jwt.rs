@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::KeyError;
+use super::{FileStamp, KeyError};
 use crate::auth::jwt::JwtKeys;
 
 /// The secret's file in the data directory.
@@ -38,19 +38,10 @@ pub fn rotate(data_dir: &Path) -> Result<(), KeyError> {
         .map_err(|source| KeyError::Io { path, source })
 }
 
-type Stamp = Option<(u64, u64, Option<std::time::SystemTime>)>;
-
-fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.ino(), m.len(), m.modified().ok()))
-}
-
 /// The signing keys in effect, following the file.
 pub struct JwtSecret {
     file: Option<PathBuf>,
-    current: RwLock<(Arc<JwtKeys>, Stamp)>,
+    current: RwLock<(Arc<JwtKeys>, FileStamp)>,
 }
 
 impl JwtSecret {
@@ -58,7 +49,7 @@ impl JwtSecret {
     pub fn fixed(secret: &[u8]) -> JwtSecret {
         JwtSecret {
             file: None,
-            current: RwLock::new((Arc::new(JwtKeys::new(secret)), None)),
+            current: RwLock::new((Arc::new(JwtKeys::new(secret)), FileStamp::default())),
         }
     }
 
@@ -79,7 +70,10 @@ impl JwtSecret {
             }
         };
         Ok(JwtSecret {
-            current: RwLock::new((Arc::new(JwtKeys::new(secret.as_bytes())), stamp(&path))),
+            current: RwLock::new((
+                Arc::new(JwtKeys::new(secret.as_bytes())),
+                FileStamp::of(&path),
+            )),
             file: Some(path),
         })
     }
@@ -94,7 +88,7 @@ impl JwtSecret {
         let Some(path) = &self.file else {
             return keys;
         };
-        let now = stamp(path);
+        let now = FileStamp::of(path);
         if now == seen {
             return keys;
         }

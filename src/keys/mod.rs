@@ -29,6 +29,23 @@ pub enum KeyError {
     NotPossible(String),
 }
 
+/// A cheap identity of a file's contents (inode, length, modification time; nothing while it
+/// is missing), to notice that a watched file (a key file, a certificate) was replaced or
+/// rewritten without reading it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStamp(Option<(u64, u64, Option<std::time::SystemTime>)>);
+
+impl FileStamp {
+    pub fn of(path: &std::path::Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.ino(), m.len(), m.modified().ok())),
+        )
+    }
+}
+
 /// Writes `contents` to `path` readable by its owner only, atomically (a temporary file in the
 /// same directory, then a rename), so a reader sees the old file or the new one, never half.
 pub fn replace_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 
-use super::KeyError;
+use super::{FileStamp, KeyError};
 
 /// The key file in the data directory.
 pub const FILE: &str = "sealing.keys";
@@ -73,7 +73,7 @@ enum Source {
 struct State {
     keys: Vec<Key>,
     /// The file as last read (inode, length, time), to notice a rotation.
-    stamp: Option<(u64, u64, Option<std::time::SystemTime>)>,
+    stamp: FileStamp,
 }
 
 /// The sealing keys of an install.
@@ -81,13 +81,6 @@ struct State {
 pub struct Keyring {
     source: Source,
     state: RwLock<State>,
-}
-
-fn stamp(path: &Path) -> Option<(u64, u64, Option<std::time::SystemTime>)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.ino(), m.len(), m.modified().ok()))
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<Vec<Key>, KeyError> {
@@ -172,7 +165,7 @@ impl Keyring {
                 source: Source::Env,
                 state: RwLock::new(State {
                     keys: parse_env(&v)?,
-                    stamp: None,
+                    stamp: FileStamp::default(),
                 }),
             }),
             None => Self::open_file(&data_dir.join(FILE)),
@@ -199,12 +192,13 @@ impl Keyring {
     }
 
     /// A keyring of the given keys, newest last (tests).
+    #[cfg(test)]
     pub fn of(keys: &[[u8; 32]]) -> Keyring {
         Keyring {
             source: Source::Env,
             state: RwLock::new(State {
                 keys: keys.iter().map(|k| Key::new(*k)).collect(),
-                stamp: None,
+                stamp: FileStamp::default(),
             }),
         }
     }
@@ -224,7 +218,7 @@ impl Keyring {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
             tracing::warn!(path = %path.display(), "the sealing key file was readable by others; it is now 0600");
         }
-        let stamp = stamp(path);
+        let stamp = FileStamp::of(path);
         let keys = parse_file(path, &std::fs::read_to_string(path).map_err(io)?)?;
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.keys = keys;
@@ -236,7 +230,7 @@ impl Keyring {
     fn refresh(&self) -> Result<(), KeyError> {
         if let Source::File(path) = &self.source {
             let seen = self.state.read().unwrap_or_else(|p| p.into_inner()).stamp;
-            if seen != stamp(path) {
+            if seen != FileStamp::of(path) {
                 self.reload()?;
             }
         }

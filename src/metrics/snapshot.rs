@@ -72,15 +72,11 @@ impl Snapshot {
     /// Reads everything a scrape shows. A database that does not answer shows as
     /// `sluice_database_up 0`, not as a failed scrape.
     pub async fn take(core: &Core) -> Snapshot {
-        let s = Snapshot::default();
-        let s = match Self::from_database(s, core).await {
-            Ok(s) => s,
-            Err((s, e)) => {
-                tracing::warn!(error = %e, "metrics: the database did not answer");
-                s
-            }
-        };
-        let mut s = s;
+        let mut s = Snapshot::default();
+        match s.read_database(core).await {
+            Ok(()) => s.database_up = 1.0,
+            Err(e) => tracing::warn!(error = %e, "metrics: the database did not answer"),
+        }
         if let Some(engine) = core.runtime.engine() {
             let now = crate::clock::now().unix_timestamp().max(0) as u64;
             for (_, info) in engine.sessions().await {
@@ -124,64 +120,36 @@ impl Snapshot {
         s
     }
 
-    async fn from_database(
-        s: Snapshot,
-        core: &Core,
-    ) -> Result<Snapshot, (Snapshot, store::StoreError)> {
-        let mut db = match core.store.acquire().await {
-            Ok(db) => db,
-            Err(e) => return Err((s, e)),
-        };
+    async fn read_database(&self, core: &Core) -> store::Result<()> {
+        let mut db = core.store.acquire().await?;
         for st in HostStatus::ALL {
-            set(
-                &s.hosts,
-                StatusLabels {
-                    status: st.as_str().into(),
-                },
-                0.0,
-            );
+            let status = st.as_str().into();
+            set(&self.hosts, StatusLabels { status }, 0.0);
         }
-        let counts = match store::hosts::count_by_status(db.conn()).await {
-            Ok(c) => c,
-            Err(e) => return Err((s, e)),
-        };
-        for (status, n) in counts {
-            set(&s.hosts, StatusLabels { status }, n as f64);
+        for (status, n) in store::hosts::count_by_status(db.conn()).await? {
+            set(&self.hosts, StatusLabels { status }, n as f64);
         }
         for status in ["queued", "running"] {
-            match store::tasks::count(db.conn(), status, None).await {
-                Ok(n) => set(
-                    &s.tasks,
-                    StatusLabels {
-                        status: status.into(),
-                    },
-                    n as f64,
-                ),
-                Err(e) => return Err((s, e)),
-            }
+            let n = store::tasks::count(db.conn(), status, None).await?;
+            let status = status.into();
+            set(&self.tasks, StatusLabels { status }, n as f64);
         }
-        let egresses = match store::egress::summaries(db.conn()).await {
-            Ok(e) => e,
-            Err(e) => return Err((s, e)),
-        };
-        for (id, label, tunnel_type, last_test) in egresses {
+        for (id, label, tunnel_type, last_test) in store::egress::summaries(db.conn()).await? {
             let egress = id.to_string();
             set(
-                &s.egress_info,
+                &self.egress_info,
                 EgressInfoLabels {
-                    egress: egress.clone(),
+                    egress,
                     label,
                     tunnel_type,
                 },
                 1.0,
             );
             if let Some(t) = last_test {
-                s.record_test(id, &t.0);
+                self.record_test(id, &t.0);
             }
         }
-        let mut s = s;
-        s.database_up = 1.0;
-        Ok(s)
+        Ok(())
     }
 
     fn record_test(&self, id: Uuid, report: &serde_json::Value) {

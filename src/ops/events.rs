@@ -166,14 +166,7 @@ pub async fn record_local(
     action: &'static str,
     details: serde_json::Value,
 ) -> OpResult<()> {
-    match caller.principal {
-        crate::auth::Principal::Local { .. } => {}
-        _ => {
-            return Err(OpError::Forbidden(
-                "only the sluice command on the machine does this".into(),
-            ));
-        }
-    }
+    caller.require_local()?;
     let mut db = core.store.acquire().await?;
     crate::events::record(
         db.conn(),

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Caller, Core, OpError, OpResult};
-use crate::auth::Principal;
 use crate::events::{self, NewEvent};
 use crate::store;
 
@@ -31,19 +30,9 @@ pub struct Rotation {
     pub dropped: Vec<String>,
 }
 
-/// Only someone on the machine that holds the keys acts on them.
-fn local_only(caller: &Caller) -> OpResult<()> {
-    match caller.principal {
-        Principal::Local { .. } => Ok(()),
-        _ => Err(OpError::Forbidden(
-            "the install's keys are managed with the sluice command on its machine".into(),
-        )),
-    }
-}
-
 /// The sealing keys, oldest first, with how many rows each seals.
 pub async fn list(core: &Core, caller: &Caller) -> OpResult<Vec<KeyUse>> {
-    local_only(caller)?;
+    caller.require_local()?;
     let keys = core.store.keys();
     let current = keys.current_id().map_err(store::StoreError::from)?;
     let mut db = core.store.acquire().await?;
@@ -63,7 +52,7 @@ pub async fn list(core: &Core, caller: &Caller) -> OpResult<Vec<KeyUse>> {
 /// again under it, and drops keys no row uses any more. The running server seals under the new
 /// key from its next write and opens the rows sealed here at once.
 pub async fn rotate(core: &Core, caller: &Caller) -> OpResult<Rotation> {
-    local_only(caller)?;
+    caller.require_local()?;
     let keys = core.store.keys();
     let key_id = if keys.from_env() {
         keys.current_id().map_err(store::StoreError::from)?
@@ -97,7 +86,7 @@ pub async fn rotate(core: &Core, caller: &Caller) -> OpResult<Rotation> {
 /// Replaces the JWT secret in `data_dir`: every login issued before is refused from the
 /// server's next request on. API tokens are not affected.
 pub async fn rotate_jwt(core: &Core, caller: &Caller, data_dir: &Path) -> OpResult<()> {
-    local_only(caller)?;
+    caller.require_local()?;
     if std::env::var("ADMIN_JWT_SECRET").is_ok_and(|v| !v.is_empty()) {
         return Err(OpError::Unavailable(
             "the JWT secret is set by ADMIN_JWT_SECRET: change it there and restart the server"

@@ -133,6 +133,17 @@ impl Caller {
         self.principal.actor()
     }
 
+    /// Refuses anyone but the operator at the server's shell: what acts on the install's own
+    /// files (its keys, its backups) is done there, never through the API.
+    pub fn require_local(&self) -> Result<(), OpError> {
+        match self.principal {
+            Principal::Local { .. } => Ok(()),
+            _ => Err(OpError::Forbidden(
+                "this is done with the sluice command on the install's machine".into(),
+            )),
+        }
+    }
+
     /// Refuses a caller without `ability`.
     pub fn require(&self, ability: Ability) -> Result<(), OpError> {
         if self.principal.can(ability) {

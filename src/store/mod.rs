@@ -276,21 +276,19 @@ fn create_dir(path: &Path) -> Result<()> {
 
 /// The URL with any password replaced, for error messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    match url_password(url) {
+        Some(pw) => format!("{}***{}", &url[..pw.start], &url[pw.end..]),
+        None => url.to_string(),
     }
+}
+
+/// Where the password is in a `scheme://user:password@host/...` URL, as written (still
+/// percent-encoded), if it has one.
+pub fn url_password(url: &str) -> Option<std::ops::Range<usize>> {
+    let scheme_end = url.find("://")? + 3;
+    let at = url.rfind('@').filter(|&at| at >= scheme_end)?;
+    let colon = url[scheme_end..at].find(':')? + scheme_end;
+    Some(colon + 1..at)
 }
 
 /// How many migrations a database has applied (0 when it has none, or no table for them).
