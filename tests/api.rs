@@ -1041,12 +1041,10 @@ async fn ssh_keys_admin_and_self(b: Backend) {
 async fn egress_ips_mask_secrets(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin().await;
-    let private = "4HV0OMx1ELdM1FkdrBFfK2b1KaQnOPBuYZt9HnmVYXY=";
-    let psk = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
-    let mut wg = wg_egress("wg-private");
-    wg["wg_private_key"] = json!(private);
-    wg["wg_preshared_key"] = json!(psk);
-    let (st, v) = s.post("/v1/admin/egress-ips", &admin, wg).await;
+    // A WireGuard egress with its private and preshared keys, then one of each proxy kind.
+    let (bodies, secrets) = common::every_egress_kind();
+    let (wg, proxies) = bodies.split_first().unwrap();
+    let (st, v) = s.post("/v1/admin/egress-ips", &admin, wg.clone()).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let wg_id = v["data"]["id"].as_str().unwrap().to_string();
     let client_pub = v["data"]["wg_client_public_key"]
@@ -1067,31 +1065,16 @@ async fn egress_ips_mask_secrets(b: Backend) {
         44
     );
 
-    let proxies = [
-        json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080, "username": "u", "password": "socks-secret"}),
-        json!({"type": "http", "server": "192.0.2.1", "server_port": 3128, "username": "u", "password": "http-secret", "tls": {"enabled": true, "server_name": "proxy.example"}}),
-        json!({"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388, "method": "chacha20-ietf-poly1305", "password": "ss-secret"}),
-        json!({"type": "vmess", "server": "192.0.2.1", "server_port": 10086, "uuid": "b831381d-6324-4d53-ad4f-8cda48b30811", "security": "aes-128-gcm"}),
-        json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443, "password": "trojan-secret", "tls": {"enabled": true, "server_name": "t.example", "insecure": true}}),
-    ];
     let mut proxy_ids = vec![];
-    for cfg in &proxies {
-        let (st, v) = s
-            .post("/v1/admin/egress-ips", &admin, json!({"label": cfg["type"], "ip_address": "203.0.113.20", "tunnel_type": "proxy", "proxy_config": cfg}))
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{cfg}: {v}");
-        assert_eq!(v["data"]["proxy_config"]["type"], cfg["type"]);
+    for body in proxies {
+        let (st, v) = s.post("/v1/admin/egress-ips", &admin, body.clone()).await;
+        assert_eq!(st, StatusCode::CREATED, "{body}: {v}");
+        assert_eq!(
+            v["data"]["proxy_config"]["type"],
+            body["proxy_config"]["type"]
+        );
         proxy_ids.push(v["data"]["id"].as_str().unwrap().to_string());
     }
-    let secrets = [
-        private,
-        psk,
-        "socks-secret",
-        "http-secret",
-        "ss-secret",
-        "b831381d-6324-4d53-ad4f-8cda48b30811",
-        "trojan-secret",
-    ];
     let (_, list) = s.get("/v1/admin/egress-ips?per_page=100", &admin).await;
     let mut reads = vec![list.to_string()];
     for id in proxy_ids.iter().chain([&wg_id]) {
@@ -1103,7 +1086,7 @@ async fn egress_ips_mask_secrets(b: Backend) {
         );
     }
     for text in &reads {
-        for secret in secrets {
+        for secret in &secrets {
             assert!(!text.contains(secret), "secret {secret} in {text}");
         }
     }
@@ -1226,7 +1209,7 @@ async fn egress_ips_mask_secrets(b: Backend) {
     assert_eq!(tasks["meta"]["total"], 1, "{tasks}");
     // Events carry no secret either.
     let (_, ev) = s.get("/v1/admin/events?limit=1000", &admin).await;
-    for secret in secrets {
+    for secret in &secrets {
         assert!(!ev.to_string().contains(secret), "{secret} in events");
     }
 }

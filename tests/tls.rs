@@ -36,6 +36,20 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A P-256 private key in `path`.
+fn genkey(path: &Path) {
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(path));
+}
+
 /// A test CA and leaf certificates it signs, made with openssl.
 struct Pki {
     dir: PathBuf,
@@ -44,16 +58,7 @@ struct Pki {
 impl Pki {
     fn new(dir: &Path) -> Pki {
         let ca_key = dir.join("ca.key");
-        run(Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(&ca_key));
+        genkey(&ca_key);
         run(Command::new("openssl")
             .args([
                 "req",
@@ -84,16 +89,7 @@ impl Pki {
         let cert = self.dir.join(format!("{cn}.pem"));
         let ext = self.dir.join(format!("{cn}.ext"));
         std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-        run(Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(&key));
+        genkey(&key);
         run(Command::new("openssl")
             .args(["req", "-new", "-subj", &format!("/CN={cn}"), "-key"])
             .arg(&key)
