@@ -382,6 +382,7 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
     let around = sluice::probe::Path {
         ns: None,
         dns: Some(lab.dns().parse().unwrap()),
+        names_at_egress: false,
     };
     let report = sluice::probe::run(
         &targets,

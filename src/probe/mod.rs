@@ -5,7 +5,9 @@
 //!   fails; the declared one is never rewritten);
 //! - DNS leak: a whoami name resolved through the egress's DNS path is answered with the
 //!   resolver address the authoritative server saw; any such address that is Sluice's own
-//!   direct address (the host's own path) is a leak.
+//!   direct address (the host's own path) is a leak. Through a proxy egress, whose names are
+//!   resolved by the proxy itself, the A answer must be a synthetic address (no lookup was
+//!   made on the way), and the whoami TXT query goes through the proxy where it carries it.
 //!
 //! Sockets are made inside the path's network namespace, so the probes take exactly the route
 //! the host's processes take. Names are resolved through the path's DNS server only.
@@ -53,6 +55,9 @@ pub struct Path {
     pub ns: Option<NetNs>,
     /// `None`: the system's resolver (only for Sluice's own path).
     pub dns: Option<IpAddr>,
+    /// Whether the path's resolver answers A queries with synthetic addresses that the egress
+    /// dials by name (a proxy egress: names are resolved by the proxy).
+    pub names_at_egress: bool,
 }
 
 impl Path {
@@ -60,13 +65,17 @@ impl Path {
     /// host behind that egress uses (the WireGuard egress's DNS server, or the proxy engine's
     /// resolver address, answered through the proxy).
     pub fn through(ns: NetNs, egress: &crate::egress::EgressSettings) -> Path {
-        let dns = match egress {
-            crate::egress::EgressSettings::Wireguard(w) => w.dns_server.parse().ok(),
+        let (dns, names_at_egress) = match egress {
+            crate::egress::EgressSettings::Wireguard(w) => (w.dns_server.parse().ok(), false),
             crate::egress::EgressSettings::Proxy { .. } => {
-                Some(crate::egress::proxy::RESOLVER.into())
+                (Some(crate::egress::proxy::RESOLVER.into()), true)
             }
         };
-        Path { ns: Some(ns), dns }
+        Path {
+            ns: Some(ns),
+            dns,
+            names_at_egress,
+        }
     }
 
     /// Sluice's own, direct path.
@@ -74,6 +83,7 @@ impl Path {
         Path {
             ns: None,
             dns: None,
+            names_at_egress: false,
         }
     }
 }
@@ -137,6 +147,16 @@ pub struct DnsLeak {
     pub leaked: Vec<String>,
     /// Sluice's own address on its direct path, when it could be learnt.
     pub direct_address: Option<String>,
+    /// Whether names are resolved by the egress itself (a proxy egress): the path's resolver
+    /// answered the A query with a synthetic address without asking anyone, and connections
+    /// to that address are dialled through the proxy by name.
+    pub resolved_at_egress: bool,
+    /// The synthetic address the A query was answered with, when names are resolved at the
+    /// egress.
+    pub synthetic_address: Option<String>,
+    /// What else was learnt, when the check passed anyway (a proxy that carries no DNS
+    /// queries of other types).
+    pub detail: Option<String>,
     pub error: Option<String>,
 }
 
@@ -168,6 +188,9 @@ pub async fn run(targets: &Targets, path: &Path, direct: &Path, expected: &str) 
         resolvers: vec![],
         leaked: vec![],
         direct_address: None,
+        resolved_at_egress: false,
+        synthetic_address: None,
+        detail: None,
         error: Some("timed out".into()),
     });
     let passed = connectivity.passed && exit_ip.passed && dns_leak.passed;
@@ -281,16 +304,29 @@ async fn dns_leak(targets: &Targets, path: &Path, direct: &Path) -> DnsLeak {
         .find_map(|a| a.observed);
     let mut resolvers = Vec::new();
     let mut errors = Vec::new();
+    // Through a proxy egress the A answer is the name's synthetic address (names.rs); any
+    // other address there means something else answered.
+    let mut synthetic = None;
+    let mut real_a = None;
     for qtype in [RecordType::TXT, RecordType::A] {
         match resolve(path, &name, qtype).await {
             Ok(answers) => {
                 for a in answers {
+                    if path.names_at_egress && qtype == RecordType::A {
+                        match a.parse() {
+                            Ok(ip) if crate::egress::proxy::names::in_pool(ip) => {
+                                synthetic = Some(a)
+                            }
+                            _ => real_a = Some(a),
+                        }
+                        continue;
+                    }
                     if !resolvers.contains(&a) {
                         resolvers.push(a);
                     }
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(format!("{qtype}: {e}")),
         }
     }
     let leaked: Vec<String> = resolvers
@@ -298,17 +334,43 @@ async fn dns_leak(targets: &Targets, path: &Path, direct: &Path) -> DnsLeak {
         .filter(|r| Some(*r) == direct_address.as_ref())
         .cloned()
         .collect();
-    let passed = !resolvers.is_empty() && leaked.is_empty();
-    let error = if resolvers.is_empty() {
-        Some(if errors.is_empty() {
-            "the whoami name had no answer".into()
-        } else {
-            errors.join("; ")
-        })
-    } else if !leaked.is_empty() {
-        Some("DNS queries reached the authoritative server from Sluice's own address".into())
+    let resolved_at_egress = path.names_at_egress && synthetic.is_some() && real_a.is_none();
+    let mut detail = None;
+    let (passed, error) = if !leaked.is_empty() {
+        (
+            false,
+            Some("DNS queries reached the authoritative server from Sluice's own address".into()),
+        )
+    } else if path.names_at_egress && !resolved_at_egress {
+        let why = match (&real_a, errors.is_empty()) {
+            (Some(a), _) => format!(
+                "the host's resolver answered {name} with {a}, not a synthetic address: names are not resolved at the egress"
+            ),
+            (None, false) => errors.join("; "),
+            (None, true) => "the host's resolver gave no address".into(),
+        };
+        (false, Some(why))
+    } else if resolvers.is_empty() && !resolved_at_egress {
+        (
+            false,
+            Some(if errors.is_empty() {
+                "the whoami name had no answer".into()
+            } else {
+                errors.join("; ")
+            }),
+        )
     } else {
-        None
+        if resolved_at_egress && resolvers.is_empty() {
+            detail = Some(format!(
+                "names are resolved by the proxy; queries of other types through it failed ({})",
+                if errors.is_empty() {
+                    "no answer".to_string()
+                } else {
+                    errors.join("; ")
+                }
+            ));
+        }
+        (true, None)
     };
     DnsLeak {
         passed,
@@ -316,6 +378,9 @@ async fn dns_leak(targets: &Targets, path: &Path, direct: &Path) -> DnsLeak {
         resolvers,
         leaked,
         direct_address,
+        resolved_at_egress,
+        synthetic_address: synthetic,
+        detail,
         error,
     }
 }
@@ -350,6 +415,10 @@ pub async fn resolve(path: &Path, name: &str, qtype: RecordType) -> Result<Vec<S
         let resp = Message::from_vec(&buf[..n]).map_err(|e| format!("bad DNS answer: {e}"))?;
         if resp.metadata.id != msg.metadata.id {
             continue;
+        }
+        let code = resp.metadata.response_code;
+        if code != hickory_proto::op::ResponseCode::NoError {
+            return Err(format!("{server} answered {code}"));
         }
         return Ok(resp
             .answers

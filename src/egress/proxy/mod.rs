@@ -1,7 +1,8 @@
 //! The data plane of a proxy egress: the host's TUN feeds a userspace TCP/IP stack (ipstack);
 //! each TCP flow the container opens is dialled through the proxy from Sluice's namespace
-//! (outbound.rs), DNS queries to the resolver address are answered through the proxy too
-//! (dns.rs), and other UDP flows get an association through the proxy where its protocol
+//! (outbound.rs), A queries to the resolver address are answered with synthetic addresses
+//! that are dialled by name, so the proxy resolves them (names.rs), other DNS queries are
+//! answered through the proxy (dns.rs), and other UDP flows get an association through the proxy where its protocol
 //! carries UDP (udp.rs). Everything else (UDP the proxy cannot carry, ICMP, IPv6) is dropped:
 //! it leaves through the proxy or not at all. Flows per host are capped, all hosts' flows
 //! share a global budget, datagram flows are read through bounded queues (queue.rs), and
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::wireguard::Counters;
 
 pub mod dns;
+pub mod names;
 pub mod outbound;
 pub mod queue;
 pub mod tls;
@@ -30,7 +32,7 @@ pub mod udp;
 pub mod vmess;
 pub mod window;
 
-pub use outbound::Outbound;
+pub use outbound::{Outbound, Target};
 
 /// The container's address on its TUN when bound to a proxy egress.
 pub const TUN_ADDRESS: &str = "10.255.255.2/24";
@@ -162,6 +164,8 @@ pub async fn run(
     let dns_flows = Arc::new(Semaphore::new(MAX_DNS_FLOWS));
     let udp_flows = Arc::new(Semaphore::new(MAX_UDP_FLOWS));
     let carries_udp = outbound.carries_udp();
+    // This host's names and their synthetic addresses, for as long as the session lasts.
+    let names = Arc::new(names::Names::default());
     // Flows are children of this token: they end with the session.
     let flows = stop.child_token();
     loop {
@@ -174,6 +178,9 @@ pub async fn run(
         };
         match stream {
             IpStackStream::Tcp(flow) => {
+                let Some(target) = target_of(flow.peer_addr(), &names) else {
+                    continue; // a synthetic address no name holds: refused
+                };
                 let Some(permit) = flow_slot(&tcp_flows) else {
                     tracing::debug!("proxy egress: flow limit reached, a connection was dropped");
                     continue; // dropped: the container sees a reset
@@ -188,9 +195,8 @@ pub async fn run(
                 let device = device.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let target = flow.peer_addr();
                     let relay = async {
-                        match outbound.connect(target).await {
+                        match outbound.connect(&target).await {
                             Ok(up) => relay(flow, up, flow_window, device).await,
                             Err(e) => tracing::debug!(%target, error = %e, "proxy refused a flow"),
                         }
@@ -202,17 +208,20 @@ pub async fn run(
                 let Ok(permit) = dns_flows.clone().try_acquire_owned() else {
                     continue;
                 };
-                let (outbound, end) = (outbound.clone(), flows.clone());
+                let (outbound, end, names) = (outbound.clone(), flows.clone(), names.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let flow = queue::drain(flow, queue::DEPTH);
                     tokio::select! {
-                        _ = dns::serve(flow, outbound, dns_server) => {}
+                        _ = dns::serve(flow, outbound, dns_server, names) => {}
                         _ = end.cancelled() => {}
                     }
                 });
             }
             IpStackStream::Udp(flow) if carries_udp => {
+                let Some(target) = target_of(flow.peer_addr(), &names) else {
+                    continue;
+                };
                 let Some(permit) = flow_slot(&udp_flows) else {
                     tracing::debug!("proxy egress: UDP flow limit reached, a flow was dropped");
                     continue;
@@ -220,10 +229,9 @@ pub async fn run(
                 let (outbound, end) = (outbound.clone(), flows.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let target = flow.peer_addr();
                     let flow = queue::drain(flow, queue::DEPTH);
                     let relay = async {
-                        match outbound.associate(target).await {
+                        match outbound.associate(&target).await {
                             Ok(a) => udp::relay(flow, a, UDP_IDLE).await,
                             Err(e) => {
                                 tracing::debug!(%target, error = %e, "proxy refused a UDP flow")
@@ -254,6 +262,24 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// Where a flow to `peer` is dialled: by name when `peer` is a synthetic address the host was
+/// given for a name; `None` for a synthetic address no name holds (expired, or never given),
+/// which is refused rather than sent anywhere.
+fn target_of(peer: SocketAddr, names: &names::Names) -> Option<Target> {
+    match peer {
+        SocketAddr::V4(a) if names::in_pool(*a.ip()) => {
+            match names.name_of(*a.ip(), std::time::Instant::now()) {
+                Some(name) => Some(Target::Name(name, a.port())),
+                None => {
+                    tracing::debug!(%peer, "proxy egress: a synthetic address no name holds");
+                    None
+                }
+            }
+        }
+        peer => Some(Target::Addr(peer)),
+    }
 }
 
 /// How long a stopped session waits for its flows to end.

@@ -18,6 +18,51 @@ use crate::egress::settings::ProxyConfig;
 /// How long reaching the proxy and its answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a flow goes: an address, or a name the proxy resolves (a host's name lookups are
+/// answered with synthetic addresses, names.rs, and connections to those are dialled by
+/// name, so names are resolved at the egress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// A host name (ASCII, at most 253 bytes, as the resolver took it) and a port.
+    Name(String, u16),
+}
+
+impl Target {
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Addr(a) => a.port(),
+            Target::Name(_, port) => *port,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => a.fmt(f),
+            Target::Name(name, port) => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Target {
+        Target::Addr(a)
+    }
+}
+
+impl Target {
+    /// The address in the shadowsocks crate's form.
+    pub(super) fn shadowsocks(&self) -> shadowsocks::relay::socks5::Address {
+        use shadowsocks::relay::socks5::Address;
+        match self {
+            Target::Addr(a) => Address::SocketAddress(*a),
+            Target::Name(name, port) => Address::DomainNameAddress(name.clone(), *port),
+        }
+    }
+}
+
 /// A byte stream to a destination, through the proxy.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -131,25 +176,32 @@ impl Outbound {
     }
 
     /// A stream to `target` through the proxy.
-    pub async fn connect(&self, target: SocketAddr) -> std::io::Result<BoxStream> {
+    pub async fn connect(&self, target: &Target) -> std::io::Result<BoxStream> {
         tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(target))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
-    async fn connect_inner(&self, target: SocketAddr) -> std::io::Result<BoxStream> {
+    async fn connect_inner(&self, target: &Target) -> std::io::Result<BoxStream> {
         match self {
             Outbound::Socks { server, auth } => {
                 let tcp = TcpStream::connect((server.0.as_str(), server.1)).await?;
                 tcp.set_nodelay(true)?;
+                // A name goes in the request as a domain (address type 3): the server resolves.
+                let to = match target {
+                    Target::Addr(a) => tokio_socks::TargetAddr::Ip(*a),
+                    Target::Name(name, port) => {
+                        tokio_socks::TargetAddr::Domain(name.as_str().into(), *port)
+                    }
+                };
                 let s = match auth {
                     Some((u, p)) => {
                         tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
-                            tcp, target, u, p,
+                            tcp, to, u, p,
                         )
                         .await
                     }
-                    None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await,
+                    None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, to).await,
                 }
                 .map_err(|e| std::io::Error::other(format!("socks5: {e}")))?;
                 Ok(Box::pin(s))
@@ -160,7 +212,12 @@ impl Outbound {
                 let context = shadowsocks::context::Context::new_shared(
                     shadowsocks::config::ServerType::Local,
                 );
-                let s = shadowsocks::ProxyClientStream::from_stream(context, tcp, config, target);
+                let s = shadowsocks::ProxyClientStream::from_stream(
+                    context,
+                    tcp,
+                    config,
+                    target.shadowsocks(),
+                );
                 Ok(Box::pin(s))
             }
             Outbound::Trojan { .. } => self.trojan(TrojanCommand::Connect, target).await,
@@ -181,7 +238,7 @@ impl Outbound {
     pub(super) async fn trojan(
         &self,
         command: TrojanCommand,
-        target: SocketAddr,
+        target: &Target,
     ) -> std::io::Result<BoxStream> {
         let Outbound::Trojan { server, key, tls } = self else {
             return Err(std::io::Error::other("not a Trojan outbound"));
@@ -204,7 +261,7 @@ impl Outbound {
     pub(super) async fn vmess(
         &self,
         command: super::vmess::Command,
-        target: SocketAddr,
+        target: &Target,
     ) -> std::io::Result<BoxStream> {
         let Outbound::Vmess {
             server,
@@ -235,19 +292,27 @@ pub(super) enum TrojanCommand {
     UdpAssociate = 3,
 }
 
-/// An address in SOCKS5 form (type, address, port), as SOCKS5 UDP and Trojan both write it.
-pub(super) fn push_socks_address(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr {
-        SocketAddr::V4(a) => {
+/// An address in SOCKS5 form (type, address, port), as SOCKS5 UDP and Trojan both write it:
+/// 1 and four bytes, 4 and sixteen, or 3, a length and a name.
+pub(super) fn push_socks_address(out: &mut Vec<u8>, target: &Target) {
+    match target {
+        Target::Addr(SocketAddr::V4(a)) => {
             out.push(1);
             out.extend_from_slice(&a.ip().octets());
         }
-        SocketAddr::V6(a) => {
+        Target::Addr(SocketAddr::V6(a)) => {
             out.push(4);
             out.extend_from_slice(&a.ip().octets());
         }
+        Target::Name(name, _) => {
+            // Names come from the resolver, which takes none longer than 253 bytes.
+            let name = &name.as_bytes()[..name.len().min(255)];
+            out.push(3);
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
     }
-    out.extend_from_slice(&addr.port().to_be_bytes());
+    out.extend_from_slice(&target.port().to_be_bytes());
 }
 
 /// The TLS client for an outbound whose TLS is optional; `None` unless it is enabled.
@@ -279,10 +344,11 @@ async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(n)
 }
 
-/// Asks an HTTP proxy, over `s`, for a tunnel to `target`.
+/// Asks an HTTP proxy, over `s`, for a tunnel to `target` (`CONNECT name:port` for a name,
+/// which the proxy resolves).
 async fn http_connect<S: Stream + 'static>(
     mut s: S,
-    target: SocketAddr,
+    target: &Target,
     auth: &Option<(String, String)>,
 ) -> std::io::Result<BoxStream> {
     let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");

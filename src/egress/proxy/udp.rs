@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::outbound::{BoxStream, CONNECT_TIMEOUT, Outbound, TrojanCommand, push_socks_address};
+use super::outbound::{
+    BoxStream, CONNECT_TIMEOUT, Outbound, Target, TrojanCommand, push_socks_address,
+};
 
 /// The largest datagram relayed; a TUN of MTU 1420 cannot carry more anyway.
 const MAX_DATAGRAM: usize = 2048;
@@ -32,10 +34,7 @@ pub enum Association {
     /// A VMess UDP request: each write and each read is one whole datagram.
     Vmess(BoxStream),
     /// A Trojan UDP ASSOCIATE: datagrams framed on the stream, for the one destination.
-    Trojan {
-        stream: BoxStream,
-        target: SocketAddr,
-    },
+    Trojan { stream: BoxStream, target: Target },
 }
 
 impl Outbound {
@@ -49,13 +48,13 @@ impl Outbound {
     }
 
     /// Opens an association to `target`.
-    pub async fn associate(&self, target: SocketAddr) -> std::io::Result<Association> {
+    pub async fn associate(&self, target: &Target) -> std::io::Result<Association> {
         tokio::time::timeout(CONNECT_TIMEOUT, self.associate_inner(target))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
-    async fn associate_inner(&self, target: SocketAddr) -> std::io::Result<Association> {
+    async fn associate_inner(&self, target: &Target) -> std::io::Result<Association> {
         match self {
             Outbound::Socks { server, auth } => {
                 let mut control = TcpStream::connect((server.0.as_str(), server.1)).await?;
@@ -89,7 +88,7 @@ impl Outbound {
                     shadowsocks::relay::udprelay::ProxySocket::connect(context, config).await?;
                 Ok(Association::Shadowsocks {
                     socket,
-                    target: shadowsocks::relay::socks5::Address::SocketAddress(target),
+                    target: target.shadowsocks(),
                 })
             }
             Outbound::Vmess { .. } => Ok(Association::Vmess(
@@ -97,7 +96,7 @@ impl Outbound {
             )),
             Outbound::Trojan { .. } => Ok(Association::Trojan {
                 stream: self.trojan(TrojanCommand::UdpAssociate, target).await?,
-                target,
+                target: target.clone(),
             }),
             Outbound::Http { .. } => Err(std::io::Error::other("this proxy carries no UDP")),
         }
@@ -243,7 +242,7 @@ where
                         return;
                     };
                     packet.clear();
-                    push_socks_address(&mut packet, target);
+                    push_socks_address(&mut packet, &target);
                     // n is at most MAX_DATAGRAM.
                     packet.extend_from_slice(&(n as u16).to_be_bytes());
                     packet.extend_from_slice(b"\r\n");
@@ -328,12 +327,17 @@ mod tests {
             ("192.0.2.9:53", &b"first"[..]),
             ("[2001:db8::1]:53", &b"second"[..]),
         ] {
-            push_socks_address(&mut wire, addr.parse().unwrap());
+            push_socks_address(&mut wire, &Target::Addr(addr.parse().unwrap()));
             wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
             wire.extend_from_slice(b"\r\n");
             wire.extend_from_slice(payload);
         }
-        wire.extend_from_slice(&[3, 3, b'a', b'b', b'c', 0, 53, 0, 1, b'\r', b'\n', b'!']);
+        // A name is written as SOCKS5's domain form: 3, its length, the name, the port.
+        let mut named = Vec::new();
+        push_socks_address(&mut named, &Target::Name("abc".into(), 53));
+        assert_eq!(named, [3, 3, b'a', b'b', b'c', 0, 53]);
+        wire.extend_from_slice(&named);
+        wire.extend_from_slice(&[0, 1, b'\r', b'\n', b'!']);
         let mut r = &wire[..];
         let mut buf = [0u8; 64];
         let n = read_trojan_datagram(&mut r, &mut buf).await.unwrap();
@@ -344,7 +348,7 @@ mod tests {
         assert_eq!(&buf[..n], b"!");
         assert!(read_trojan_datagram(&mut r, &mut buf).await.is_err());
         let mut big = Vec::new();
-        push_socks_address(&mut big, "192.0.2.9:53".parse().unwrap());
+        push_socks_address(&mut big, &Target::Addr("192.0.2.9:53".parse().unwrap()));
         big.extend_from_slice(&100u16.to_be_bytes());
         let mut r = &big[..];
         assert!(read_trojan_datagram(&mut r, &mut [0u8; 64]).await.is_err());
@@ -353,7 +357,7 @@ mod tests {
     #[test]
     fn socks_udp_headers_are_stripped_and_fragments_dropped() {
         let mut p = vec![0, 0, 0];
-        push_socks_address(&mut p, "192.0.2.9:53".parse().unwrap());
+        push_socks_address(&mut p, &Target::Addr("192.0.2.9:53".parse().unwrap()));
         let at = p.len();
         p.extend_from_slice(b"answer");
         assert_eq!(socks_payload_offset(&p), Some(at));
@@ -361,7 +365,7 @@ mod tests {
         frag[2] = 1;
         assert_eq!(socks_payload_offset(&frag), None);
         let mut v6 = vec![0, 0, 0];
-        push_socks_address(&mut v6, "[2001:db8::1]:53".parse().unwrap());
+        push_socks_address(&mut v6, &Target::Addr("[2001:db8::1]:53".parse().unwrap()));
         assert_eq!(socks_payload_offset(&v6), Some(22));
         assert_eq!(socks_payload_offset(&[0, 0, 0, 1, 192]), None);
         let name = [0, 0, 0, 3, 3, b'a', b'b', b'c', 0, 53, b'x'];

@@ -6,7 +6,6 @@
 //! is reached without waiting for the container to write. The response header is read with
 //! the first answer, because v2ray sends it only once the destination has said something.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub mod protocol;
 
 pub use protocol::{Command, Security};
+
+use super::outbound::Target;
 use protocol::{Frame, Framer, MAX_CHUNK_PAYLOAD, Randomness, Session};
 
 /// Opens a VMess request to `target` over `transport`, already connected to the server. For
@@ -27,7 +28,7 @@ pub async fn connect<S>(
     uuid: &[u8; 16],
     security: Security,
     command: Command,
-    target: SocketAddr,
+    target: &Target,
 ) -> std::io::Result<VmessStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,

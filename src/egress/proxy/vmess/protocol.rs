@@ -16,6 +16,8 @@ use aws_lc_rs::cipher::{AES_128, EncryptingKey, UnboundCipherKey};
 use sha2::Digest;
 use shake::digest::{ExtendableOutput, Update, XofReader};
 
+use super::super::outbound::Target;
+
 /// A VMess protocol failure: the server's answer did not authenticate or made no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum VmessError {
@@ -250,7 +252,7 @@ pub fn request(
     uuid: &[u8; 16],
     security: Security,
     command: Command,
-    target: SocketAddr,
+    target: &Target,
     unix_time: u64,
     r: &Randomness,
 ) -> (Vec<u8>, Session) {
@@ -264,14 +266,21 @@ pub fn request(
     header.push(0); // reserved
     header.push(command as u8);
     header.extend_from_slice(&target.port().to_be_bytes());
+    // Address types: 1 IPv4, 2 a name (length, then the name; the server resolves it), 3 IPv6.
     match target {
-        SocketAddr::V4(a) => {
+        Target::Addr(SocketAddr::V4(a)) => {
             header.push(1);
             header.extend_from_slice(&a.ip().octets());
         }
-        SocketAddr::V6(a) => {
+        Target::Addr(SocketAddr::V6(a)) => {
             header.push(3);
             header.extend_from_slice(&a.ip().octets());
+        }
+        Target::Name(name, _) => {
+            let name = &name.as_bytes()[..name.len().min(255)];
+            header.push(2);
+            header.push(name.len() as u8);
+            header.extend_from_slice(name);
         }
     }
     header.extend_from_slice(&r.padding[..usize::from(r.padding_len)]);
@@ -284,7 +293,7 @@ pub fn request(
     let path = |label: &'static [u8]| -> [&[u8]; 3] { [label, &id, &nonce] };
     let mut out = Vec::with_capacity(16 + 18 + 8 + header.len() + 16);
     out.extend_from_slice(&id);
-    // The header's length is short: at most 1+16+16+5+2+17+15+4.
+    // The header's length is short: at most 1+16+16+5+2+257+15+4.
     let len = u16::try_from(header.len()).unwrap_or(u16::MAX);
     seal(
         &aes_gcm(&kdf16(&cmd_key, &path(b"VMess Header AEAD Key_Length"))),
@@ -548,12 +557,12 @@ mod tests {
     }
 
     fn session(security: Security) -> Session {
-        let target: SocketAddr = "192.0.2.7:443".parse().unwrap();
+        let target = Target::Addr("192.0.2.7:443".parse().unwrap());
         request(
             &[7u8; 16],
             security,
             Command::Tcp,
-            target,
+            &target,
             1_700_000_000,
             &Randomness::fresh(),
         )
