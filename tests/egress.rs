@@ -15,8 +15,8 @@ use common::docker::{Cleanup, docker, spawn_serve};
 use lab::Lab;
 use reqwest::{Method, StatusCode};
 use rig::{
-    Capture, Rig, exec, lab_egress, only_wireguard_leaves, rig, start_server, wait_output,
-    ways_around,
+    Capture, Rig, exec, lab_egress, only_wireguard_leaves, rig, start_server, start_server_probing,
+    wait_output, ways_around,
 };
 use serde_json::{Value, json};
 use sluice::runtime::docker::container_name;
@@ -624,6 +624,8 @@ fn lab_outbound(kind: &str, server: &(String, u16)) -> Value {
         "vmess-none" => vmess("none"),
         "vmess-zero" => vmess("zero"),
         "socks-udp" => json!({"type": "socks", "server": server.0, "server_port": server.1}),
+        "http-443" => json!({"type": "http", "server": server.0, "server_port": server.1,
+            "username": "labuser", "password": "lab-pass"}),
         _ => json!({"type": kind, "server": server.0, "server_port": server.1,
             "username": "labuser", "password": "lab-pass"}),
     }
@@ -732,17 +734,34 @@ async fn every_outbound_speaks_to_its_real_server_and_a_wrong_secret_gets_nothin
     let servers = start_lab_proxies(&mut lab);
     let echo = lab.echo();
     let n = 5 * 1024 * 1024;
-    let want = format!("{}\n{}", lab::EXIT_PROXY, sha256_hex(&lab::bulk(0, n)));
+    // By address, by name (the name travels to the proxy, which resolves it), and in bulk.
+    let want = format!(
+        "{0}\n{0}\n{1}",
+        lab::EXIT_PROXY,
+        sha256_hex(&lab::bulk(0, n))
+    );
+    let name = lab::ECHO_NAME;
     let cmd = format!(
-        "curl -s --max-time 10 http://{echo}/; echo; curl -s --max-time 30 http://{echo}/bytes/{n} | sha256sum | cut -d' ' -f1"
+        "curl -s --max-time 10 http://{echo}/; echo; curl -s --max-time 10 http://{name}/; echo; curl -s --max-time 30 http://{echo}/bytes/{n} | sha256sum | cut -d' ' -f1"
     );
     let (banner_ip, banner_port) = lab.start_banner();
     let banner =
         format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{banner_ip}/{banner_port}; head -1 <&3'");
     for (kind, server) in &servers {
         let outbound = lab_outbound(kind, server);
+        let before = lab.resolvers_for(name).len();
         let out = through_throwaway(&lab, &outbound, &cmd).await;
         assert_eq!(out.trim(), want, "{kind}");
+        // The name was looked up by the proxy server (from its side of the lab), not by Sluice.
+        let seen = lab.resolvers_for(name);
+        assert!(
+            seen.len() > before,
+            "{kind}: the proxy did not resolve {name}"
+        );
+        assert!(
+            seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
+            "{kind}: {name} was resolved from {seen:?}"
+        );
         // A destination that speaks first is heard without the container writing anything.
         let out = through_throwaway(&lab, &outbound, &banner).await;
         assert_eq!(out.trim(), "sluice-lab-banner", "{kind}");
@@ -866,21 +885,44 @@ async fn proxy_hosts_leave_only_through_their_proxy() {
             resolv.contains(&sluice::egress::proxy::RESOLVER.to_string()),
             "{kind}: {resolv}"
         );
+        // A names answer a synthetic address, asked of nobody; a connection to it reaches
+        // the name the proxy resolved; other types are asked through the proxy.
         let (ok, a) = exec(
             host,
             &format!("dig +short +time=5 +tries=1 {kind}.whoami.lab.test A"),
         );
         assert!(ok, "{kind}: {a}");
+        let synthetic: std::net::Ipv4Addr = a.trim().parse().expect("one address");
+        assert!(
+            sluice::egress::proxy::names::in_pool(synthetic),
+            "{kind}: {synthetic}"
+        );
+        let (ok, by_name) = exec(
+            host,
+            &format!("curl -s --max-time 10 http://{}/", lab::ECHO_NAME),
+        );
+        assert!(ok, "{kind}: {by_name}");
+        assert_eq!(by_name.trim(), lab::EXIT_PROXY, "{kind}");
+        let (ok, txt) = exec(
+            host,
+            &format!("dig +short +time=5 +tries=1 {kind}.whoami.lab.test TXT"),
+        );
+        assert!(ok, "{kind}: {txt}");
         assert_eq!(
-            a.trim(),
+            txt.trim().trim_matches('"'),
             lab::EXIT_PROXY,
             "{kind}: DNS went around the proxy"
         );
-        assert!(
-            lab.resolvers_for(&format!("{kind}.whoami.lab.test"))
-                .iter()
-                .all(|ip| ip.to_string() == lab::EXIT_PROXY)
-        );
+        for name in [
+            format!("{kind}.whoami.lab.test"),
+            lab::ECHO_NAME.to_string(),
+        ] {
+            let seen = lab.resolvers_for(&name);
+            assert!(
+                !seen.is_empty() && seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
+                "{kind}: {name} was resolved from {seen:?}"
+            );
+        }
         // UDP elsewhere goes through the proxies that carry it, and nowhere with the rest.
         let udp_name = format!("udp.{kind}.whoami.lab.test");
         let (_, a) = exec(
@@ -930,6 +972,10 @@ async fn proxy_hosts_leave_only_through_their_proxy() {
         assert_eq!(
             v["data"]["checks"]["dns_leak"]["resolvers"],
             json!([lab::EXIT_PROXY])
+        );
+        assert_eq!(
+            v["data"]["checks"]["dns_leak"]["resolved_at_egress"], true,
+            "{v}"
         );
         // ...and so does the per-host check, from inside the container's own namespace.
         let (st, v) = s
@@ -1458,4 +1504,116 @@ async fn the_cli_tests_a_proxy_egress_dns_included_run() {
     );
     assert_eq!(report["checks"]["dns_leak"]["passed"], true, "{report}");
     assert_eq!(report["checks"]["exit_ip"]["passed"], true, "{report}");
+}
+
+/// An HTTP proxy that allows `CONNECT` only to port 443 (as Squid's and tinyproxy's example
+/// configurations do) refuses DNS over TCP to port 53. A host behind it still resolves names,
+/// because the proxy resolves them (`CONNECT name:443`), and its egress test passes; nothing
+/// but the host's connections to the proxy leaves the host.
+#[test]
+fn a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at_the_proxy() {
+    on_a_runtime_ended_within_seconds(
+        a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at_the_proxy_run(),
+    );
+}
+
+async fn a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at_the_proxy_run() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let name = lab::ECHO_NAME;
+    let probe = format!("http://{name}:443/");
+    let (s, runtime) = start_server_probing(tmp.path(), &url, &probe).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let proxy = lab.start_http_proxy_443_only(Some(("labuser", "lab-pass")));
+    let proxy_port = proxy.1;
+    let egress = proxy_egress(&s, &admin, &lab, "http-443", proxy, lab::EXIT_PROXY).await;
+    let (uid, _) = s.user(&admin, "port443").await;
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 256}),
+        )
+        .await;
+    assert_eq!(host_status(&s, &admin, &host).await, "running");
+
+    // The proxy really refuses anything but 443: DNS over TCP through it fails at once.
+    let (ok, txt) = exec(&host, "dig +time=5 +tries=1 refused.whoami.lab.test TXT");
+    assert!(txt.contains("SERVFAIL"), "{ok} {txt}");
+    assert!(lab.resolvers_for("refused.whoami.lab.test").is_empty());
+    // A name resolves to a synthetic address at once, and reaches the echo server by name.
+    let (ok, hosts) = exec(&host, &format!("getent ahostsv4 {name} | head -1"));
+    assert!(ok, "{hosts}");
+    let synthetic: std::net::Ipv4Addr = hosts.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(sluice::egress::proxy::names::in_pool(synthetic), "{hosts}");
+    let curl = format!("curl -s --max-time 10 http://{name}:443/");
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    let seen = lab.resolvers_for(name);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
+        "{name} was resolved from {seen:?}"
+    );
+    // Port 80 is the proxy's to refuse, and it does: nothing reaches the echo server.
+    let (_, refused) = exec(&host, &format!("curl -s --max-time 5 http://{name}/"));
+    assert_ne!(refused.trim(), lab::EXIT_PROXY);
+
+    // The egress test passes: names are resolved at the egress, the exit address is the proxy's.
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/egress-ips/{egress}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["status"], "passed", "{v}");
+    let dns = &v["data"]["checks"]["dns_leak"];
+    assert_eq!(dns["resolved_at_egress"], true, "{v}");
+    assert!(
+        sluice::egress::proxy::names::in_pool(
+            dns["synthetic_address"].as_str().unwrap().parse().unwrap()
+        ),
+        "{v}"
+    );
+    assert!(
+        dns["detail"].as_str().unwrap().contains("Server Failure"),
+        "{v}"
+    );
+    assert_eq!(v["data"]["checks"]["exit_ip"]["observed"], lab::EXIT_PROXY);
+    let (st, v) = s
+        .post(
+            &format!(
+                "/v1/admin/hosts/{}/egress-check",
+                host["id"].as_str().unwrap()
+            ),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["status"], "passed", "{v}");
+
+    // The leak matrix: every way around fails, and the lab link carries only the host's
+    // connections to the proxy while names keep resolving.
+    let capture = Capture::start(&lab.host_link(), tmp.path());
+    for (what, cmd) in &ways_around() {
+        let (ok, out) = exec(&host, cmd);
+        assert!(!ok, "{what} did not fail: {out}");
+    }
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(10));
+    let packets = capture.stop();
+    assert!(!packets.is_empty(), "the capture saw nothing");
+    let k = lab.k;
+    for p in &packets {
+        let to_proxy = p.contains(" IP ")
+            && (p.contains(&format!("198.18.{k}.1."))
+                && p.contains(&format!("> 198.18.{k}.2.{proxy_port}:"))
+                || p.contains(&format!("198.18.{k}.2.{proxy_port} > 198.18.{k}.1.")));
+        assert!(
+            to_proxy,
+            "a packet not to or from the proxy left the host: {p}\nall: {packets:#?}"
+        );
+    }
 }

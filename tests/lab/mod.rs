@@ -10,10 +10,13 @@
 //!                                         on 198.18.K.2 (SNAT -> 203.0.113.12)
 //! ```
 //!
-//! The echo server answers each HTTP request with the caller's address (for `/page`, as an
-//! HTML page titled `exit ADDRESS`; for `/bytes/N`, N bytes of a fixed pattern); the DNS server answers
-//! any name with the querying address (A and TXT) and logs every query's source. Both run in
-//! this test process, on a thread inside the net namespace. Traffic goes nowhere else.
+//! The echo server (ports 80 and 443, plain HTTP on both) answers each HTTP request with the
+//! caller's address (for `/page`, as an HTML page titled `exit ADDRESS`; for `/bytes/N`, N
+//! bytes of a fixed pattern); the DNS server answers `echo.lab.test` with the echo server's
+//! address, any other name with the querying address (A and TXT), and logs every query's
+//! source. Both run in this test process, on a thread inside the net namespace. The proxy
+//! servers resolve names through that DNS server (the exit namespace's resolv.conf, which
+//! `ip netns exec` mounts from /etc/netns). Traffic goes nowhere else.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,6 +59,8 @@ pub const EXIT_WG1: &str = "203.0.113.11";
 /// Where the lab's proxy servers' traffic appears to come from.
 pub const EXIT_PROXY: &str = "203.0.113.12";
 pub const EXIT_DIRECT: &str = "198.51.100.1";
+/// The name the lab's DNS server answers with the echo server's address.
+pub const ECHO_NAME: &str = "echo.lab.test";
 
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
@@ -219,6 +224,14 @@ impl Lab {
         nat(&format!("198.18.{k}.0/30"), EXIT_DIRECT);
         // The proxy servers run in the exit namespace; what they dial leaves from 10.99.0.1.
         nat("10.99.0.1/32", EXIT_PROXY);
+        // What the lab's programs (the proxy servers) resolve goes to the lab's DNS server.
+        let etc = format!("/etc/netns/{exit}");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            format!("{etc}/resolv.conf"),
+            format!("nameserver {}\n", lab.dns()),
+        )
+        .unwrap();
         lab.start_servers();
         lab
     }
@@ -375,10 +388,25 @@ impl Lab {
 
     /// Starts tinyproxy (HTTP CONNECT) on 198.18.K.2:8888, with basic auth when given.
     pub fn start_http_proxy(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
+        self.start_tinyproxy(8888, auth, "")
+    }
+
+    /// Starts tinyproxy on 198.18.K.2:8890 allowing `CONNECT` only to port 443, as Squid's and
+    /// tinyproxy's own example configurations do.
+    pub fn start_http_proxy_443_only(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
+        self.start_tinyproxy(8890, auth, "ConnectPort 443\n")
+    }
+
+    fn start_tinyproxy(
+        &mut self,
+        port: u16,
+        auth: Option<(&str, &str)>,
+        extra: &str,
+    ) -> (String, u16) {
         let ip = format!("198.18.{}.2", self.k);
-        let conf = self.dir.path().join("tinyproxy.conf");
+        let conf = self.dir.path().join(format!("tinyproxy-{port}.conf"));
         let mut text = format!(
-            "User nobody\nGroup nogroup\nPort 8888\nListen {ip}\nTimeout 600\nMaxClients 200\nAllow 198.18.0.0/15\nLogLevel Error\n"
+            "User nobody\nGroup nogroup\nPort {port}\nListen {ip}\nTimeout 600\nMaxClients 200\nAllow 198.18.0.0/15\nLogLevel Error\n{extra}"
         );
         if let Some((u, p)) = auth {
             text.push_str(&format!("BasicAuth {u} {p}\n"));
@@ -390,8 +418,8 @@ impl Lab {
             .spawn()
             .expect("tinyproxy");
         self.proxies.push(child);
-        wait_listening(&ip, 8888);
-        (ip, 8888)
+        wait_listening(&ip, port);
+        (ip, port)
     }
 
     /// Starts shadowsocks-libev's ss-server on 198.18.K.2:8388 (TCP and UDP) with `method`
@@ -597,7 +625,9 @@ impl Lab {
 
     fn start_servers(&self) {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.net_ns())).unwrap();
-        let echo: SocketAddr = (self.echo().parse::<Ipv4Addr>().unwrap(), 80).into();
+        let echo_ip = self.echo().parse::<Ipv4Addr>().unwrap();
+        let echo: SocketAddr = (echo_ip, 80).into();
+        let echo_tls_port: SocketAddr = (echo_ip, 443).into();
         let dns: SocketAddr = (self.dns().parse::<Ipv4Addr>().unwrap(), 53).into();
         let queries = self.queries.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -609,12 +639,14 @@ impl Lab {
                 .unwrap();
             rt.block_on(async move {
                 let http = tokio::net::TcpListener::bind(echo).await.unwrap();
+                let http_443 = tokio::net::TcpListener::bind(echo_tls_port).await.unwrap();
                 let udp = tokio::net::UdpSocket::bind(dns).await.unwrap();
                 let tcp = tokio::net::TcpListener::bind(dns).await.unwrap();
                 tx.send(()).unwrap();
                 tokio::spawn(serve_echo(http));
-                tokio::spawn(serve_dns_tcp(tcp, queries.clone()));
-                serve_dns(udp, queries).await;
+                tokio::spawn(serve_echo(http_443));
+                tokio::spawn(serve_dns_tcp(tcp, queries.clone(), echo_ip));
+                serve_dns(udp, queries, echo_ip).await;
             });
         });
         rx.recv().unwrap();
@@ -652,6 +684,7 @@ impl Drop for Lab {
         let _ = Command::new("ip")
             .args(["route", "del", &format!("198.18.{}.64/26", self.k)])
             .output();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.exit_ns()));
     }
 }
 
@@ -734,8 +767,9 @@ fn wait_listening(ip: &str, port: u16) {
     panic!("nothing listens on {addr}");
 }
 
-/// The whoami answer to a query from `from`: A and TXT carry the querying address.
-fn answer(query: &[u8], from: IpAddr, log: &QueryLog) -> Option<Vec<u8>> {
+/// The whoami answer to a query from `from`: A and TXT carry the querying address, but for
+/// [`ECHO_NAME`], whose A is `echo`.
+fn answer(query: &[u8], from: IpAddr, log: &QueryLog, echo: Ipv4Addr) -> Option<Vec<u8>> {
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::{RData, Record, RecordType};
@@ -749,7 +783,13 @@ fn answer(query: &[u8], from: IpAddr, log: &QueryLog) -> Option<Vec<u8>> {
             .unwrap()
             .push((from, q.name().to_ascii().to_lowercase()));
         resp.add_query(q.clone());
+        let is_echo = q
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(ECHO_NAME);
         let rdata = match (q.query_type(), from) {
+            (RecordType::A, _) if is_echo => Some(RData::A(A(echo))),
             (RecordType::A, IpAddr::V4(ip)) => Some(RData::A(A(ip))),
             (RecordType::TXT, ip) => Some(RData::TXT(TXT::new(vec![ip.to_string()]))),
             _ => None,
@@ -762,20 +802,20 @@ fn answer(query: &[u8], from: IpAddr, log: &QueryLog) -> Option<Vec<u8>> {
     resp.to_vec().ok()
 }
 
-async fn serve_dns(udp: tokio::net::UdpSocket, log: QueryLog) {
+async fn serve_dns(udp: tokio::net::UdpSocket, log: QueryLog, echo: Ipv4Addr) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = udp.recv_from(&mut buf).await else {
             continue;
         };
-        if let Some(bytes) = answer(&buf[..n], from.ip(), &log) {
+        if let Some(bytes) = answer(&buf[..n], from.ip(), &log, echo) {
             let _ = udp.send_to(&bytes, from).await;
         }
     }
 }
 
 /// DNS over TCP (two-byte length prefix), as a proxy egress asks it.
-async fn serve_dns_tcp(listener: tokio::net::TcpListener, log: QueryLog) {
+async fn serve_dns_tcp(listener: tokio::net::TcpListener, log: QueryLog, echo: Ipv4Addr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut s, from)) = listener.accept().await else {
@@ -792,7 +832,7 @@ async fn serve_dns_tcp(listener: tokio::net::TcpListener, log: QueryLog) {
                 if s.read_exact(&mut q).await.is_err() {
                     return;
                 }
-                let Some(a) = answer(&q, from.ip(), &log) else {
+                let Some(a) = answer(&q, from.ip(), &log, echo) else {
                     return;
                 };
                 let mut msg = (a.len() as u16).to_be_bytes().to_vec();

@@ -33,10 +33,19 @@ pub async fn start_server(
     url: &str,
     lab: &Lab,
 ) -> (Server, Arc<DockerRuntime>) {
+    start_server_probing(dir, url, &format!("http://{}/", lab.echo())).await
+}
+
+/// A server whose connectivity and exit-IP probes fetch `probe_url` (one of the lab's).
+pub async fn start_server_probing(
+    dir: &std::path::Path,
+    url: &str,
+    probe_url: &str,
+) -> (Server, Arc<DockerRuntime>) {
     let mut settings = common::settings(dir, url.to_string());
     // The probes go to the lab's services only.
-    settings.probe.probe_url = format!("http://{}/", lab.echo());
-    settings.probe.probe_ip_urls = vec![format!("http://{}/", lab.echo())];
+    settings.probe.probe_url = probe_url.to_string();
+    settings.probe.probe_ip_urls = vec![probe_url.to_string()];
     settings.probe.probe_dns_name = "*.whoami.lab.test".into();
     let runtime = Arc::new(DockerRuntime::new(dir).unwrap());
     ensure_image(&runtime).await;
