@@ -101,6 +101,8 @@ impl Engine {
                 let address = w.peer_address.parse().map_err(|_| {
                     EgressError::Settings(format!("bad peer address {}", w.peer_address))
                 })?;
+                // A proxy egress this host had (or a stopped Sluice left) redirects its TCP.
+                proxy::redirect::clear(ns).await;
                 let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
                 let udp = UdpSocket::bind(("0.0.0.0", 0))
                     .await
@@ -281,8 +283,20 @@ async fn start_proxy(
         .parse()
         .map_err(|_| EgressError::Settings("bad proxy TUN address".into()))?;
     let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
+    // TCP on the kernel's stack where the rules can be written; else on the TUN's.
+    let redirect = if proxy::redirect::available() {
+        match proxy::redirect::install(ns).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(host = %host_id, error = %e, "proxy egress: TCP stays on the userspace stack");
+                None
+            }
+        }
+    } else {
+        None
+    };
     Ok(tokio::spawn(async move {
-        match proxy::run(Arc::new(device), outbound, dns, counters, stop).await {
+        match proxy::run(Arc::new(device), redirect, outbound, dns, counters, stop).await {
             Ok(()) => tracing::info!(host = %host_id, "proxy egress detached"),
             Err(e) => tracing::warn!(host = %host_id, error = %e, "proxy egress session ended"),
         }

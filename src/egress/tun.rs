@@ -58,6 +58,38 @@ fn add_default_route(device: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `ip link set lo up` in the calling thread's namespace (a fresh namespace has it down; a
+/// container's has it up already).
+pub fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain datagram socket used only for the ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is a plain C struct; zero is a valid value for every field.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, b) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *b as libc::c_char;
+    }
+    // SAFETY: `req` outlives both calls; the kernel reads the name and reads or writes the
+    // flags.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
 fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,

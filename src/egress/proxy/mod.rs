@@ -27,6 +27,7 @@ pub mod dns;
 pub mod names;
 pub mod outbound;
 pub mod queue;
+pub mod redirect;
 pub mod tls;
 pub mod udp;
 pub mod vmess;
@@ -134,9 +135,12 @@ impl AsyncWrite for TunIo {
     }
 }
 
-/// Runs the stack on `device` until `stop` is cancelled; flows end with it.
+/// Runs the stack on `device` until `stop` is cancelled; flows end with it. With `redirect`
+/// (redirect.rs), the container's TCP arrives there on the kernel's stack; without it, TCP
+/// is taken off the TUN by the userspace stack like everything else.
 pub async fn run(
     device: Arc<tun_rs::AsyncDevice>,
+    redirect: Option<tokio::net::TcpListener>,
     outbound: Outbound,
     dns_server: IpAddr,
     counters: Arc<Counters>,
@@ -156,7 +160,7 @@ pub async fn run(
         TunIo {
             device: device.clone(),
             windows: windows.clone(),
-            counters,
+            counters: counters.clone(),
         },
     );
     let resolver = SocketAddr::new(IpAddr::V4(RESOLVER), 53);
@@ -175,6 +179,16 @@ pub async fn run(
                 Ok(s) => s,
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             },
+            Some(conn) = accept(redirect.as_ref()) => {
+                let Some(flow) = KernelFlow::admit(conn, &names, &tcp_flows) else {
+                    continue;
+                };
+                let (outbound, end, counters) = (outbound.clone(), flows.clone(), counters.clone());
+                tokio::spawn(async move {
+                    tokio::select! { _ = flow.relay(outbound, counters) => {}, _ = end.cancelled() => {} }
+                });
+                continue;
+            }
         };
         match stream {
             IpStackStream::Tcp(flow) => {
@@ -264,6 +278,130 @@ pub async fn run(
     Ok(())
 }
 
+/// The next connection on the redirect listener, if there is one; never, without it.
+async fn accept(listener: Option<&tokio::net::TcpListener>) -> Option<tokio::net::TcpStream> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    match listener.accept().await {
+        Ok((conn, _)) => Some(conn),
+        Err(e) => {
+            // Out of descriptors, most likely: wait a moment rather than spin.
+            tracing::debug!(error = %e, "proxy egress: accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Bytes each way of a kernel TCP flow's copies: large, so a bulk transfer takes few system
+/// calls, and bounded with the flow count ([`MAX_TCP_FLOWS`] per host).
+const KERNEL_BUFFER: usize = 64 * 1024;
+
+/// A TCP connection of the container, taken by the redirect listener, with its slots.
+struct KernelFlow {
+    conn: tokio::net::TcpStream,
+    target: Target,
+    _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl KernelFlow {
+    /// The flow, if it may go: it was redirected (not a connection to the listener itself
+    /// or anything else on loopback), its synthetic address still names something, and the
+    /// host's cap and the global budget have room (two descriptors: this one and the
+    /// proxy's). Otherwise it is closed here, which the container sees as a refusal.
+    fn admit(
+        conn: tokio::net::TcpStream,
+        names: &names::Names,
+        host: &Arc<Semaphore>,
+    ) -> Option<KernelFlow> {
+        let dst = match redirect::original_destination(&conn) {
+            Ok(dst) if !dst.ip().is_loopback() => dst,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "proxy egress: a connection without its destination");
+                return None;
+            }
+        };
+        let target = target_of(SocketAddr::V4(dst), names)?;
+        let mine = host.clone().try_acquire_owned().ok();
+        let global = FLOWS.clone().try_acquire_many_owned(2).ok();
+        let (Some(mine), Some(global)) = (mine, global) else {
+            tracing::debug!("proxy egress: flow limit reached, a connection was refused");
+            return None;
+        };
+        let _ = conn.set_nodelay(true);
+        Some(KernelFlow {
+            conn,
+            target,
+            _slots: (mine, global),
+        })
+    }
+
+    /// Dials the target through the proxy and moves bytes both ways until both sides are
+    /// done, either side stays silent past [`HALF_CLOSED_IDLE`] once the other finished, or
+    /// both stay silent past [`TCP_IDLE`].
+    async fn relay(self, outbound: Outbound, counters: Arc<Counters>) {
+        use tokio::io::AsyncWriteExt;
+        let up = match outbound.connect(&self.target).await {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::debug!(target = %self.target, error = %e, "proxy refused a flow");
+                return;
+            }
+        };
+        let (mut from_container, mut to_container) = self.conn.into_split();
+        let (mut from_dest, mut to_dest) = tokio::io::split(up);
+        let (sent, received) = (
+            std::sync::Mutex::new(std::time::Instant::now()),
+            std::sync::Mutex::new(std::time::Instant::now()),
+        );
+        let outgoing = async {
+            let counted = Some(&counters.tx_bytes);
+            let _ = pump(
+                &mut from_container,
+                &mut to_dest,
+                &sent,
+                true,
+                None,
+                counted,
+            )
+            .await;
+            let _ = to_dest.shutdown().await;
+        };
+        let incoming = async {
+            let counted = Some(&counters.rx_bytes);
+            let _ = pump(
+                &mut from_dest,
+                &mut to_container,
+                &received,
+                false,
+                None,
+                counted,
+            )
+            .await;
+            let _ = to_container.shutdown().await;
+        };
+        let idle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let quiet = |m: &std::sync::Mutex<std::time::Instant>| {
+                    m.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TCP_IDLE
+                };
+                if quiet(&sent) && quiet(&received) {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(outgoing, incoming);
+        tokio::select! {
+            _ = &mut outgoing => finish(incoming, &received).await,
+            _ = &mut incoming => finish(outgoing, &sent).await,
+            _ = idle => {}
+        }
+    }
+}
+
 /// Where a flow to `peer` is dialled: by name when `peer` is a synthetic address the host was
 /// given for a name; `None` for a synthetic address no name holds (expired, or never given),
 /// which is refused rather than sent anywhere.
@@ -296,19 +434,27 @@ const FIRST_WRITE_WAIT: Duration = Duration::from_millis(50);
 
 /// Copies `from` to `to` until end of file, noting the time of each chunk in `last`. With
 /// `nudge`, an empty write goes to `to` if `from` says nothing for [`FIRST_WRITE_WAIT`].
+/// With `window`, the flow is one of the userspace stack's (32 KiB reads, the window told);
+/// else a kernel socket's (larger reads), whose bytes are added to `count`.
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     last: &std::sync::Mutex<std::time::Instant>,
     mut nudge: bool,
     window: Option<(&window::FlowWindow, &tun_rs::AsyncDevice)>,
+    count: Option<&std::sync::atomic::AtomicU64>,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 32 * 1024];
+    let size = if count.is_some() {
+        KERNEL_BUFFER
+    } else {
+        32 * 1024
+    };
+    let mut buf = vec![0u8; size];
     loop {
         // Re-polled every second: ipstack closes a flow on a reset from the container without
         // waking its reader, and a fresh poll sees the end.
@@ -342,6 +488,9 @@ where
         to.write_all(&buf[..n]).await?;
         // Framing outbounds (VMess, TLS) may hold the tail of a write until flushed.
         to.flush().await?;
+        if let Some(count) = count {
+            count.fetch_add(n as u64, Relaxed);
+        }
         *last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
     }
 }
@@ -383,11 +532,27 @@ async fn relay(
     );
     let outgoing = async {
         let counted = flow_window.as_ref().map(|r| (&*r.window, &*device));
-        let _ = pump(&mut from_container, &mut to_dest, &sent, true, counted).await;
+        let _ = pump(
+            &mut from_container,
+            &mut to_dest,
+            &sent,
+            true,
+            counted,
+            None,
+        )
+        .await;
         let _ = to_dest.shutdown().await;
     };
     let incoming = async {
-        let _ = pump(&mut from_dest, &mut to_container, &received, false, None).await;
+        let _ = pump(
+            &mut from_dest,
+            &mut to_container,
+            &received,
+            false,
+            None,
+            None,
+        )
+        .await;
         for _ in 0..300 {
             if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
                 .await
