@@ -1285,10 +1285,11 @@ async fn a_flow_and_resolver_flood_leaves_sluice_bounded_run() {
         "flood: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}",
         before.0, peak.0, after.0, before.1, peak.1, after.1
     );
-    // Within the host's TCP cap (twice: the lab's echo server runs in this process and holds
-    // the far end of each flow that got through), the DNS queries in flight everywhere, its
-    // UDP cap, and some slack; far below the 3000 connections and 20500 queries asked for.
-    let cap = 2 * sluice::egress::proxy::MAX_TCP_FLOWS
+    // Within the host's TCP cap (three times: each flow is the container's connection, taken
+    // on the kernel's stack, and the one to the proxy, and the lab's echo server runs in this
+    // process and holds the far end), the DNS queries in flight everywhere, its UDP cap, and
+    // some slack; far below the 3000 connections and 20500 queries asked for.
+    let cap = 3 * sluice::egress::proxy::MAX_TCP_FLOWS
         + sluice::egress::proxy::dns::in_flight_budget()
         + sluice::egress::proxy::MAX_UDP_FLOWS
         + 64;
@@ -1604,7 +1605,8 @@ async fn a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at
     }
     wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(10));
     let packets = capture.stop();
-    assert!(!packets.is_empty(), "the capture saw nothing");
+    let log = std::fs::read_to_string(tmp.path().join(format!("{}.tcpdump.log", lab.host_link())));
+    assert!(!packets.is_empty(), "the capture saw nothing: {log:?}");
     let k = lab.k;
     for p in &packets {
         let to_proxy = p.contains(" IP ")

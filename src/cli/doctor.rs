@@ -62,6 +62,7 @@ pub async fn run(settings: &ServeSettings) -> Vec<Check> {
     let server_running = server_running(data_dir);
     checks.extend(docker_checks().await);
     checks.push(tun_check());
+    checks.push(redirect_check());
     checks.push(database_check(settings).await);
     checks.push(port_check("http port", settings.http_addr, server_running));
     checks.push(port_check(
@@ -272,6 +273,23 @@ fn tun_check() -> Check {
             format!("/dev/net/tun: {e}"),
             "load the tun module (modprobe tun); in a container, pass --device /dev/net/tun and CAP_NET_ADMIN",
         ),
+    }
+}
+
+/// Proxy egress TCP runs on the kernel's stack when Sluice can write the redirect rule.
+fn redirect_check() -> Check {
+    if crate::egress::proxy::redirect::available() {
+        ok(
+            "proxy redirect",
+            "iptables-restore runs: proxy egress TCP goes through the kernel's stack",
+        )
+    } else {
+        bad(
+            "proxy redirect",
+            Verdict::Warn,
+            "iptables-restore is missing: proxy egress TCP runs on the slower userspace stack",
+            "install iptables (apt-get install iptables)",
+        )
     }
 }
 

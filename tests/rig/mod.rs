@@ -206,11 +206,13 @@ impl Capture {
     pub fn start(iface: &str, dir: &std::path::Path) -> Capture {
         let file = dir.join(format!("{iface}.pcap"));
         let child = Command::new("tcpdump")
-            .args(["-i", iface, "-n", "-U", "-w"])
+            // Immediate mode: packets reach the file as they come, not a buffer block later (a
+            // block not yet handed over when the capture stops is lost).
+            .args(["-i", iface, "-n", "-U", "--immediate-mode", "-w"])
             .arg(&file)
             .arg("ip or ip6")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{iface}.tcpdump.log"))).unwrap())
             .spawn()
             .expect("tcpdump");
         std::thread::sleep(Duration::from_millis(1500));
