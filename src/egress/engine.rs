@@ -103,7 +103,9 @@ impl Engine {
                 })?;
                 // A proxy egress this host had (or a stopped Sluice left) redirects its TCP.
                 proxy::redirect::clear(ns).await;
-                let device = tun::open(ns, address).await.map_err(EgressError::Tun)?;
+                let (device, offload) = tun::open_offloaded(ns, address)
+                    .await
+                    .map_err(EgressError::Tun)?;
                 let udp = UdpSocket::bind(("0.0.0.0", 0))
                     .await
                     .map_err(EgressError::Udp)?;
@@ -112,7 +114,9 @@ impl Engine {
                 let task = tokio::spawn({
                     let (counters, stop) = (counters.clone(), stop.clone());
                     async move {
-                        match wireguard::run(peer, Arc::new(device), udp, counters, stop).await {
+                        match wireguard::run(peer, Arc::new(device), offload, udp, counters, stop)
+                            .await
+                        {
                             Ok(()) => tracing::info!(host = %host_id, "egress detached"),
                             Err(e) => {
                                 tracing::warn!(host = %host_id, error = %e, "egress session ended")
@@ -247,7 +251,9 @@ impl Engine {
             .parse()
             .map_err(|_| EgressError::Settings(format!("bad peer address {}", w.peer_address)))?;
         let ns = NetNs::create().await.map_err(EgressError::Tun)?;
-        let device = tun::open(&ns, address).await.map_err(EgressError::Tun)?;
+        let (device, offload) = tun::open_offloaded(&ns, address)
+            .await
+            .map_err(EgressError::Tun)?;
         let udp = UdpSocket::bind(("0.0.0.0", 0))
             .await
             .map_err(EgressError::Udp)?;
@@ -256,7 +262,7 @@ impl Engine {
             let stop = stop.clone();
             async move {
                 if let Err(e) =
-                    wireguard::run(peer, Arc::new(device), udp, Arc::default(), stop).await
+                    wireguard::run(peer, Arc::new(device), offload, udp, Arc::default(), stop).await
                 {
                     tracing::debug!(error = %e, "throwaway tunnel ended");
                 }

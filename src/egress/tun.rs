@@ -16,6 +16,29 @@ pub const MTU: u16 = 1420;
 
 /// Opens the TUN in `ns` with `address`, and routes everything through it.
 pub async fn open(ns: &NetNs, address: Ipv4Net) -> std::io::Result<tun_rs::AsyncDevice> {
+    open_with(ns, address, false).await
+}
+
+/// The same, with the TUN's offloads on (virtio headers; TCP bursts read and written whole),
+/// where the kernel allows; answers the device and whether they are on.
+pub async fn open_offloaded(
+    ns: &NetNs,
+    address: Ipv4Net,
+) -> std::io::Result<(tun_rs::AsyncDevice, bool)> {
+    match open_with(ns, address, true).await {
+        Ok(dev) => Ok((dev, true)),
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN offloads refused; without them");
+            Ok((open_with(ns, address, false).await?, false))
+        }
+    }
+}
+
+async fn open_with(
+    ns: &NetNs,
+    address: Ipv4Net,
+    offload: bool,
+) -> std::io::Result<tun_rs::AsyncDevice> {
     let dev = ns
         .run(move || {
             let dev = tun_rs::DeviceBuilder::new()
@@ -23,6 +46,7 @@ pub async fn open(ns: &NetNs, address: Ipv4Net) -> std::io::Result<tun_rs::Async
                 .ipv4(address.addr(), address.prefix_len(), None)
                 .mtu(MTU)
                 .packet_information(false)
+                .offload(offload)
                 .build_sync()?;
             add_default_route(DEVICE)?;
             Ok(dev)
