@@ -126,6 +126,9 @@ impl Proxy {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
             nodelay: true,
+            window_size: channels::WINDOW,
+            maximum_packet_size: channels::MAX_PACKET,
+            channel_buffer_size: channels::BUFFERED_MESSAGES,
             max_auth_attempts: 6,
             preferred: preferred_algorithms(),
             ..Default::default()

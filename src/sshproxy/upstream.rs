@@ -128,6 +128,9 @@ impl Upstream {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             nodelay: true,
+            window_size: crate::sshproxy::channels::WINDOW,
+            maximum_packet_size: crate::sshproxy::channels::MAX_PACKET,
+            channel_buffer_size: crate::sshproxy::channels::BUFFERED_MESSAGES,
             ..Default::default()
         });
         let handler = UpHandler {

@@ -6,3 +6,13 @@ pub mod direct_tcpip;
 pub mod forwarded_tcpip;
 pub mod pump;
 pub mod session;
+
+/// Each channel's receive window on both sides of the proxy: large, so a bulk transfer is
+/// never waiting for a window adjustment across two hops. Memory does not follow it: a
+/// channel's unread data is bounded by [`BUFFERED_MESSAGES`] packets of [`MAX_PACKET`].
+pub const WINDOW: u32 = 8 * 1024 * 1024;
+/// Largest data packet the proxy accepts, on both sides (OpenSSH sends up to 32 KiB; the
+/// proxy's own sends up to this, so a chunk from one side crosses as one packet).
+pub const MAX_PACKET: u32 = 64 * 1024;
+/// Messages queued per channel before the connection's reader waits (backpressure).
+pub const BUFFERED_MESSAGES: usize = 64;
