@@ -1,19 +1,24 @@
-//! SOCKS5 egress throughput: iperf3 through Sluice's proxy data plane (a TUN in a namespace,
-//! ipstack, tokio-socks to microsocks) against tun2proxy on the same path, in the same run.
-//! Each has its TUN in a namespace of its own and opens its sockets to the proxy in this host
-//! namespace (tun2proxy in its `--unshare` mode, which hands the sockets in), and both dial
-//! the same microsocks in the tests' lab, which reaches the same iperf3 server. Prints upload
-//! and download for both, their ratios, and CPU seconds per Gbit (tun2proxy's whole process
-//! tree).
+//! Proxy egress throughput and CPU: iperf3 through Sluice's proxy data plane (a namespace whose
+//! TCP the kernel hands to Sluice, which dials it through the proxy) against tun2proxy on the
+//! same path, in the same run, for two kinds:
+//! - SOCKS5: both dial the same microsocks in the tests' lab;
+//! - Shadowsocks: Sluice speaks it itself; the peer is tun2proxy in front of Debian's
+//!   `ss-local` (SOCKS5 in, Shadowsocks out), and both reach the same `ss-server`.
+//!
+//! Each has its own namespace and opens its sockets to the proxy in this host namespace
+//! (tun2proxy in its `--unshare` mode, which hands the sockets in), and the proxy reaches the
+//! same iperf3 server. Prints upload and download for both, their ratios, and client CPU
+//! seconds per Gbit (Sluice's process; tun2proxy's whole process tree, with `ss-local`).
 //!
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
-//! `cargo bench --bench proxy`. Needs iperf3, microsocks, iproute2, iptables.
+//! `cargo bench --bench proxy`. Needs iperf3, microsocks, shadowsocks-libev, iproute2,
+//! iptables.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 mod measure;
 
-use measure::{cpu_self, cpu_tree, iperf};
+use measure::{cpu_of, cpu_self, cpu_tree, iperf};
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -74,67 +79,58 @@ impl Run {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let peer = tun2proxy();
-    let mut lab = lab::Lab::new();
-    let server = lab.start_iperf3();
-    let mut children = Children(vec![]);
-    let (ip, port) = lab.start_socks(None);
-    std::thread::sleep(Duration::from_millis(300));
+/// Upload and download from the namespace at `ns_path`, with the CPU `cpu` counts.
+fn measure(ns_path: &str, server: &str, cpu: &dyn Fn() -> f64) -> Run {
+    let cpu0 = cpu();
+    let up = iperf(ns_path, server, SECONDS, false);
+    let down = iperf(ns_path, server, SECONDS, true);
+    Run {
+        up,
+        down,
+        cpu: cpu() - cpu0,
+    }
+}
 
-    // Sluice.
-    eprintln!("measuring Sluice's data plane…");
-    let settings = EgressSettings::Proxy {
-        proxy_config: ProxyConfig::Socks {
-            server: ip.clone(),
-            server_port: port,
-            username: None,
-            password: None,
-        },
-        dns_server: lab.dns(),
-    };
+/// Sluice's data plane on `settings`, in a namespace of its own.
+async fn measure_sluice(settings: EgressSettings, server: &str) -> Run {
     let engine = Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
     let ns_path = session.ns.path();
     std::thread::sleep(Duration::from_millis(500));
-    let cpu0 = cpu_self();
-    let (up, down) = tokio::task::spawn_blocking({
-        let (ns_path, server) = (ns_path.clone(), server.clone());
-        move || {
-            (
-                iperf(&ns_path, &server, SECONDS, false),
-                iperf(&ns_path, &server, SECONDS, true),
-            )
-        }
-    })
-    .await
-    .unwrap();
-    let sluice = Run {
-        up,
-        down,
-        cpu: cpu_self() - cpu0,
-    };
+    let server = server.to_string();
+    let run = tokio::task::spawn_blocking(move || measure(&ns_path, &server, &cpu_self))
+        .await
+        .unwrap();
     drop(session);
+    run
+}
 
-    // tun2proxy the way it is meant for this (its `--unshare` mode): the TUN and its stack in a
-    // namespace of their own, the sockets to the proxy opened in this host namespace and
-    // handed in.
-    eprintln!("measuring tun2proxy…");
-    let pidfile = std::env::temp_dir().join(format!("{}-tun2proxy.pid", lab.prefix));
+/// tun2proxy the way it is meant for this (its `--unshare` mode): the TUN and its stack in a
+/// namespace of their own, the sockets to `proxy` (a SOCKS5 URL) opened in this host namespace
+/// and handed in. `helper`: another process of the peer's (ss-local), whose CPU counts too.
+fn measure_tun2proxy(
+    binary: &std::path::Path,
+    prefix: &str,
+    proxy: &str,
+    dns: &str,
+    server: &str,
+    helper: Option<u32>,
+) -> Run {
+    let mut children = Children(vec![]);
+    let pidfile = std::env::temp_dir().join(format!("{prefix}-tun2proxy.pid"));
     let _ = std::fs::remove_file(&pidfile);
-    let child = Command::new(&peer)
+    let child = Command::new(binary)
         .args(["--unshare", "--tun", "t2p0", "--unshare-pidfile"])
         .arg(&pidfile)
         .args([
             "--proxy",
-            &format!("socks5://{ip}:{port}"),
+            proxy,
             "--mtu",
             &sluice::egress::tun::MTU.to_string(),
             "--dns",
             "over-tcp",
             "--dns-addr",
-            &lab.dns(),
+            dns,
             "--",
             "sleep",
             "3600",
@@ -181,33 +177,112 @@ async fn main() {
     }
     assert!(up, "tun2proxy's TUN did not come up");
     std::thread::sleep(Duration::from_millis(500));
-    let cpu0 = cpu_tree(peer_pid);
-    let (up, down) = (
-        iperf(&ns_path, &server, SECONDS, false),
-        iperf(&ns_path, &server, SECONDS, true),
-    );
-    let tun2proxy = Run {
-        up,
-        down,
-        cpu: cpu_tree(peer_pid) - cpu0,
-    };
+    let cpu = || cpu_tree(peer_pid) + helper.map(cpu_of).unwrap_or(0.0);
+    let run = measure(&ns_path, server, &cpu);
     drop(children);
     let _ = std::fs::remove_file(&pidfile);
-    lab.stop_proxies();
+    run
+}
 
-    println!("SOCKS5 egress throughput, {SECONDS} s of iperf3 each way, same microsocks and path:");
-    for (name, r) in [("sluice (ipstack)", &sluice), ("tun2proxy", &tun2proxy)] {
+fn report(kind: &str, peer: &str, sluice: &Run, other: &Run) {
+    println!("{kind}, {SECONDS} s of iperf3 each way, same proxy server and path:");
+    for (name, r) in [("sluice", sluice), (peer, other)] {
         println!(
-            "  {name:<18} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit",
+            "  {name:<22} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit",
             r.up / 1e6,
             r.down / 1e6,
             r.cpu_per_gbit()
         );
     }
     println!(
-        "  ratio sluice / tun2proxy: up {:.2}, down {:.2}, CPU per Gbit {:.2}",
-        sluice.up / tun2proxy.up,
-        sluice.down / tun2proxy.down,
-        sluice.cpu_per_gbit() / tun2proxy.cpu_per_gbit()
+        "  ratio sluice / {peer}: up {:.2}, down {:.2}, CPU per Gbit {:.2}",
+        sluice.up / other.up,
+        sluice.down / other.down,
+        sluice.cpu_per_gbit() / other.cpu_per_gbit()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let peer = tun2proxy();
+    let mut lab = lab::Lab::new();
+    let server = lab.start_iperf3();
+
+    // SOCKS5: the same microsocks for both.
+    let (ip, port) = lab.start_socks(None);
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!("SOCKS5: measuring Sluice…");
+    let socks = EgressSettings::Proxy {
+        proxy_config: ProxyConfig::Socks {
+            server: ip.clone(),
+            server_port: port,
+            username: None,
+            password: None,
+        },
+        dns_server: lab.dns(),
+    };
+    let sluice_socks = measure_sluice(socks, &server).await;
+    eprintln!("SOCKS5: measuring tun2proxy…");
+    let peer_socks = measure_tun2proxy(
+        &peer,
+        &lab.prefix,
+        &format!("socks5://{ip}:{port}"),
+        &lab.dns(),
+        &server,
+        None,
+    );
+    lab.stop_proxies();
+
+    // Shadowsocks: the same ss-server; the peer reaches it through ss-local.
+    let (method, password) = ("chacha20-ietf-poly1305", "bench-secret");
+    let (ip, port) = lab.start_shadowsocks(method, password);
+    eprintln!("Shadowsocks: measuring Sluice…");
+    let shadowsocks = EgressSettings::Proxy {
+        proxy_config: ProxyConfig::Shadowsocks {
+            server: ip.clone(),
+            server_port: port,
+            method: method.into(),
+            password: password.into(),
+        },
+        dns_server: lab.dns(),
+    };
+    let sluice_ss = measure_sluice(shadowsocks, &server).await;
+    eprintln!("Shadowsocks: measuring ss-local + tun2proxy…");
+    let local_port = 41080 + u16::from(lab.k);
+    let local = Children(vec![
+        Command::new("ss-local")
+            .args(["-s", &ip, "-p", &port.to_string(), "-l"])
+            .arg(local_port.to_string())
+            .args(["-b", "127.0.0.1", "-k", password, "-m", method])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("ss-local"),
+    ]);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", local_port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let local_pid = local.0[0].id();
+    let peer_ss = measure_tun2proxy(
+        &peer,
+        &lab.prefix,
+        &format!("socks5://127.0.0.1:{local_port}"),
+        &lab.dns(),
+        &server,
+        Some(local_pid),
+    );
+    drop(local);
+    lab.stop_proxies();
+
+    report("SOCKS5 egress", "tun2proxy", &sluice_socks, &peer_socks);
+    report(
+        "Shadowsocks egress",
+        "ss-local + tun2proxy",
+        &sluice_ss,
+        &peer_ss,
     );
 }

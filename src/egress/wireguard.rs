@@ -173,7 +173,9 @@ impl Gather {
     /// Whether a datagram of `len` bytes can join the batch (else it must be sent first).
     fn fits(&self, len: usize) -> bool {
         self.count == 0
-            || (self.count < self.max && len <= self.segment && self.buf.len() % self.segment == 0)
+            || (self.count < self.max
+                && len <= self.segment
+                && self.buf.len().is_multiple_of(self.segment))
     }
 
     /// Room for the next datagram, at most SLOT bytes; `commit` says how long it was.
