@@ -1,4 +1,4 @@
-//! SSH proxy cost: 64 MiB downloaded through Sluice's proxy on :2222, against the same
+//! SSH proxy cost: 256 MiB downloaded through Sluice's proxy on :2222, against the same
 //! transfer straight to the container's sshd and through an OpenSSH ProxyJump bastion, in one
 //! run, on one host. Prints each throughput, the ratios, and the connect latency each path
 //! adds. Run as root: `cargo bench --bench sshproxy`. Needs Docker (with the base image that
@@ -22,8 +22,8 @@ use serde_json::json;
 use sluice::runtime::HostRuntime;
 use sluice::runtime::docker::DockerRuntime;
 
-const BYTES: u64 = 64 * 1024 * 1024;
-const ROUNDS: usize = 3;
+const BYTES: u64 = 256 * 1024 * 1024;
+const ROUNDS: usize = 5;
 const CONNECTS: usize = 7;
 
 /// One way of reaching the host: the command words before the remote command.
@@ -266,7 +266,9 @@ async fn main() {
         .map(|v| mib / median(v).as_secs_f64())
         .collect();
     let conn: Vec<Duration> = connect.into_iter().map(median).collect();
-    println!("64 MiB download, median of {ROUNDS}; login + `true`, median of {CONNECTS}:");
+    println!(
+        "{mib} MiB download (login included), median of {ROUNDS}; login + `true`, median of {CONNECTS}:"
+    );
     for (i, p) in paths.iter().enumerate() {
         println!(
             "  {:<22} {:>8.1} MiB/s   connect {:>6.0} ms",
