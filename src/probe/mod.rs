@@ -193,6 +193,8 @@ pub async fn run(targets: &Targets, path: &Path, direct: &Path, expected: &str) 
         detail: None,
         error: Some("timed out".into()),
     });
+    let mut dns_leak = dns_leak;
+    require_resolution_at_egress(&mut dns_leak, &connectivity, &targets.url);
     let passed = connectivity.passed && exit_ip.passed && dns_leak.passed;
     Report {
         status: if passed { "passed" } else { "failed" },
@@ -385,6 +387,39 @@ async fn dns_leak(targets: &Targets, path: &Path, direct: &Path) -> DnsLeak {
     }
 }
 
+/// A synthetic A answer is given without asking anyone, so on its own it proves nothing about
+/// the proxy. Where no query went through the proxy either (it refused them, or it is down),
+/// the DNS check passes only if the connectivity check reached the probe URL's host by name,
+/// which the proxy resolved to connect.
+fn require_resolution_at_egress(dns: &mut DnsLeak, connectivity: &Connectivity, url: &str) {
+    if !(dns.passed && dns.resolved_at_egress && dns.resolvers.is_empty()) {
+        return;
+    }
+    let host = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    let by_name = !host.is_empty() && host.parse::<IpAddr>().is_err();
+    if connectivity.passed && by_name {
+        dns.detail = dns
+            .detail
+            .take()
+            .map(|d| format!("{d}; {host} was reached by name through the proxy"));
+        return;
+    }
+    dns.passed = false;
+    dns.detail = None;
+    dns.error = Some(if by_name {
+        format!(
+            "nothing was resolved at the egress: the proxy carried no DNS query and {host} was not reached through it"
+        )
+    } else {
+        "nothing was resolved at the egress: the proxy carried no DNS query, and the probe URL names no host to reach by name".into()
+    });
+}
+
 /// Sends one DNS query to the path's server over UDP; answers A addresses and TXT strings.
 pub async fn resolve(path: &Path, name: &str, qtype: RecordType) -> Result<Vec<String>, String> {
     let qname = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
@@ -529,4 +564,67 @@ pub async fn record(
     )
     .await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synthetic_only() -> DnsLeak {
+        DnsLeak {
+            passed: true,
+            name: "sl1.whoami.test".into(),
+            resolvers: vec![],
+            leaked: vec![],
+            direct_address: None,
+            resolved_at_egress: true,
+            synthetic_address: Some("198.19.0.1".into()),
+            detail: Some("names are resolved by the proxy; queries of other types through it failed (TXT: refused)".into()),
+            error: None,
+        }
+    }
+
+    fn reached(passed: bool) -> Connectivity {
+        Connectivity {
+            passed,
+            url: String::new(),
+            latency_ms: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_synthetic_answer_alone_does_not_pass_the_dns_check() {
+        // The proxy is down: nothing went through it.
+        let mut dns = synthetic_only();
+        require_resolution_at_egress(&mut dns, &reached(false), "http://echo.lab.test/");
+        assert!(!dns.passed);
+        assert!(
+            dns.error
+                .as_deref()
+                .unwrap()
+                .contains("echo.lab.test was not reached")
+        );
+        // Reached, but by address: the proxy resolved nothing.
+        let mut dns = synthetic_only();
+        require_resolution_at_egress(&mut dns, &reached(true), "http://192.0.2.1:8080/");
+        assert!(!dns.passed, "{:?}", dns.error);
+    }
+
+    #[test]
+    fn a_host_reached_by_name_through_the_proxy_proves_it_resolves() {
+        let mut dns = synthetic_only();
+        require_resolution_at_egress(&mut dns, &reached(true), "http://echo.lab.test:443/");
+        assert!(dns.passed);
+        assert!(
+            dns.detail
+                .unwrap()
+                .contains("echo.lab.test was reached by name")
+        );
+        // A query the proxy carried is proof enough on its own.
+        let mut dns = synthetic_only();
+        dns.resolvers = vec!["203.0.113.53".into()];
+        require_resolution_at_egress(&mut dns, &reached(false), "http://192.0.2.1/");
+        assert!(dns.passed);
+    }
 }
