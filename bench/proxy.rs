@@ -1,7 +1,8 @@
 //! Proxy egress throughput and CPU: iperf3 through Sluice's proxy data plane (a namespace whose
 //! TCP the kernel hands to Sluice, which dials it through the proxy) against tun2proxy on the
 //! same path, in the same run, for two kinds:
-//! - SOCKS5: both dial the same microsocks in the tests' lab;
+//! - SOCKS5: both dial the same microsocks in the tests' lab, then the same Dante (`danted`),
+//!   since microsocks' 1 KiB copies make it the bottleneck for a client that keeps up;
 //! - Shadowsocks: Sluice speaks it itself; the peer is tun2proxy in front of Debian's
 //!   `ss-local` (SOCKS5 in, Shadowsocks out), and both reach the same `ss-server`.
 //!
@@ -11,8 +12,8 @@
 //! seconds per Gbit (Sluice's process; tun2proxy's whole process tree, with `ss-local`).
 //!
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
-//! `cargo bench --bench proxy`. Needs iperf3, microsocks, shadowsocks-libev, iproute2,
-//! iptables.
+//! `cargo bench --bench proxy`. Needs iperf3, microsocks, dante-server, shadowsocks-libev,
+//! iproute2, iptables.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -233,6 +234,66 @@ async fn main() {
     );
     lab.stop_proxies();
 
+    // SOCKS5 again through Dante, whose relay moves large buffers: microsocks copies 1 KiB
+    // per system call, and a client that drains it promptly (Sluice) keeps it sending small
+    // segments until it saturates a core, so the proxy, not the client, sets the pace there.
+    let ip = format!("198.18.{}.2", lab.k);
+    let dante_port = 1081;
+    let conf = std::env::temp_dir().join(format!("{}-danted.conf", lab.prefix));
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: stderr\ninternal: {ip} port = {dante_port}\nexternal: {}x\n\
+             socksmethod: none\nclientmethod: none\nuser.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n\
+             socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n",
+            lab.prefix
+        ),
+    )
+    .expect("danted.conf");
+    let dante = Children(vec![
+        Command::new("ip")
+            .args(["netns", "exec", &lab.exit_ns(), "danted", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("danted (Debian's dante-server)"),
+    ]);
+    let mut listening = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect((ip.as_str(), dante_port)).is_ok() {
+            listening = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(listening, "danted did not start (see {})", conf.display());
+    eprintln!("SOCKS5 (Dante): measuring Sluice…");
+    let socks = EgressSettings::Proxy {
+        proxy_config: ProxyConfig::Socks {
+            server: ip.clone(),
+            server_port: dante_port,
+            username: None,
+            password: None,
+        },
+        dns_server: lab.dns(),
+    };
+    let sluice_dante = measure_sluice(socks, &server).await;
+    eprintln!("SOCKS5 (Dante): measuring tun2proxy…");
+    let peer_dante = measure_tun2proxy(
+        &peer,
+        &lab.prefix,
+        &format!("socks5://{ip}:{dante_port}"),
+        &lab.dns(),
+        &server,
+        None,
+    );
+    drop(dante);
+    let _ = std::fs::remove_file(&conf);
+
     // Shadowsocks: the same ss-server; the peer reaches it through ss-local.
     let (method, password) = ("chacha20-ietf-poly1305", "bench-secret");
     let (ip, port) = lab.start_shadowsocks(method, password);
@@ -278,7 +339,18 @@ async fn main() {
     drop(local);
     lab.stop_proxies();
 
-    report("SOCKS5 egress", "tun2proxy", &sluice_socks, &peer_socks);
+    report(
+        "SOCKS5 egress through microsocks",
+        "tun2proxy",
+        &sluice_socks,
+        &peer_socks,
+    );
+    report(
+        "SOCKS5 egress through Dante",
+        "tun2proxy",
+        &sluice_dante,
+        &peer_dante,
+    );
     report(
         "Shadowsocks egress",
         "ss-local + tun2proxy",
