@@ -295,9 +295,8 @@ async fn incoming(shared: Arc<Shared>) -> Result<(), TunnelError> {
     let mut gro = tun_rs::GROTable::default();
     let mut reply = vec![0u8; SLOT];
     loop {
-        if shared.udp.readable().await.is_err() {
-            continue;
-        }
+        // Fails only when the socket cannot be polled at all: the session ends.
+        shared.udp.readable().await.map_err(TunnelError::Udp)?;
         let received = {
             let mut slices: Vec<IoSliceMut<'_>> =
                 datagrams.iter_mut().map(|d| IoSliceMut::new(d)).collect();
