@@ -140,6 +140,52 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
         "{resolv}"
     );
 
+    // Bulk both ways through the batched data plane (TUN offloads, UDP GSO and GRO): 50 MiB
+    // arrive intact, and iperf3 moves data up and down (a packet split or coalesced with a
+    // wrong checksum would be dropped by the receiving kernel and stall the transfer).
+    let n = 50 * 1024 * 1024;
+    let (ok, sum) = exec(
+        &host,
+        &format!(
+            "curl -s --max-time 120 http://{}/bytes/{n} | sha256sum",
+            lab.echo()
+        ),
+    );
+    assert!(ok, "{sum}");
+    assert_eq!(
+        sum.split_whitespace().next(),
+        Some(sha256_hex(&lab::bulk(0, n)).as_str()),
+        "50 MiB through WireGuard"
+    );
+    lab.start_iperf3();
+    let (ok, pid) = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &container_name(host["short_id"].as_str().unwrap()),
+    ]);
+    assert!(ok, "{pid}");
+    for reverse in [false, true] {
+        let mut iperf = Command::new("nsenter");
+        iperf
+            .args(["-t", pid.trim(), "-n", "iperf3", "-c", &lab.echo()])
+            .args(["-t", "2", "-J", "--connect-timeout", "5000"]);
+        if reverse {
+            iperf.arg("-R");
+        }
+        let out = iperf.output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let bytes = report["end"]["sum_received"]["bytes"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(
+            bytes >= 1024.0 * 1024.0,
+            "iperf3 {} through WireGuard moved {bytes} bytes: {}",
+            if reverse { "down" } else { "up" },
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     // Hot swap to a second egress: a new exit address, the same container.
     let started = docker(&[
         "inspect",
