@@ -135,14 +135,7 @@ async fn main() {
     let host = server.host(&admin, &user_id, json!({})).await;
     let short = host["short_id"].as_str().expect("short id").to_string();
     let host_id = host["id"].as_str().expect("id").to_string();
-    let (ok, pid) = common::docker::docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Pid}}",
-        &sluice::runtime::docker::container_name(&short),
-    ]);
-    assert!(ok, "{pid}");
-    let pid = pid.trim().to_string();
+    let pid = common::docker::container_pid(&short);
     let host_files = dir.join("hosts").join(&host_id);
     let internal_key = host_files.join("internal_key");
     let pinned = std::fs::read_to_string(host_files.join("etc/ssh_host_ed25519_key.pub"))

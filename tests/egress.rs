@@ -158,17 +158,11 @@ async fn a_host_leaves_only_through_its_wireguard_egress_and_fails_closed_withou
         "50 MiB through WireGuard"
     );
     lab.start_iperf3();
-    let (ok, pid) = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Pid}}",
-        &container_name(host["short_id"].as_str().unwrap()),
-    ]);
-    assert!(ok, "{pid}");
+    let pid = common::docker::container_pid(host["short_id"].as_str().unwrap());
     for reverse in [false, true] {
         let mut iperf = Command::new("nsenter");
         iperf
-            .args(["-t", pid.trim(), "-n", "iperf3", "-c", &lab.echo()])
+            .args(["-t", pid.as_str(), "-n", "iperf3", "-c", &lab.echo()])
             .args(["-t", "2", "-J", "--connect-timeout", "5000"]);
         if reverse {
             iperf.arg("-R");
@@ -622,15 +616,9 @@ async fn after_a_kill_9_or_a_lost_tun_traffic_stops_then_resumes_on_its_own_run(
 
     // The TUN deleted from under the engine: traffic stops, then the reconciler brings the
     // data plane back.
-    let pid = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Pid}}",
-        &container_name(host["short_id"].as_str().unwrap()),
-    ])
-    .1;
+    let pid = common::docker::container_pid(host["short_id"].as_str().unwrap());
     let out = Command::new("nsenter")
-        .args(["-t", pid.trim(), "-n", "ip", "link", "del", "sluice0"])
+        .args(["-t", pid.as_str(), "-n", "ip", "link", "del", "sluice0"])
         .output()
         .unwrap();
     assert!(
@@ -1221,13 +1209,7 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams_run(
         host,
     } = socks_host("iris").await;
     lab.start_iperf3();
-    let (ok, pid) = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Pid}}",
-        &container_name(host["short_id"].as_str().unwrap()),
-    ]);
-    assert!(ok, "{pid}");
+    let pid = common::docker::container_pid(host["short_id"].as_str().unwrap());
     std::thread::sleep(Duration::from_millis(500));
 
     let before = footprint();
@@ -1235,7 +1217,7 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams_run(
     let echo = lab.echo();
     let client = std::thread::spawn(move || {
         Command::new("nsenter")
-            .args(["-t", pid.trim(), "-n", "iperf3", "-c", &echo, "-p", "5201"])
+            .args(["-t", pid.as_str(), "-n", "iperf3", "-c", &echo, "-p", "5201"])
             .args([
                 "-P",
                 "10",

@@ -884,17 +884,6 @@ fn tcp_fds(container_pid: &str) -> usize {
         .count()
 }
 
-fn container_pid(short: &str) -> String {
-    let (ok, out) = common::docker::docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Pid}}",
-        &sluice::runtime::docker::container_name(short),
-    ]);
-    assert!(ok, "{out}");
-    out.trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_sessions_at_once_and_a_killed_client_leaves_nothing_behind() {
     let lab = lab("heidi", |_| {}).await;
@@ -904,7 +893,7 @@ async fn fifty_sessions_at_once_and_a_killed_client_leaves_nothing_behind() {
     wait_sessions(&lab, 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = tokio::runtime::Handle::current().metrics();
-    let pid = container_pid(lab.short());
+    let pid = common::docker::container_pid(lab.short());
     let (fds_before, tasks_before) = (tcp_fds(&pid), metrics.num_alive_tasks());
 
     // From five addresses: one address may open only so many connections at once (the

@@ -74,6 +74,18 @@ pub fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The pid of host `short`'s container's first process: its namespaces are under /proc/PID.
+pub fn container_pid(short: &str) -> String {
+    let (ok, out) = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &sluice::runtime::docker::container_name(short),
+    ]);
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
 /// `sluice serve` as a child process, killed on drop.
 pub struct ServeProcess(pub std::process::Child);
 
