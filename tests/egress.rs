@@ -848,17 +848,19 @@ async fn udp_goes_through_the_proxies_that_carry_it_and_nowhere_with_the_rest_ru
         .contains(kind);
         let name = format!("udp-{kind}.whoami.lab.test");
         // Twenty queries, each from its own source port: twenty associations (two where
-        // nothing can come back: each waits out its timeout).
+        // nothing can come back: each waits out its timeouts). UDP may lose a datagram on a
+        // loaded machine, so each query is tried twice, as resolvers do.
         let count = if carries { 20 } else { 2 };
         let cmd = format!(
-            "for i in $(seq {count}); do dig +short +time=2 +tries=1 @{dns} $i.{name} A; done"
+            "for i in $(seq {count}); do dig +short +time=2 +tries=2 @{dns} $i.{name} A; done"
         );
         let out = through_throwaway(&lab, &lab_outbound(kind, server), &cmd).await;
         let answers: Vec<&str> = out.lines().filter(|l| !l.starts_with(';')).collect();
         let seen = lab.resolvers_for(&name);
         if carries {
             assert_eq!(answers, vec![lab::EXIT_PROXY; 20], "{kind}: {out}");
-            assert_eq!(seen.len(), 20, "{kind}");
+            // A retried query may reach the server twice.
+            assert!((20..=40).contains(&seen.len()), "{kind}: {seen:?}");
             assert!(
                 seen.iter().all(|ip| ip.to_string() == lab::EXIT_PROXY),
                 "{kind}: {seen:?}"
@@ -1217,7 +1219,16 @@ async fn a_proxy_egress_stays_bounded_under_iperf3_reverse_with_ten_streams_run(
     let echo = lab.echo();
     let client = std::thread::spawn(move || {
         Command::new("nsenter")
-            .args(["-t", pid.as_str(), "-n", "iperf3", "-c", &echo, "-p", "5201"])
+            .args([
+                "-t",
+                pid.as_str(),
+                "-n",
+                "iperf3",
+                "-c",
+                &echo,
+                "-p",
+                "5201",
+            ])
             .args([
                 "-P",
                 "10",
