@@ -211,7 +211,18 @@ pub async fn run(
                     let _permit = permit;
                     let relay = async {
                         match outbound.connect(&target).await {
-                            Ok(up) => relay(flow, up, flow_window, device).await,
+                            Ok(up) => {
+                                let window = flow_window.as_ref().map(|r| (&*r.window, &*device));
+                                let (from_container, to_container) = tokio::io::split(flow);
+                                relay(
+                                    from_container,
+                                    to_container,
+                                    up,
+                                    Meter::Stack(window),
+                                    Meter::Stack(None),
+                                )
+                                .await
+                            }
                             Err(e) => tracing::debug!(%target, error = %e, "proxy refused a flow"),
                         }
                     };
@@ -342,7 +353,6 @@ impl KernelFlow {
     /// done, either side stays silent past [`HALF_CLOSED_IDLE`] once the other finished, or
     /// both stay silent past [`TCP_IDLE`].
     async fn relay(self, outbound: Outbound, counters: Arc<Counters>) {
-        use tokio::io::AsyncWriteExt;
         let up = match outbound.connect(&self.target).await {
             Ok(up) => up,
             Err(e) => {
@@ -350,55 +360,15 @@ impl KernelFlow {
                 return;
             }
         };
-        let (mut from_container, mut to_container) = self.conn.into_split();
-        let (mut from_dest, mut to_dest) = tokio::io::split(up);
-        let (sent, received) = (
-            std::sync::Mutex::new(std::time::Instant::now()),
-            std::sync::Mutex::new(std::time::Instant::now()),
-        );
-        let outgoing = async {
-            let counted = Some(&counters.tx_bytes);
-            let _ = pump(
-                &mut from_container,
-                &mut to_dest,
-                &sent,
-                true,
-                None,
-                counted,
-            )
-            .await;
-            let _ = to_dest.shutdown().await;
-        };
-        let incoming = async {
-            let counted = Some(&counters.rx_bytes);
-            let _ = pump(
-                &mut from_dest,
-                &mut to_container,
-                &received,
-                false,
-                None,
-                counted,
-            )
-            .await;
-            let _ = to_container.shutdown().await;
-        };
-        let idle = async {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                let quiet = |m: &std::sync::Mutex<std::time::Instant>| {
-                    m.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TCP_IDLE
-                };
-                if quiet(&sent) && quiet(&received) {
-                    return;
-                }
-            }
-        };
-        tokio::pin!(outgoing, incoming);
-        tokio::select! {
-            _ = &mut outgoing => finish(incoming, &received).await,
-            _ = &mut incoming => finish(outgoing, &sent).await,
-            _ = idle => {}
-        }
+        let (from_container, to_container) = self.conn.into_split();
+        relay(
+            from_container,
+            to_container,
+            up,
+            Meter::Kernel(&counters.tx_bytes),
+            Meter::Kernel(&counters.rx_bytes),
+        )
+        .await;
     }
 }
 
@@ -432,27 +402,34 @@ const HALF_CLOSED_IDLE: Duration = Duration::from_secs(30);
 /// destination that speaks first (SSH, SMTP) hears the request and answers.
 const FIRST_WRITE_WAIT: Duration = Duration::from_millis(50);
 
+/// Which stack a flow's container side is on, and so how one direction's bytes are read and
+/// accounted.
+#[derive(Clone, Copy)]
+enum Meter<'a> {
+    /// The userspace stack (32 KiB reads): bytes taken off a flow with a registered window
+    /// may owe the container a window update.
+    Stack(Option<(&'a window::FlowWindow, &'a tun_rs::AsyncDevice)>),
+    /// A kernel socket ([`KERNEL_BUFFER`] reads): bytes are added to the host's counter.
+    Kernel(&'a std::sync::atomic::AtomicU64),
+}
+
 /// Copies `from` to `to` until end of file, noting the time of each chunk in `last`. With
 /// `nudge`, an empty write goes to `to` if `from` says nothing for [`FIRST_WRITE_WAIT`].
-/// With `window`, the flow is one of the userspace stack's (32 KiB reads, the window told);
-/// else a kernel socket's (larger reads), whose bytes are added to `count`.
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     last: &std::sync::Mutex<std::time::Instant>,
     mut nudge: bool,
-    window: Option<(&window::FlowWindow, &tun_rs::AsyncDevice)>,
-    count: Option<&std::sync::atomic::AtomicU64>,
+    meter: Meter<'_>,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let size = if count.is_some() {
-        KERNEL_BUFFER
-    } else {
-        32 * 1024
+    let size = match meter {
+        Meter::Stack(_) => 32 * 1024,
+        Meter::Kernel(_) => KERNEL_BUFFER,
     };
     let mut buf = vec![0u8; size];
     loop {
@@ -480,7 +457,7 @@ where
             return Ok(());
         }
         // Taken off the stack: the flow has room again, which the container may need telling.
-        if let Some((w, device)) = window
+        if let Meter::Stack(Some((w, device))) = meter
             && let Some(update) = w.consumed(n)
         {
             let _ = device.send(&update).await;
@@ -488,7 +465,7 @@ where
         to.write_all(&buf[..n]).await?;
         // Framing outbounds (VMess, TLS) may hold the tail of a write until flushed.
         to.flush().await?;
-        if let Some(count) = count {
+        if let Meter::Kernel(count) = meter {
             count.fetch_add(n as u64, Relaxed);
         }
         *last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
@@ -514,45 +491,34 @@ async fn finish(
     }
 }
 
-/// Moves bytes both ways between a container's flow and its proxied stream. When the
-/// destination ends, the container gets its FIN (retried: ipstack sends it only once its
-/// in-flight data is acknowledged, and does not always wake the closer when that happens).
-async fn relay(
-    flow: ipstack::IpStackTcpStream,
+/// Moves bytes both ways between the container's side of a flow and its proxied stream `up`,
+/// `out` and `back` metering each direction, until both are done or one side stays silent
+/// past [`HALF_CLOSED_IDLE`] once the other finished. When the destination ends, the container
+/// gets its FIN (retried: ipstack sends it only once its in-flight data is acknowledged, and
+/// does not always wake the closer when that happens). A kernel flow also ends when both
+/// directions stay silent past [`TCP_IDLE`]; ipstack times its own flows out after as long.
+async fn relay<R, W>(
+    mut from_container: R,
+    mut to_container: W,
     up: outbound::BoxStream,
-    flow_window: Option<window::Registered>,
-    device: Arc<tun_rs::AsyncDevice>,
-) {
+    out: Meter<'_>,
+    back: Meter<'_>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     use tokio::io::AsyncWriteExt;
-    let (mut from_container, mut to_container) = tokio::io::split(flow);
     let (mut from_dest, mut to_dest) = tokio::io::split(up);
     let (sent, received) = (
         std::sync::Mutex::new(std::time::Instant::now()),
         std::sync::Mutex::new(std::time::Instant::now()),
     );
     let outgoing = async {
-        let counted = flow_window.as_ref().map(|r| (&*r.window, &*device));
-        let _ = pump(
-            &mut from_container,
-            &mut to_dest,
-            &sent,
-            true,
-            counted,
-            None,
-        )
-        .await;
+        let _ = pump(&mut from_container, &mut to_dest, &sent, true, out).await;
         let _ = to_dest.shutdown().await;
     };
     let incoming = async {
-        let _ = pump(
-            &mut from_dest,
-            &mut to_container,
-            &received,
-            false,
-            None,
-            None,
-        )
-        .await;
+        let _ = pump(&mut from_dest, &mut to_container, &received, false, back).await;
         for _ in 0..300 {
             if tokio::time::timeout(Duration::from_millis(100), to_container.shutdown())
                 .await
@@ -562,9 +528,24 @@ async fn relay(
             }
         }
     };
+    let idle = async {
+        if matches!(out, Meter::Stack(_)) {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let quiet = |m: &std::sync::Mutex<std::time::Instant>| {
+                m.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TCP_IDLE
+            };
+            if quiet(&sent) && quiet(&received) {
+                return;
+            }
+        }
+    };
     tokio::pin!(outgoing, incoming);
     tokio::select! {
         _ = &mut outgoing => finish(incoming, &received).await,
         _ = &mut incoming => finish(outgoing, &sent).await,
+        _ = idle => {}
     }
 }
