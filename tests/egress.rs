@@ -1658,3 +1658,79 @@ async fn a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at
         );
     }
 }
+
+/// Without iptables, a proxy egress's TCP stays on the TUN's userspace stack (ipstack). This
+/// machine has iptables, so the data plane is run here the way the engine runs it then: no
+/// redirect listener. A name still resolves at the proxy, and 20 MiB arrive intact.
+#[test]
+fn without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact() {
+    on_a_runtime_ended_within_seconds(
+        without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact_run(),
+    );
+}
+
+async fn without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact_run() {
+    use sluice::egress::proxy;
+    let mut lab = Lab::new();
+    let socks = lab.start_socks(None);
+    let config: sluice::egress::ProxyConfig = serde_json::from_value(json!({
+        "type": "socks", "server": socks.0, "server_port": socks.1
+    }))
+    .unwrap();
+    let ns = sluice::netns::NetNs::create().await.unwrap();
+    let device = sluice::egress::tun::open(&ns, proxy::TUN_ADDRESS.parse().unwrap())
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let counters = Arc::new(sluice::egress::wireguard::Counters::default());
+    let plane = tokio::spawn(proxy::run(
+        Arc::new(device),
+        None,
+        proxy::Outbound::from_config(&config).unwrap(),
+        lab.dns().parse().unwrap(),
+        counters.clone(),
+        stop.clone(),
+    ));
+    let n = 20 * 1024 * 1024;
+    let path = ns.path();
+    let resolver = proxy::RESOLVER;
+    // By name (its synthetic address from the resolver, dialled by name), then 20 MiB down.
+    let cmd = format!(
+        "a=$(dig +short +time=2 +tries=2 @{resolver} echo.lab.test A); echo \"$a\"; \
+         curl -s --max-time 10 --resolve echo.lab.test:80:$a http://echo.lab.test/; echo; \
+         curl -s --max-time 60 http://{}/bytes/{n} | sha256sum",
+        lab.echo()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("nsenter")
+            .arg(format!("--net={path}"))
+            .args(["sh", "-c", &cmd])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    let synthetic: std::net::Ipv4Addr = lines[0]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no synthetic answer: {out}"));
+    assert!(proxy::names::in_pool(synthetic), "{out}");
+    assert_eq!(
+        lines.get(1).map(|l| l.trim()),
+        Some(lab::EXIT_PROXY),
+        "{out}"
+    );
+    assert_eq!(
+        lines.last().and_then(|l| l.split_whitespace().next()),
+        Some(sha256_hex(&lab::bulk(0, n)).as_str()),
+        "20 MiB over the userspace stack: {out}"
+    );
+    assert!(
+        counters.rx_bytes.load(std::sync::atomic::Ordering::Relaxed) >= n as u64,
+        "the host's counters saw the download"
+    );
+    stop.cancel();
+    let _ = plane.await;
+}
