@@ -1621,6 +1621,14 @@ async fn a_host_behind_an_http_proxy_that_connects_only_to_443_resolves_names_at
         dns["detail"].as_str().unwrap().contains("Server Failure"),
         "{v}"
     );
+    // The proof is the probe URL's host, reached by name through the proxy.
+    assert!(
+        dns["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{name} was reached by name")),
+        "{v}"
+    );
     assert_eq!(v["data"]["checks"]["exit_ip"]["observed"], lab::EXIT_PROXY);
     let (st, v) = s
         .post(
