@@ -6,8 +6,9 @@
 //! through buffers allocated once per session: from the TUN with its offloads on (one read
 //! hands over a whole TCP burst, split here into packets) and out as one UDP send of many
 //! equal-sized datagrams (UDP GSO, quinn-udp); in, many datagrams per receive (recvmmsg and
-//! UDP GRO), decrypted, and written to the TUN coalesced again. The noise state is shared
-//! under a lock taken per packet, never across an await.
+//! UDP GRO), decrypted, and written to the TUN coalesced again once the socket is drained (or
+//! a batch is full). The noise state is shared under a lock taken per packet, never across an
+//! await.
 
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
@@ -294,9 +295,11 @@ async fn incoming(shared: Arc<Shared>) -> Result<(), TunnelError> {
     let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; header + SLOT]).collect();
     let mut gro = tun_rs::GROTable::default();
     let mut reply = vec![0u8; SLOT];
+    // Packets decrypted and not yet written. Everything queued on the socket is taken before
+    // the TUN is written (up to a batch): without UDP GRO on the path (veth, many NICs) one
+    // receive holds only RECV_BUFFERS datagrams, and the kernel's cost is per TUN write.
+    let mut ready = 0;
     loop {
-        // Fails only when the socket cannot be polled at all: the session ends.
-        shared.udp.readable().await.map_err(TunnelError::Udp)?;
         let received = {
             let mut slices: Vec<IoSliceMut<'_>> =
                 datagrams.iter_mut().map(|d| IoSliceMut::new(d)).collect();
@@ -308,13 +311,17 @@ async fn incoming(shared: Arc<Shared>) -> Result<(), TunnelError> {
         };
         let count = match received {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                tracing::debug!(error = %e, "udp receive");
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::debug!(error = %e, "udp receive");
+                }
+                write_packets(&shared, &mut packets, ready, header, &mut gro).await?;
+                ready = 0;
+                // Fails only when the socket cannot be polled at all: the session ends.
+                shared.udp.readable().await.map_err(TunnelError::Udp)?;
                 continue;
             }
         };
-        let mut ready = 0;
         for (meta, data) in metas.iter().zip(&datagrams).take(count) {
             if meta.addr != shared.endpoint {
                 continue;
@@ -374,7 +381,6 @@ async fn incoming(shared: Arc<Shared>) -> Result<(), TunnelError> {
                 }
             }
         }
-        write_packets(&shared, &mut packets, ready, header, &mut gro).await?;
     }
 }
 
