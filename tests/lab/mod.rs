@@ -615,6 +615,11 @@ impl Lab {
         }
     }
 
+    /// Process ids of the running WireGuard servers (for their CPU time).
+    pub fn wireguard_pids(&self) -> Vec<u32> {
+        self.wg.iter().map(Child::id).collect()
+    }
+
     pub fn stop_wireguard(&mut self) {
         for mut c in self.wg.drain(..) {
             // `ip netns exec` execs wireguard-go, which removes its socket on SIGTERM.
