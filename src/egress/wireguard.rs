@@ -38,9 +38,10 @@ const RECV_BUFFERS: usize = 4;
 /// from its socket buffer and TCP inside the tunnel collapsed to a quarter; with 8 the bench
 /// measured the best throughput against both its servers (16 was close behind).
 const GSO_SEGMENTS: usize = 8;
-/// The socket's receive and send buffers (forced past the system's default maximum where
-/// Sluice may): room for bursts from the endpoint while the other direction has the core.
-const SOCKET_BUFFER: usize = 4 << 20;
+/// The socket's receive buffer (forced past the system's default maximum where Sluice may):
+/// room for bursts from the endpoint while the other direction has the core. The send buffer
+/// keeps its default, so a bulk upload does not queue more in front of everything else.
+const RECEIVE_BUFFER: usize = 4 << 20;
 /// How often the noise timers are driven.
 const TICK: Duration = Duration::from_millis(100);
 /// Keepalive, so NAT state on the way to the endpoint stays up.
@@ -431,30 +432,25 @@ async fn write_packets(
     Ok(())
 }
 
-/// Sets the socket's buffers to SOCKET_BUFFER: forced (CAP_NET_ADMIN, which Sluice has as
-/// root), else as far as the system's maximum allows. A refusal leaves the defaults.
-fn grow_buffers(udp: &UdpSocket) {
+/// Sets the socket's receive buffer to RECEIVE_BUFFER: forced (CAP_NET_ADMIN, which Sluice
+/// has as root), else as far as the system's maximum allows. A refusal leaves the default.
+fn grow_receive_buffer(udp: &UdpSocket) {
     use std::os::fd::AsRawFd;
-    let size = SOCKET_BUFFER as libc::c_int;
-    for (forced, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let set = |option| {
-            // SAFETY: a valid socket, and a pointer to an int that outlives the call.
-            unsafe {
-                libc::setsockopt(
-                    udp.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        if set(forced) != 0 && set(plain) != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "UDP socket buffer");
+    let size = RECEIVE_BUFFER as libc::c_int;
+    let set = |option| {
+        // SAFETY: a valid socket, and a pointer to an int that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
         }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "UDP receive buffer");
     }
 }
 
@@ -477,7 +473,7 @@ pub async fn run(
         index,
         None,
     );
-    grow_buffers(&udp);
+    grow_receive_buffer(&udp);
     let state = quinn_udp::UdpSocketState::new((&udp).into()).map_err(TunnelError::Udp)?;
     let shared = Arc::new(Shared {
         tunn: Mutex::new(tunn),
