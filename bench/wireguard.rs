@@ -251,7 +251,9 @@ const RESPONDER: &str = "SLUICE_BENCH_WG_RESPONDER";
 /// The responder: Sluice's data plane in the lab's exit namespace, its TUN there with
 /// 10.64.0.1/24 (where wireguard-go's was: the lab routes and NATs that range), its socket on
 /// the endpoint. The peer's address is learned from its first datagram, which stays queued
-/// for the data plane to answer.
+/// for the data plane to answer. The data plane also routes the namespace's default through
+/// its TUN, as it does in a host; the exit namespace has none of its own (its servers have
+/// their own routes), and the route goes with the process.
 async fn responder(exit_ns: String) {
     let var = |k: &str| std::env::var(k).unwrap();
     let listen: std::net::SocketAddr = var("SLUICE_BENCH_LISTEN").parse().unwrap();
