@@ -203,6 +203,19 @@ fn report(kind: &str, peer: &str, sluice: &Run, other: &Run) {
     );
 }
 
+/// A SOCKS5 egress to `ip:port` without credentials, resolving through the lab's DNS.
+fn socks(ip: &str, port: u16, lab: &lab::Lab) -> EgressSettings {
+    EgressSettings::Proxy {
+        proxy_config: ProxyConfig::Socks {
+            server: ip.to_string(),
+            server_port: port,
+            username: None,
+            password: None,
+        },
+        dns_server: lab.dns(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let peer = tun2proxy();
@@ -213,16 +226,7 @@ async fn main() {
     let (ip, port) = lab.start_socks(None);
     std::thread::sleep(Duration::from_millis(300));
     eprintln!("SOCKS5: measuring Sluice…");
-    let socks = EgressSettings::Proxy {
-        proxy_config: ProxyConfig::Socks {
-            server: ip.clone(),
-            server_port: port,
-            username: None,
-            password: None,
-        },
-        dns_server: lab.dns(),
-    };
-    let sluice_socks = measure_sluice(socks, &server).await;
+    let sluice_socks = measure_sluice(socks(&ip, port, &lab), &server).await;
     eprintln!("SOCKS5: measuring tun2proxy…");
     let peer_socks = measure_tun2proxy(
         &peer,
@@ -262,26 +266,9 @@ async fn main() {
             .spawn()
             .expect("danted (Debian's dante-server)"),
     ]);
-    let mut listening = false;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect((ip.as_str(), dante_port)).is_ok() {
-            listening = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(listening, "danted did not start (see {})", conf.display());
+    lab::wait_listening(&ip, dante_port);
     eprintln!("SOCKS5 (Dante): measuring Sluice…");
-    let socks = EgressSettings::Proxy {
-        proxy_config: ProxyConfig::Socks {
-            server: ip.clone(),
-            server_port: dante_port,
-            username: None,
-            password: None,
-        },
-        dns_server: lab.dns(),
-    };
-    let sluice_dante = measure_sluice(socks, &server).await;
+    let sluice_dante = measure_sluice(socks(&ip, dante_port, &lab), &server).await;
     eprintln!("SOCKS5 (Dante): measuring tun2proxy…");
     let peer_dante = measure_tun2proxy(
         &peer,
@@ -321,12 +308,7 @@ async fn main() {
             .spawn()
             .expect("ss-local"),
     ]);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", local_port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab::wait_listening("127.0.0.1", local_port);
     let local_pid = local.0[0].id();
     let peer_ss = measure_tun2proxy(
         &peer,

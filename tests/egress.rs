@@ -739,11 +739,14 @@ async fn through_throwaway(lab: &Lab, outbound: &Value, cmd: &str) -> String {
     };
     let engine = sluice::egress::engine::Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
-    let ns = session.ns.path();
-    let cmd = cmd.to_string();
+    sh_in(session.ns.path(), cmd.to_string()).await
+}
+
+/// Runs `cmd` with `sh -c` in the network namespace at `ns_path` and answers its output.
+async fn sh_in(ns_path: String, cmd: String) -> String {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("nsenter")
-            .arg(format!("--net={ns}"))
+            .arg(format!("--net={ns_path}"))
             .args(["sh", "-c", &cmd])
             .output()
             .unwrap()
@@ -1709,16 +1712,7 @@ async fn without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact_run()
          curl -s --max-time 60 http://{}/bytes/{n} | sha256sum",
         lab.echo()
     );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("nsenter")
-            .arg(format!("--net={path}"))
-            .args(["sh", "-c", &cmd])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = sh_in(path, cmd).await;
     let lines: Vec<&str> = out.lines().collect();
     let synthetic: std::net::Ipv4Addr = lines[0]
         .trim()
