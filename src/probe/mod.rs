@@ -395,12 +395,7 @@ fn require_resolution_at_egress(dns: &mut DnsLeak, connectivity: &Connectivity, 
     if !(dns.passed && dns.resolved_at_egress && dns.resolvers.is_empty()) {
         return;
     }
-    let host = url
-        .strip_prefix("http://")
-        .unwrap_or(url)
-        .split(['/', ':'])
-        .next()
-        .unwrap_or("");
+    let host = split_http_url(url).map_or("", |(_, host, ..)| host);
     let by_name = !host.is_empty() && host.parse::<IpAddr>().is_err();
     if connectivity.passed && by_name {
         dns.detail = dns
@@ -473,9 +468,8 @@ pub async fn resolve(path: &Path, name: &str, qtype: RecordType) -> Result<Vec<S
     Err(format!("no DNS answer from {server}"))
 }
 
-/// A minimal HTTP/1.1 GET over a socket made in the path's namespace; answers the status and
-/// body. The host name resolves through the path's DNS server.
-async fn http_get(path: &Path, url: &str) -> Result<(u16, String), String> {
+/// An http:// probe URL's authority, host, port (80 if none) and request target.
+fn split_http_url(url: &str) -> Result<(&str, &str, u16, &str), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// probe URLs are supported"))?;
@@ -487,6 +481,13 @@ async fn http_get(path: &Path, url: &str) -> Result<(u16, String), String> {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?),
         None => (authority, 80),
     };
+    Ok((authority, host, port, target))
+}
+
+/// A minimal HTTP/1.1 GET over a socket made in the path's namespace; answers the status and
+/// body. The host name resolves through the path's DNS server.
+async fn http_get(path: &Path, url: &str) -> Result<(u16, String), String> {
+    let (authority, host, port, target) = split_http_url(url)?;
     let ip = match (host.parse::<IpAddr>(), path.dns) {
         (Ok(ip), _) => ip,
         (Err(_), Some(_)) => resolve(path, host, RecordType::A)
