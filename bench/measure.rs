@@ -75,3 +75,37 @@ pub fn cpu_tree(pid: u32) -> f64 {
     }
     total
 }
+
+/// User and system CPU seconds the calling thread has used.
+pub fn cpu_thread() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// CPU seconds the whole machine has spent busy (everything but idle and I/O wait), summed
+/// over its cores, from /proc/stat.
+pub fn cpu_machine() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let busy: f64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal guest guest_nice: idle, iowait and
+        // steal (time the hypervisor gave elsewhere) are not this machine's work, and guest
+        // times are already inside user and nice.
+        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum();
+    busy / ticks
+}
+
+/// The cores this machine has.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

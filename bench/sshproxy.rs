@@ -1,7 +1,11 @@
-//! SSH proxy cost: 256 MiB downloaded through Sluice's proxy on :2222, against the same
+//! SSH proxy cost: 1 GiB downloaded through Sluice's proxy on :2222, against the same
 //! transfer straight to the container's sshd and through an OpenSSH ProxyJump bastion, in one
-//! run, on one host. Prints each throughput, the ratios, and the connect latency each path
-//! adds. Run as root: `cargo bench --bench sshproxy`. Needs Docker (with the base image that
+//! run, on one host. Prints each throughput, the ratios, the connect latency each path adds,
+//! and what each path costs the machine in CPU: busy share of its cores and CPU seconds per
+//! GiB (all processes), and Sluice's own share on its path. When the direct transfer already
+//! keeps the cores busy, a hop that decrypts and re-encrypts every byte competes with it for
+//! them, and the CPU figures say how much of the throughput ratio that explains.
+//! Run as root: `cargo bench --bench sshproxy`. Needs Docker (with the base image that
 //! scripts/base-image.sh makes), OpenSSH's client and server (`sshd` for the bastion).
 //!
 //! The direct and bastion clients run inside the container's network namespace (that is where
@@ -11,6 +15,9 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod measure;
+
+use measure::{cores, cpu_machine, cpu_self, cpu_thread};
 
 use std::io::Read;
 use std::path::Path;
@@ -22,7 +29,7 @@ use serde_json::json;
 use sluice::runtime::HostRuntime;
 use sluice::runtime::docker::DockerRuntime;
 
-const BYTES: u64 = 256 * 1024 * 1024;
+const BYTES: u64 = 1024 * 1024 * 1024;
 const ROUNDS: usize = 5;
 const CONNECTS: usize = 7;
 
@@ -32,8 +39,18 @@ struct Route {
     argv: Vec<String>,
 }
 
+/// One run of a route: how long it took, the bytes it brought, and the CPU seconds spent
+/// meanwhile by the machine and by Sluice (this process, less the thread reading the output).
+struct Run {
+    elapsed: Duration,
+    bytes: u64,
+    machine: f64,
+    sluice: f64,
+}
+
 impl Route {
-    fn run(&self, remote: &str) -> (Duration, u64) {
+    fn run(&self, remote: &str) -> Run {
+        let (machine, own, reader) = (cpu_machine(), cpu_self(), cpu_thread());
         let start = Instant::now();
         let mut child = Command::new(&self.argv[0])
             .args(&self.argv[1..])
@@ -54,12 +71,19 @@ impl Route {
         }
         let status = child.wait().expect("ssh exits");
         let elapsed = start.elapsed();
+        let machine = cpu_machine() - machine;
+        let sluice = (cpu_self() - own) - (cpu_thread() - reader);
         if !status.success() {
             let mut err = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             panic!("{}: ssh failed: {err}", self.name);
         }
-        (elapsed, n)
+        Run {
+            elapsed,
+            bytes: n,
+            machine,
+            sluice,
+        }
     }
 }
 
@@ -238,22 +262,28 @@ async fn main() {
 
     let mut transfer = vec![vec![]; paths.len()];
     let mut connect = vec![vec![]; paths.len()];
+    // CPU seconds summed over the rounds: (machine, Sluice, elapsed seconds).
+    let mut cpu = vec![(0.0, 0.0, 0.0); paths.len()];
     for _ in 0..ROUNDS {
         for (i, p) in paths.iter().enumerate() {
-            let (t, n) = p.run(&format!("head -c {BYTES} /dev/zero"));
-            assert_eq!(n, BYTES, "{}: short transfer", p.name);
-            transfer[i].push(t);
+            let run = p.run(&format!("head -c {BYTES} /dev/zero"));
+            assert_eq!(run.bytes, BYTES, "{}: short transfer", p.name);
+            transfer[i].push(run.elapsed);
+            cpu[i].0 += run.machine;
+            cpu[i].1 += run.sluice;
+            cpu[i].2 += run.elapsed.as_secs_f64();
         }
     }
     for _ in 0..CONNECTS {
         for (i, p) in paths.iter().enumerate() {
-            connect[i].push(p.run("true").0);
+            connect[i].push(p.run("true").elapsed);
         }
     }
     let _ = bastion.kill();
     let _ = bastion.wait();
 
     let mib = (BYTES / (1024 * 1024)) as f64;
+    let gib = mib / 1024.0 * ROUNDS as f64;
     let rate: Vec<f64> = transfer
         .into_iter()
         .map(|v| mib / median(v).as_secs_f64())
@@ -263,17 +293,27 @@ async fn main() {
         "{mib} MiB download (login included), median of {ROUNDS}; login + `true`, median of {CONNECTS}:"
     );
     for (i, p) in paths.iter().enumerate() {
+        let (machine, sluice, secs) = cpu[i];
         println!(
-            "  {:<22} {:>8.1} MiB/s   connect {:>6.0} ms",
+            "  {:<22} {:>8.1} MiB/s   connect {:>6.0} ms   cores busy {:>3.0}%   CPU {:.2} s/GiB (Sluice {:.2})",
             p.name,
             rate[i],
-            conn[i].as_secs_f64() * 1000.0
+            conn[i].as_secs_f64() * 1000.0,
+            100.0 * machine / secs / cores() as f64,
+            machine / gib,
+            sluice / gib,
         );
     }
     println!(
         "throughput ratio: proxy/direct {:.2}, proxy/bastion {:.2}",
         rate[0] / rate[1],
         rate[0] / rate[2]
+    );
+    // Were the cores the limit, throughput would go as the inverse of CPU per GiB.
+    println!(
+        "CPU per GiB, direct/proxy {:.2}: the ratio the proxy could reach on these {} cores if both kept them fully busy",
+        cpu[1].0 / cpu[0].0,
+        cores()
     );
     println!(
         "added connect latency: vs direct {:+.0} ms, vs bastion {:+.0} ms",
