@@ -8,8 +8,10 @@
 //!
 //! Each has its own namespace and opens its sockets to the proxy in this host namespace
 //! (tun2proxy in its `--unshare` mode, which hands the sockets in), and the proxy reaches the
-//! same iperf3 server. Prints upload and download for both, their ratios, and client CPU
-//! seconds per Gbit (Sluice's process; tun2proxy's whole process tree, with `ss-local`).
+//! same iperf3 server. Prints upload and download for both, their ratios, client CPU seconds
+//! per Gbit (Sluice's process; tun2proxy's whole process tree, with `ss-local`), and the proxy
+//! server's CPU seconds per Gbit under each client (a proxy that copies in small pieces costs
+//! more per byte when its client drains it at once, and it can be the one that sets the pace).
 //!
 //! Run as root: `cargo install tun2proxy` (puts `tun2proxy-bin` in ~/.cargo/bin), then
 //! `cargo bench --bench proxy`. Needs iperf3, microsocks, dante-server, shadowsocks-libev,
@@ -67,39 +69,48 @@ impl Drop for Children {
     }
 }
 
-/// The measurements of one data plane.
+/// The measurements of one data plane: throughput, and the CPU seconds spent meanwhile by
+/// the client and by the proxy server.
 struct Run {
     up: f64,
     down: f64,
     cpu: f64,
+    proxy_cpu: f64,
 }
 
 impl Run {
-    fn cpu_per_gbit(&self) -> f64 {
-        self.cpu / ((self.up + self.down) * f64::from(SECONDS) / 1e9)
+    fn per_gbit(&self, cpu: f64) -> f64 {
+        cpu / ((self.up + self.down) * f64::from(SECONDS) / 1e9)
     }
 }
 
-/// Upload and download from the namespace at `ns_path`, with the CPU `cpu` counts.
-fn measure(ns_path: &str, server: &str, cpu: &dyn Fn() -> f64) -> Run {
-    let cpu0 = cpu();
+/// CPU seconds of the processes `pids` and their descendants.
+fn cpu_of_all(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_tree(p)).sum()
+}
+
+/// Upload and download from the namespace at `ns_path`, with the CPU `cpu` counts and that of
+/// the proxy server's processes `proxy`.
+fn measure(ns_path: &str, server: &str, cpu: &dyn Fn() -> f64, proxy: &[u32]) -> Run {
+    let (cpu0, proxy0) = (cpu(), cpu_of_all(proxy));
     let up = iperf(ns_path, server, SECONDS, false);
     let down = iperf(ns_path, server, SECONDS, true);
     Run {
         up,
         down,
         cpu: cpu() - cpu0,
+        proxy_cpu: cpu_of_all(proxy) - proxy0,
     }
 }
 
 /// Sluice's data plane on `settings`, in a namespace of its own.
-async fn measure_sluice(settings: EgressSettings, server: &str) -> Run {
+async fn measure_sluice(settings: EgressSettings, server: &str, proxy: Vec<u32>) -> Run {
     let engine = Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
     let ns_path = session.ns.path();
     std::thread::sleep(Duration::from_millis(500));
     let server = server.to_string();
-    let run = tokio::task::spawn_blocking(move || measure(&ns_path, &server, &cpu_self))
+    let run = tokio::task::spawn_blocking(move || measure(&ns_path, &server, &cpu_self, &proxy))
         .await
         .unwrap();
     drop(session);
@@ -116,6 +127,7 @@ fn measure_tun2proxy(
     dns: &str,
     server: &str,
     helper: Option<u32>,
+    proxy_pids: &[u32],
 ) -> Run {
     let mut children = Children(vec![]);
     let pidfile = std::env::temp_dir().join(format!("{prefix}-tun2proxy.pid"));
@@ -179,7 +191,7 @@ fn measure_tun2proxy(
     assert!(up, "tun2proxy's TUN did not come up");
     std::thread::sleep(Duration::from_millis(500));
     let cpu = || cpu_tree(peer_pid) + helper.map(cpu_of).unwrap_or(0.0);
-    let run = measure(&ns_path, server, &cpu);
+    let run = measure(&ns_path, server, &cpu, proxy_pids);
     drop(children);
     let _ = std::fs::remove_file(&pidfile);
     run
@@ -189,17 +201,18 @@ fn report(kind: &str, peer: &str, sluice: &Run, other: &Run) {
     println!("{kind}, {SECONDS} s of iperf3 each way, same proxy server and path:");
     for (name, r) in [("sluice", sluice), (peer, other)] {
         println!(
-            "  {name:<22} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit",
+            "  {name:<22} up {:8.1} Mbit/s   down {:8.1} Mbit/s   {:.2} CPU s per Gbit   proxy server {:.2}",
             r.up / 1e6,
             r.down / 1e6,
-            r.cpu_per_gbit()
+            r.per_gbit(r.cpu),
+            r.per_gbit(r.proxy_cpu)
         );
     }
     println!(
         "  ratio sluice / {peer}: up {:.2}, down {:.2}, CPU per Gbit {:.2}",
         sluice.up / other.up,
         sluice.down / other.down,
-        sluice.cpu_per_gbit() / other.cpu_per_gbit()
+        sluice.per_gbit(sluice.cpu) / other.per_gbit(other.cpu)
     );
 }
 
@@ -226,7 +239,7 @@ async fn main() {
     let (ip, port) = lab.start_socks(None);
     std::thread::sleep(Duration::from_millis(300));
     eprintln!("SOCKS5: measuring Sluice…");
-    let sluice_socks = measure_sluice(socks(&ip, port, &lab), &server).await;
+    let sluice_socks = measure_sluice(socks(&ip, port, &lab), &server, lab.proxy_pids()).await;
     eprintln!("SOCKS5: measuring tun2proxy…");
     let peer_socks = measure_tun2proxy(
         &peer,
@@ -235,6 +248,7 @@ async fn main() {
         &lab.dns(),
         &server,
         None,
+        &lab.proxy_pids(),
     );
     lab.stop_proxies();
 
@@ -268,7 +282,9 @@ async fn main() {
     ]);
     lab::wait_listening(&ip, dante_port);
     eprintln!("SOCKS5 (Dante): measuring Sluice…");
-    let sluice_dante = measure_sluice(socks(&ip, dante_port, &lab), &server).await;
+    let dante_pids = vec![dante.0[0].id()];
+    let sluice_dante =
+        measure_sluice(socks(&ip, dante_port, &lab), &server, dante_pids.clone()).await;
     eprintln!("SOCKS5 (Dante): measuring tun2proxy…");
     let peer_dante = measure_tun2proxy(
         &peer,
@@ -277,6 +293,7 @@ async fn main() {
         &lab.dns(),
         &server,
         None,
+        &dante_pids,
     );
     drop(dante);
     let _ = std::fs::remove_file(&conf);
@@ -294,7 +311,7 @@ async fn main() {
         },
         dns_server: lab.dns(),
     };
-    let sluice_ss = measure_sluice(shadowsocks, &server).await;
+    let sluice_ss = measure_sluice(shadowsocks, &server, lab.proxy_pids()).await;
     eprintln!("Shadowsocks: measuring ss-local + tun2proxy…");
     let local_port = 41080 + u16::from(lab.k);
     let local = Children(vec![
@@ -317,6 +334,7 @@ async fn main() {
         &lab.dns(),
         &server,
         Some(local_pid),
+        &lab.proxy_pids(),
     );
     drop(local);
     lab.stop_proxies();

@@ -368,7 +368,6 @@ impl Lab {
             .unwrap_or(0)
     }
 
-    /// Stops every WireGuard server.
     /// Starts microsocks (SOCKS5) on 198.18.K.2:1080, with a user and password when given.
     pub fn start_socks(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
         let ip = format!("198.18.{}.2", self.k);
@@ -620,6 +619,12 @@ impl Lab {
         self.wg.iter().map(Child::id).collect()
     }
 
+    /// Process ids of the running proxy servers (for their CPU time).
+    pub fn proxy_pids(&self) -> Vec<u32> {
+        self.proxies.iter().map(Child::id).collect()
+    }
+
+    /// Stops every WireGuard server.
     pub fn stop_wireguard(&mut self) {
         for mut c in self.wg.drain(..) {
             // `ip netns exec` execs wireguard-go, which removes its socket on SIGTERM.
