@@ -84,8 +84,8 @@ pub fn cpu_thread() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// CPU seconds the whole machine has spent busy (everything but idle and I/O wait), summed
-/// over its cores, from /proc/stat.
+/// CPU seconds the whole machine has spent busy (everything but idle, I/O wait and steal),
+/// summed over its cores, from /proc/stat.
 pub fn cpu_machine() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -105,7 +105,12 @@ pub fn cpu_machine() -> f64 {
     busy / ticks
 }
 
-/// The cores this machine has.
+/// The cores [`cpu_machine`] sums over (its `cpuN` lines in /proc/stat).
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    n.max(1)
 }
