@@ -435,22 +435,11 @@ async fn write_packets(
 /// Sets the socket's receive buffer to RECEIVE_BUFFER: forced (CAP_NET_ADMIN, which Sluice
 /// has as root), else as far as the system's maximum allows. A refusal leaves the default.
 fn grow_receive_buffer(udp: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size = RECEIVE_BUFFER as libc::c_int;
-    let set = |option| {
-        // SAFETY: a valid socket, and a pointer to an int that outlives the call.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "UDP receive buffer");
+    use nix::sys::socket::{setsockopt, sockopt};
+    let result = setsockopt(udp, sockopt::RcvBufForce, &RECEIVE_BUFFER)
+        .or_else(|_| setsockopt(udp, sockopt::RcvBuf, &RECEIVE_BUFFER));
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "UDP receive buffer");
     }
 }
 
@@ -581,6 +570,21 @@ mod tests {
             !g.fits(sealed_len(packet.len())),
             "a burst stops at GSO_SEGMENTS"
         );
+    }
+
+    #[tokio::test]
+    async fn the_tunnel_socket_gets_its_receive_buffer() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = getsockopt(&udp, sockopt::RcvBuf).unwrap();
+        grow_receive_buffer(&udp);
+        let after = getsockopt(&udp, sockopt::RcvBuf).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // Forced past the system's maximum (the kernel reports twice what was set).
+            assert!(after >= RECEIVE_BUFFER, "{before} -> {after}");
+        } else {
+            assert!(after >= before, "{before} -> {after}");
+        }
     }
 
     #[test]
