@@ -34,12 +34,17 @@ pub fn iperf(ns_path: &str, server: &str, seconds: u32, reverse: bool) -> f64 {
         })
 }
 
-/// User and system CPU seconds this process has used.
-pub fn cpu_self() -> f64 {
+/// User and system CPU seconds `who` (RUSAGE_SELF, RUSAGE_THREAD) has used.
+fn rusage_seconds(who: libc::c_int) -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    unsafe { libc::getrusage(who, &mut u) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// User and system CPU seconds this process has used.
+pub fn cpu_self() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
 }
 
 /// User and system CPU seconds process `pid` has used (0 once it is gone).
@@ -78,10 +83,7 @@ pub fn cpu_tree(pid: u32) -> f64 {
 
 /// User and system CPU seconds the calling thread has used.
 pub fn cpu_thread() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
+    rusage_seconds(libc::RUSAGE_THREAD)
 }
 
 /// CPU seconds the whole machine has spent busy (everything but idle, I/O wait and steal),

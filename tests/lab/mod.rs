@@ -763,8 +763,8 @@ async fn serve_echo(listener: tokio::net::TcpListener) {
     }
 }
 
-/// Waits until something listens on ip:port (the lab's host side can reach 198.18.K.2).
-/// Waits up to about 25 s until something accepts TCP on `ip:port`; panics if nothing does.
+/// Waits up to about 25 s until something accepts TCP on `ip:port` (the lab's host side can
+/// reach 198.18.K.2); panics if nothing does.
 pub fn wait_listening(ip: &str, port: u16) {
     let addr: SocketAddr = (ip.parse::<Ipv4Addr>().unwrap(), port).into();
     for _ in 0..100 {
