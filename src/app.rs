@@ -1,5 +1,6 @@
 //! App: starts the control plane. Opens the store, makes sure the JWT secret and the admin
-//! account exist, starts the task worker and housekeeping, and serves the API until shutdown.
+//! account exist, starts the task worker and housekeeping, and serves the API (and the CLI's
+//! control socket) until shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -232,6 +233,22 @@ pub async fn start(
         streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),
         entry: Default::default(),
     }));
+    // The CLI's door to what only this process holds (live sessions, running data planes).
+    match crate::cli::control::listen(data_dir) {
+        Ok(l) => {
+            tokio::spawn(crate::cli::control::serve(
+                l,
+                state.core.clone(),
+                stop.clone(),
+            ));
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            dir = %data_dir.display(),
+            "no control socket in the data directory: `sluice session` and tests of running \
+             hosts' egress from the CLI will not reach this server"
+        ),
+    }
     if let Some(maddr) = settings.metrics_addr {
         let l = TcpListener::bind(maddr)
             .await

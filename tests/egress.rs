@@ -406,7 +406,43 @@ async fn the_egress_test_proves_exit_ip_and_dns_and_catches_a_wrong_address_and_
         v["data"]["status"], "passed",
         "through the host's own session: {v}"
     );
-    // The host still gets out after the test (its session was used, not stolen).
+    // The same two from the command line: the running server holds the host's session, so
+    // the CLI asks it through the control socket (a second peer with the egress's keys would
+    // cut the host off).
+    let out = cli(&lab);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checks"]["exit_ip"]["observed"], lab::EXIT_WG0);
+    let short = host["short_id"].as_str().unwrap();
+    let out = Command::new("timeout")
+        .args(["180", env!("CARGO_BIN_EXE_sluice")])
+        .args(["host", "egress-check", short])
+        .env("SLUICE_DATA_DIR", tmp.path())
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains(lab::EXIT_WG0), "{table}");
+    let (_, ev) = s
+        .get(
+            &format!("/v1/admin/events?action=host.egress_checked&host_id={hid}"),
+            &admin,
+        )
+        .await;
+    assert!(
+        ev["data"][0]["actor"].as_str().unwrap().starts_with("cli:"),
+        "{ev}"
+    );
+    // The host still gets out after the tests (its session was used, not stolen).
     let (_, out) = exec(
         &host,
         &format!("curl -s --max-time 5 http://{}/", lab.echo()),

@@ -753,6 +753,77 @@ async fn live_sessions_are_listed_and_can_be_ended() {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// The CLI on the server's machine reaches the running server's live sessions through the
+/// control socket in its data directory: it lists them and ends one, as the API does, and
+/// the ending is audited as the operator's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_lists_and_ends_live_sessions_of_the_running_server() {
+    let lab = lab("hedda", |_| {}).await;
+    let child = long_session(&lab, &Login::Key(&lab.key), 1).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("SLUICE_DATA_DIR", &lab.server.dir)
+            .env(
+                "DATABASE_URL",
+                lab.server.settings.store.database_url.as_deref().unwrap(),
+            )
+            .env("USER", "opal")
+            .env_remove("SUDO_USER")
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = cli(&["session", "list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["data"][0]["username"], "hedda", "{listed}");
+    assert_eq!(listed["data"][0]["short_id"], lab.short(), "{listed}");
+    let sid = listed["data"][0]["id"].as_str().unwrap().to_string();
+    let (code, table, _) = cli(&["session", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        table.contains(&sid) && table.contains(lab.short()),
+        "{table}"
+    );
+
+    let (code, out, err) = cli(&["session", "end", &sid]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&sid), "{out}");
+    let stderr = ended(child).await;
+    assert!(
+        stderr.contains("session ended by an administrator"),
+        "{stderr}"
+    );
+    wait_sessions(&lab, 0).await;
+    // Gone: not found, exit 3, as for any other CLI command.
+    let (code, _, err) = cli(&["session", "end", &sid]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("session not found"), "{err}");
+
+    let (_, ev) = lab
+        .server
+        .get("/v1/admin/events?action=ssh.session_ended", &lab.admin)
+        .await;
+    let e = &ev["data"][0];
+    assert_eq!(e["actor"], "cli:opal", "{ev}");
+    assert_eq!(e["details"]["session_id"], sid.as_str(), "{ev}");
+
+    // With no server on the data directory, the CLI says so instead of guessing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["session", "list"])
+        .env("SLUICE_DATA_DIR", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(
+        text(&out.stderr).contains("no `sluice serve` answers on data directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Starts `ssh ... sleep 60` and waits until the proxy lists it.
 async fn long_session(lab: &Lab, login: &Login<'_>, n: usize) -> std::process::Child {
     let child = lab

@@ -91,7 +91,7 @@ impl From<crate::ops::OpError> for ApiError {
             OpError::Invalid(errors) => ApiError::invalid(errors),
             OpError::Conflict(m) => ApiError::Conflict(m),
             OpError::Forbidden(m) => ApiError::Forbidden(m),
-            OpError::Unavailable(m) => ApiError::Conflict(m),
+            OpError::Unavailable(m) | OpError::ServerOnly(m) => ApiError::Conflict(m),
             OpError::Store(s) => s.into(),
             OpError::Auth(a) => a.into(),
             OpError::Internal(m) => ApiError::Internal(m),

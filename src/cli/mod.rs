@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::config::{ServeSettings, StoreSettings};
 
+pub mod control;
 pub mod doctor;
 pub mod run;
 pub mod table;
@@ -75,7 +76,7 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Event(EventCommand),
-    /// Live SSH sessions (held by the running server).
+    /// Live SSH sessions: list, end (asks the running server through its control socket).
     #[command(subcommand)]
     Session(SessionCommand),
     /// Counts of users, hosts by status, egresses and tasks.
@@ -249,6 +250,13 @@ pub enum HostCommand {
     },
     /// Replace a host's SSH password; prints the new one once.
     RotateSshPassword {
+        host: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check a running host's egress from inside it, through its real path (connectivity,
+    /// exit IP, DNS leak; asks the running server); exits 7 when a check fails.
+    EgressCheck {
         host: String,
         #[command(flatten)]
         common: Common,
@@ -458,7 +466,7 @@ pub enum EgressCommand {
     },
     /// Test an egress (connectivity, exit IP, DNS leak) through a data plane of its own in a
     /// throwaway namespace; exits 7 when a check fails. An egress carrying a running host is
-    /// tested through the server's API, which uses that host's session.
+    /// tested by the running server (asked through its control socket) in that host's session.
     Test {
         /// The egress's id.
         id: Uuid,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::control::{self, ControlError};
 use super::table::{self, Column};
 use super::{
     BackupCommand, BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand,
@@ -40,6 +41,9 @@ pub enum CliError {
     Keys(#[from] crate::keys::KeyError),
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Asking the running server (what only it holds) failed, or it refused.
+    #[error(transparent)]
+    Control(#[from] super::control::ControlError),
 }
 
 impl CliError {
@@ -54,8 +58,10 @@ impl CliError {
             CliError::Op(OpError::Conflict(_))
             | CliError::Backup(crate::backup::BackupError::Conflict(_)) => 4,
             CliError::Op(OpError::Forbidden(_) | OpError::Auth(_)) => 5,
-            CliError::Op(OpError::Unavailable(_))
+            CliError::Op(OpError::Unavailable(_) | OpError::ServerOnly(_))
+            | CliError::Control(ControlError::NoServer { .. })
             | CliError::Keys(crate::keys::KeyError::NotPossible(_)) => 6,
+            CliError::Control(ControlError::Refused { exit_code, .. }) => *exit_code,
             CliError::Failed(_) => 7,
             _ => 1,
         }
@@ -260,6 +266,12 @@ const TOKEN_ROWS: &[Column] = &[
     ("EXPIRES", "/expires_at"),
     ("LAST USED", "/last_used_at"),
 ];
+const SESSION_FIELDS: &[Column] = &[
+    ("ended", "/id"),
+    ("user", "/username"),
+    ("host", "/short_id"),
+    ("source", "/source"),
+];
 const SESSION_ROWS: &[Column] = &[
     ("ID", "/id"),
     ("USER", "/username"),
@@ -285,6 +297,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CliError>
             path.display()
         ))
     })
+}
+
+/// Asks the server running on this data directory to perform what only it can.
+async fn server(common: &Common, me: &Caller, op: control::Op) -> Result<Value, CliError> {
+    let operator = match &me.principal {
+        crate::auth::Principal::Local { user } => user.clone(),
+        other => other.actor(),
+    };
+    Ok(control::call(&common.store.store.data_dir, &operator, op).await?)
 }
 
 /// A host named by id or short id, as its id.
@@ -428,6 +449,15 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
             let id = host_id(&core, me, &host).await?;
             let pw = ops::hosts::rotate_ssh_password(&core, me, id).await?;
             show(&common, &to_json(&pw), &[("ssh password", "/ssh_password")]);
+        }
+        HostCommand::EgressCheck { host, common } => {
+            let report = server(&common, me, control::Op::CheckHost { host: host.clone() }).await?;
+            show(&common, &report, REPORT_FIELDS);
+            if report["status"] != "passed" {
+                return Err(CliError::Failed(format!(
+                    "host {host} failed its egress check"
+                )));
+            }
         }
         HostCommand::Logs { host, tail, common } => {
             let core = core(&common, None).await?;
@@ -600,9 +630,17 @@ async fn egress(cmd: EgressCommand, me: &Caller) -> CliResult {
         }
         EgressCommand::Test { id, common, probe } => {
             let core = core(&common, Some(&probe)).await?;
-            let report = ops::egress::test(&core, me, id).await?;
-            show(&common, &to_json(&report), REPORT_FIELDS);
-            if report.status != "passed" {
+            // Through a data plane of its own, unless a running host's session carries the
+            // egress: then the server, which holds that session, tests it.
+            let report = match ops::egress::test(&core, me, id).await {
+                Ok(report) => to_json(&report),
+                Err(OpError::ServerOnly(_)) => {
+                    server(&common, me, control::Op::TestEgress { id }).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            show(&common, &report, REPORT_FIELDS);
+            if report["status"] != "passed" {
                 return Err(CliError::Failed(format!("egress {id} failed its test")));
             }
         }
@@ -729,19 +767,16 @@ async fn event(cmd: EventCommand, me: &Caller) -> CliResult {
 async fn session(cmd: SessionCommand, me: &Caller) -> CliResult {
     match cmd {
         SessionCommand::List { common } => {
-            let core = core(&common, None).await?;
-            let rows = ops::sessions::list(&core, me)?;
+            let rows = match server(&common, me, control::Op::ListSessions).await? {
+                Value::Array(rows) => rows,
+                _ => vec![],
+            };
             let total = rows.len() as i64;
-            list(
-                &common,
-                rows.iter().map(to_json).collect(),
-                total,
-                SESSION_ROWS,
-            );
+            list(&common, rows, total, SESSION_ROWS);
         }
         SessionCommand::End { id, common } => {
-            let core = core(&common, None).await?;
-            ops::sessions::end(&core, me, id).await?;
+            let ended = server(&common, me, control::Op::EndSession { id }).await?;
+            show(&common, &ended, SESSION_FIELDS);
         }
     }
     Ok(())

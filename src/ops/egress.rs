@@ -255,7 +255,8 @@ async fn probe_through(
 /// the egress's own data plane: a bound host's live session when this process carries one,
 /// otherwise a throwaway namespace. A running host whose session this process does not carry
 /// (the CLI next to a running server) is not disturbed by a second peer with its keys: the
-/// test is refused, pointing at the server. The result is kept as the egress's `last_test`.
+/// test is left to the server ([`OpError::ServerOnly`]; the CLI then asks it). The result is
+/// kept as the egress's `last_test`.
 pub async fn test(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Report> {
     caller.require(Ability::EgressTest)?;
     let (row, bound) = {
@@ -289,9 +290,9 @@ pub async fn test(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Report> {
     let (ns, _throwaway) = match (live, running_elsewhere) {
         (Some(ns), _) => (ns, None),
         (None, Some(short_id)) => {
-            return Err(OpError::Conflict(format!(
-                "egress `{}` carries running host {short_id}, whose session this process does not hold: \
-                 test it through the server (POST /v1/admin/egress-ips/{id}/test), which probes through that session",
+            return Err(OpError::ServerOnly(format!(
+                "egress `{}` carries running host {short_id}, whose session only the running \
+                 server holds: the test probes through that session",
                 row.label
             )));
         }

@@ -171,6 +171,10 @@ pub enum OpError {
     /// Something this install lacks or cannot do now (no data plane, Docker unreachable).
     #[error("{0}")]
     Unavailable(String),
+    /// Only the running server can do this: it holds what the operation needs (the live
+    /// sessions, a running host's data plane). The CLI asks it through the control socket.
+    #[error("{0}")]
+    ServerOnly(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

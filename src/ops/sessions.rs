@@ -10,12 +10,9 @@ use crate::events::{self, NewEvent};
 use crate::sshproxy::registry::{SessionInfo, Sessions};
 
 fn registry(core: &Core) -> OpResult<&Sessions> {
-    core.sessions.as_deref().ok_or_else(|| {
-        OpError::Unavailable(
-            "live sessions are held by the running server: ask its API (GET /v1/admin/sessions)"
-                .into(),
-        )
-    })
+    core.sessions
+        .as_deref()
+        .ok_or_else(|| OpError::ServerOnly("live sessions are held by the running server".into()))
 }
 
 /// Live sessions, oldest first.

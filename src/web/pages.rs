@@ -70,7 +70,7 @@ pub(super) fn status_of(e: &OpError) -> StatusCode {
         OpError::Forbidden(_) => StatusCode::FORBIDDEN,
         OpError::Conflict(_) => StatusCode::CONFLICT,
         OpError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-        OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpError::Unavailable(_) | OpError::ServerOnly(_) => StatusCode::SERVICE_UNAVAILABLE,
         OpError::Store(_) | OpError::Auth(_) | OpError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
