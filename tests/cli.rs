@@ -657,8 +657,55 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("public_key"));
 
-    let h = json_of(&run(&["host", "create", "--user", &uid, "--json"]));
+    // An account is named by its id or its user name, as an operator types it.
+    let by_name = json_of(&run(&["user", "show", "olga", "--json"]));
+    assert_eq!(by_name["id"], uid.as_str());
+    let out = run(&["user", "show", "nobody-here"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user not found"));
+    assert_eq!(
+        run(&["host", "create", "--user", "nobody-here"])
+            .status
+            .code(),
+        Some(3),
+        "no host for an account that does not exist"
+    );
+    let h = json_of(&run(&["host", "create", "--user", "olga", "--json"]));
+    assert_eq!(h["user_id"], uid.as_str());
     let short = h["short_id"].as_str().unwrap();
+    let mine = json_of(&run(&["host", "list", "--user", "olga", "--json"]));
+    assert_eq!(mine["total"], 1, "{mine}");
+
+    // Expiry: set, refused in the past (the field named), cleared.
+    let out = run(&[
+        "user",
+        "set-expiry",
+        "olga",
+        "--expires-at",
+        "2031-05-01T08:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(json_of(&out)["expires_at"], "2031-05-01T08:00:00Z");
+    let out = run(&[
+        "user",
+        "set-expiry",
+        "olga",
+        "--expires-at",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expires_at: must be in the future"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        run(&["user", "set-expiry", "olga"]).status.code(),
+        Some(2),
+        "a time or --never"
+    );
+    let out = run(&["user", "set-expiry", "olga", "--never", "--json"]);
+    assert_eq!(json_of(&out)["expires_at"], Value::Null);
     assert!(h["ssh_password"].as_str().is_some_and(|p| !p.is_empty()));
     let shown = json_of(&run(&["host", "show", short, "--json"]));
     assert_eq!(shown["id"], h["id"]);
@@ -724,9 +771,24 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    for want in ["user.created", "host.created", "ssh_key.added"] {
+    for want in [
+        "user.created",
+        "host.created",
+        "ssh_key.added",
+        "user.expiry_set",
+    ] {
         assert!(actions.contains(&want), "{want}: {actions:?}");
     }
+    let olga = json_of(&run(&["event", "list", "--user", "olga", "--json"]));
+    assert!(
+        olga["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user_id"] == uid.as_str()),
+        "{olga}"
+    );
+    assert!(olga["total"].as_i64().unwrap() >= 3, "{olga}");
 }
 
 /// Runs `sluice doctor` in `dir` with `env`: (exit code, output).

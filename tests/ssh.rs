@@ -549,6 +549,41 @@ async fn a_recorded_terminal_session_plays_back_with_its_output_and_not_its_typi
     );
     assert!(!cast.contains("no-pty"), "{cast}");
 
+    // The CLI on the server's machine lists the same recording and writes the same cast to a
+    // file only the operator reads, and never over an existing file.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(&lab.dir)
+            .env("SLUICE_DATA_DIR", &s.dir)
+            .env(
+                "DATABASE_URL",
+                s.settings.store.database_url.as_deref().unwrap(),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["recording", "list", "--host", lab.short(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mine: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(mine["data"][0]["id"], id, "{mine}");
+    let out = cli(&["recording", "cast", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = lab.dir.join(format!("{id}.cast"));
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), cast);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = cli(&["recording", "cast", id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot write"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // asciinema plays it back with the session's output.
     let file = lab.dir.join("session.cast");
     std::fs::write(&file, &cast).unwrap();

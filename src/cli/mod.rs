@@ -79,6 +79,9 @@ pub enum Command {
     /// Live SSH sessions: list, end (asks the running server through its control socket).
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Recorded terminal sessions (with SLUICE_RECORD_SESSIONS): list, show, and the cast.
+    #[command(subcommand)]
+    Recording(RecordingCommand),
     /// Counts of users, hosts by status, egresses and tasks.
     Stats(Common),
     /// The install's own keys: the sealing keys of stored secrets, and the JWT secret.
@@ -167,9 +170,9 @@ pub struct PageArgs {
 pub enum HostCommand {
     /// List hosts.
     List {
-        /// Only the hosts of this user (id).
+        /// Only the hosts of this user (id or user name).
         #[arg(long)]
-        user: Option<Uuid>,
+        user: Option<String>,
         #[command(flatten)]
         page: PageArgs,
         #[command(flatten)]
@@ -183,9 +186,9 @@ pub enum HostCommand {
     },
     /// Create a host for a user; prints its SSH password once.
     Create {
-        /// The owner's user id.
+        /// The owner: a user id or user name.
         #[arg(long)]
-        user: Uuid,
+        user: String,
         /// Bind it to this egress at once.
         #[arg(long)]
         egress: Option<Uuid>,
@@ -283,7 +286,8 @@ pub enum UserCommand {
     },
     /// Show one account.
     Show {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         #[command(flatten)]
         common: Common,
     },
@@ -301,31 +305,49 @@ pub enum UserCommand {
     },
     /// Disable an account: its logins stop and its sessions end.
     Disable {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         #[command(flatten)]
         common: Common,
     },
     /// Enable a disabled account.
     Enable {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         #[command(flatten)]
         common: Common,
     },
     /// Replace an account's password; prints the new one once.
     RotatePassword {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set or clear an account's expiry; past it, logins stop and its hosts are stopped.
+    SetExpiry {
+        /// The account: its id or user name.
+        user: String,
+        /// The new expiry, RFC 3339 (such as 2030-01-31T12:00:00Z).
+        #[arg(long, conflicts_with = "never", required_unless_present = "never")]
+        expires_at: Option<String>,
+        /// No expiry.
+        #[arg(long)]
+        never: bool,
         #[command(flatten)]
         common: Common,
     },
     /// Delete an account; its hosts are deleted by tasks.
     Delete {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         #[command(flatten)]
         common: Common,
     },
     /// List an account's SSH public keys.
     Keys {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         #[command(flatten)]
         page: PageArgs,
         #[command(flatten)]
@@ -333,7 +355,8 @@ pub enum UserCommand {
     },
     /// Add an SSH public key (one OpenSSH line) to an account.
     AddKey {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         /// The key line, such as `ssh-ed25519 AAAA... laptop`.
         public_key: String,
         /// A name for it (default: the key's comment).
@@ -344,7 +367,8 @@ pub enum UserCommand {
     },
     /// Remove an SSH key from an account.
     DeleteKey {
-        id: Uuid,
+        /// The account: its id or user name.
+        user: String,
         key_id: Uuid,
         #[command(flatten)]
         common: Common,
@@ -403,11 +427,41 @@ pub enum EventCommand {
         /// Only events about this host (id or short id).
         #[arg(long)]
         host: Option<String>,
-        /// Only events about this user (id).
+        /// Only events about this user (id, or the user name of an account that exists).
         #[arg(long)]
-        user: Option<Uuid>,
+        user: Option<String>,
         #[command(flatten)]
         page: PageArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingCommand {
+    /// List recordings, newest first.
+    List {
+        /// Only the recordings of this host (id or short id).
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show one recording's record.
+    Show {
+        id: Uuid,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write one ended recording's cast (asciicast v2, for `asciinema play`) to a file, or to
+    /// stdout with `-`.
+    Cast {
+        id: Uuid,
+        /// Where to write it (default: `<id>.cast` here; refuses to overwrite a file).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },

@@ -14,7 +14,8 @@ use super::control::{self, ControlError};
 use super::table::{self, Column};
 use super::{
     BackupCommand, BindingCommand, Command, Common, EgressCommand, EventCommand, HostCommand,
-    KeysCommand, PageArgs, SessionCommand, TaskCommand, TokenCommand, UserCommand,
+    KeysCommand, PageArgs, RecordingCommand, SessionCommand, TaskCommand, TokenCommand,
+    UserCommand,
 };
 use crate::ops::{self, Caller, Core, OpError};
 use crate::runtime::docker::DockerRuntime;
@@ -266,6 +267,27 @@ const TOKEN_ROWS: &[Column] = &[
     ("EXPIRES", "/expires_at"),
     ("LAST USED", "/last_used_at"),
 ];
+const RECORDING_ROWS: &[Column] = &[
+    ("ID", "/id"),
+    ("HOST", "/short_id"),
+    ("USER", "/username"),
+    ("KIND", "/kind"),
+    ("STATUS", "/status"),
+    ("STARTED", "/started_at"),
+    ("ENDED", "/ended_at"),
+];
+const RECORDING_FIELDS: &[Column] = &[
+    ("id", "/id"),
+    ("session", "/session_id"),
+    ("host", "/short_id"),
+    ("user", "/username"),
+    ("kind", "/kind"),
+    ("status", "/status"),
+    ("keystrokes", "/with_input"),
+    ("bytes (compressed)", "/bytes"),
+    ("started", "/started_at"),
+    ("ended", "/ended_at"),
+];
 const SESSION_FIELDS: &[Column] = &[
     ("ended", "/id"),
     ("user", "/username"),
@@ -308,6 +330,11 @@ async fn server(common: &Common, me: &Caller, op: control::Op) -> Result<Value, 
     Ok(control::call(&common.store.store.data_dir, &operator, op).await?)
 }
 
+/// An account named by id or user name, as its id.
+async fn user_id(core: &Core, caller: &Caller, key: &str) -> Result<uuid::Uuid, CliError> {
+    Ok(ops::users::lookup(core, caller, key).await?.id)
+}
+
 /// A host named by id or short id, as its id.
 async fn host_id(core: &Core, caller: &Caller, key: &str) -> Result<uuid::Uuid, CliError> {
     Ok(ops::hosts::lookup(core, caller, key).await?.id)
@@ -324,6 +351,7 @@ pub async fn run(command: Command) -> CliResult {
         Command::Task(cmd) => task(cmd, &me).await,
         Command::Event(cmd) => event(cmd, &me).await,
         Command::Session(cmd) => session(cmd, &me).await,
+        Command::Recording(cmd) => recording(cmd, &me).await,
         Command::Token(cmd) => token(cmd, &me).await,
         Command::Stats(common) => {
             let core = core(&common, None).await?;
@@ -370,6 +398,10 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
         } => {
             let core = core(&common, None).await?;
             let public = core.public();
+            let user = match user {
+                Some(u) => Some(user_id(&core, me, &u).await?),
+                None => None,
+            };
             let (rows, total) = ops::hosts::list(&core, me, user, page(&p)).await?;
             let rows = rows
                 .into_iter()
@@ -394,7 +426,7 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
         } => {
             let core = core(&common, None).await?;
             let req = ops::hosts::CreateHost {
-                user_id: Some(user.to_string()),
+                user_id: Some(user_id(&core, me, &user).await?.to_string()),
                 egress_ip_id: egress.map(|e| e.to_string()),
                 memory_mb,
                 cpus,
@@ -490,11 +522,11 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
                 USER_ROWS,
             );
         }
-        UserCommand::Show { id, common } => {
+        UserCommand::Show { user, common } => {
             let core = core(&common, None).await?;
             show(
                 &common,
-                &to_json(&ops::users::get(&core, me, id).await?),
+                &to_json(&ops::users::lookup(&core, me, &user).await?),
                 USER_FIELDS,
             );
         }
@@ -523,29 +555,46 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
                 eprintln!("The generated password is shown only this once.");
             }
         }
-        UserCommand::Disable { id, common } => set_status(&common, me, id, "disabled").await?,
-        UserCommand::Enable { id, common } => set_status(&common, me, id, "active").await?,
-        UserCommand::RotatePassword { id, common } => {
+        UserCommand::Disable { user, common } => set_status(&common, me, &user, "disabled").await?,
+        UserCommand::Enable { user, common } => set_status(&common, me, &user, "active").await?,
+        UserCommand::SetExpiry {
+            user,
+            expires_at,
+            never: _,
+            common,
+        } => {
             let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
+            let req = ops::users::SetExpiry {
+                expires_at: Some(expires_at),
+            };
+            let changed = ops::users::set_expiry(&core, me, id, req).await?;
+            show(&common, &to_json(&changed), USER_FIELDS);
+        }
+        UserCommand::RotatePassword { user, common } => {
+            let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
             let pw = ops::users::rotate_password(&core, me, id).await?;
             show(&common, &to_json(&pw), &[("password", "/password")]);
         }
         UserCommand::Keys {
-            id,
+            user,
             page: p,
             common,
         } => {
             let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
             let (rows, total) = ops::ssh_keys::list(&core, me, id, page(&p)).await?;
             list(&common, rows.iter().map(to_json).collect(), total, KEY_ROWS);
         }
         UserCommand::AddKey {
-            id,
+            user,
             public_key,
             name,
             common,
         } => {
             let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
             let req = ops::ssh_keys::AddKey {
                 public_key: Some(public_key),
                 name,
@@ -553,8 +602,13 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
             let key = ops::ssh_keys::add(&core, me, id, req).await?;
             show(&common, &to_json(&key), KEY_FIELDS);
         }
-        UserCommand::DeleteKey { id, key_id, common } => {
+        UserCommand::DeleteKey {
+            user,
+            key_id,
+            common,
+        } => {
             let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
             ops::ssh_keys::delete(&core, me, id, key_id).await?;
             show(
                 &common,
@@ -562,8 +616,9 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
                 &[("deleted", "/deleted")],
             );
         }
-        UserCommand::Delete { id, common } => {
+        UserCommand::Delete { user, common } => {
             let core = core(&common, None).await?;
+            let id = user_id(&core, me, &user).await?;
             let tasks = ops::users::delete(&core, me, id).await?;
             show(
                 &common,
@@ -575,8 +630,9 @@ async fn user(cmd: UserCommand, me: &Caller) -> CliResult {
     Ok(())
 }
 
-async fn set_status(common: &Common, me: &Caller, id: uuid::Uuid, status: &str) -> CliResult {
+async fn set_status(common: &Common, me: &Caller, user: &str, status: &str) -> CliResult {
     let core = core(common, None).await?;
+    let id = user_id(&core, me, user).await?;
     let req = ops::users::UpdateUser {
         status: Some(status.into()),
     };
@@ -748,8 +804,16 @@ async fn event(cmd: EventCommand, me: &Caller) -> CliResult {
         Some(h) => Some(host_id(&core, me, &h).await?),
         None => None,
     };
+    // An id as given (the events of a deleted account stay findable); a name, looked up.
+    let user_id = match user {
+        Some(u) => match uuid::Uuid::parse_str(u.trim()) {
+            Ok(id) => Some(id),
+            Err(_) => Some(user_id(&core, me, &u).await?),
+        },
+        None => None,
+    };
     let filter = EventFilter {
-        user_id: user,
+        user_id,
         host_id,
         action,
         ..Default::default()
@@ -777,6 +841,60 @@ async fn session(cmd: SessionCommand, me: &Caller) -> CliResult {
         SessionCommand::End { id, common } => {
             let ended = server(&common, me, control::Op::EndSession { id }).await?;
             show(&common, &ended, SESSION_FIELDS);
+        }
+    }
+    Ok(())
+}
+
+async fn recording(cmd: RecordingCommand, me: &Caller) -> CliResult {
+    match cmd {
+        RecordingCommand::List {
+            host,
+            page: p,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let host_id = match host {
+                Some(h) => Some(host_id(&core, me, &h).await?),
+                None => None,
+            };
+            let (rows, total) = ops::recordings::list(&core, me, host_id, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                RECORDING_ROWS,
+            );
+        }
+        RecordingCommand::Show { id, common } => {
+            let core = core(&common, None).await?;
+            let rec = ops::recordings::get(&core, me, id).await?;
+            show(&common, &to_json(&rec), RECORDING_FIELDS);
+        }
+        RecordingCommand::Cast { id, output, common } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let core = core(&common, None).await?;
+            let cast = ops::recordings::cast(&core, me, id).await?;
+            let path = output.unwrap_or_else(|| format!("{id}.cast").into());
+            if path == Path::new("-") {
+                std::io::stdout().write_all(&cast)?;
+                return Ok(());
+            }
+            // What a terminal showed may be private: the file is the operator's alone, and an
+            // existing one is never overwritten.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?;
+            file.write_all(&cast)?;
+            show(
+                &common,
+                &json!({"file": path, "bytes": cast.len()}),
+                &[("written", "/file"), ("bytes", "/bytes")],
+            );
         }
     }
     Ok(())

@@ -138,6 +138,21 @@ pub async fn get(core: &Core, caller: &Caller, id: Uuid) -> OpResult<User> {
     Ok(find_user(db.conn(), id).await?.into())
 }
 
+/// One user account named by its id or its user name (as an operator types it).
+pub async fn lookup(core: &Core, caller: &Caller, key: &str) -> OpResult<User> {
+    caller.require(Ability::UserRead)?;
+    let key = key.trim();
+    let mut db = core.store.acquire().await?;
+    let row = match Uuid::parse_str(key) {
+        Ok(id) => find_user(db.conn(), id).await?,
+        Err(_) => match store::users::get_by_username(db.conn(), key).await? {
+            Some(u) if u.role == Role::User.as_str() => u,
+            _ => return Err(OpError::NotFound("user")),
+        },
+    };
+    Ok(row.into())
+}
+
 /// Creates a user account; a password is generated (and answered once) when none is given.
 pub async fn create(core: &Core, caller: &Caller, req: CreateUser) -> OpResult<CreatedUser> {
     caller.require(Ability::UserWrite)?;
