@@ -271,6 +271,64 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         "{cast}"
     );
     assert!(cast.contains(r#""i","#), "no input events: {cast}");
+    // The dashboard lists it and plays it back in the browser, output and all, and offers the
+    // same cast as a download.
+    c.goto(&format!("{base}/admin/recordings")).await.unwrap();
+    let listed = wait_text(
+        &c,
+        "#recordings",
+        |t| t.contains("webby"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        listed.contains("browser") && listed.contains("recorded"),
+        "{listed}"
+    );
+    shot(&c, "admin-recordings").await;
+    c.find(Locator::LinkText("play"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("body[data-player=ended]"))
+        .await
+        .unwrap();
+    let played = transcript().await;
+    assert!(played.contains("hello-42 from webby"), "{played}");
+    shot(&c, "admin-recording-player").await;
+    let cast_page = format!("/admin/recordings/{}/cast", rec["id"].as_str().unwrap());
+    let got = c
+        .execute(
+            "const x = new XMLHttpRequest(); x.open('GET', arguments[0], false); x.send(); \
+             return [x.status, x.getResponseHeader('content-disposition'), x.responseText];",
+            vec![json!(cast_page)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0], 200, "{got}");
+    let disposition = got[1].as_str().unwrap_or_default();
+    assert!(
+        disposition.starts_with("attachment; filename=\"") && disposition.ends_with(".cast\""),
+        "{disposition}"
+    );
+    assert_eq!(
+        got[2].as_str().unwrap(),
+        cast,
+        "the download is the API's cast"
+    );
+    // Without a session it leads to the sign-in page, not to the cast.
+    let anonymous = s
+        .http
+        .get(format!("{base}{cast_page}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.url().path(), "/login");
+    assert!(!anonymous.text().await.unwrap().contains("hello-42"));
     let (_, ev) = s
         .get(
             "/v1/admin/events?action=ssh.browser_session_opened",

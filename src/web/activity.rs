@@ -22,7 +22,7 @@ use crate::store::PageRequest;
 use crate::store::events::EventFilter;
 use crate::store::tasks::TaskFilter;
 
-fn when(t: Option<OffsetDateTime>) -> String {
+pub(super) fn when(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "-".into())
 }
@@ -77,7 +77,7 @@ fn sessions_page(state: &AppState, user: &WebUser, refused: Option<OpError>) -> 
     render(&SessionsPage { nav, sessions })
 }
 
-fn bytes(n: u64) -> String {
+pub(super) fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),

@@ -18,6 +18,7 @@ mod activity;
 mod desktop;
 mod egress;
 mod pages;
+mod recordings;
 pub mod session;
 mod terminal;
 mod users;
@@ -25,6 +26,7 @@ mod users;
 const APP_CSS: &str = include_str!("../../web/static/app.css");
 const APP_JS: &str = include_str!("../../web/static/app.js");
 const TERMINAL_JS: &str = include_str!("../../web/static/terminal.js");
+const PLAYER_JS: &str = include_str!("../../web/static/player.js");
 const XTERM_JS: &str = include_str!("../../web/static/vendor/xterm.js");
 const DESKTOP_JS: &str = include_str!("../../web/static/desktop.js");
 const NOVNC_JS: &str = include_str!("../../web/static/vendor/novnc.js");
@@ -54,6 +56,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/egress/{id}/{action}", post(egress::action))
         .route("/admin/sessions", get(activity::sessions))
         .route("/admin/sessions/{id}/end", post(activity::end_session))
+        .route("/admin/recordings", get(recordings::list))
+        .route("/admin/recordings/{id}", get(recordings::player))
+        .route("/admin/recordings/{id}/cast", get(recordings::cast))
         .route("/admin/tasks", get(activity::tasks))
         .route("/admin/events", get(activity::events))
         .route(
@@ -93,6 +98,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/static/terminal.js",
             get(|| asset(TERMINAL_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/static/player.js",
+            get(|| asset(PLAYER_JS, "text/javascript; charset=utf-8")),
         )
         .route(
             "/static/vendor/xterm.js",
