@@ -236,4 +236,49 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
         1,
         "no second host: {v}"
     );
+
+    // An operator's token: the rest of a host's and an account's life, through the SDK.
+    let operator = token(
+        &s,
+        &admin,
+        "operator",
+        &[
+            "mcp:access",
+            "host:read",
+            "host:write",
+            "user:read",
+            "user:write",
+            "task:read",
+            "session:read",
+        ],
+    )
+    .await;
+    let short = seen["short_id"].as_str().unwrap();
+    let op = client(&mcp, &operator, "operate", &format!("{short},mcpuser")).await;
+    assert!(op["log_lines"].as_u64().unwrap() >= 1, "{op}");
+    assert_eq!(op["suspend_task"], "succeeded", "{op}");
+    assert_eq!(op["suspended"], "suspended", "{op}");
+    assert_eq!(op["start_refused"], true, "{op}");
+    assert!(
+        op["start_error"].as_str().unwrap().contains("suspended"),
+        "{op}"
+    );
+    assert_eq!(op["unsuspended"], "stopped", "{op}");
+    let kinds = op["task_kinds"].as_array().unwrap();
+    assert!(
+        kinds.contains(&json!("suspend")) && kinds.contains(&json!("create")),
+        "{op}"
+    );
+    assert!(op["bad_status_fields"]["status"].is_array(), "{op}");
+    assert_eq!(op["user_name"], "mcpuser", "{op}");
+    assert_eq!(op["expires_at"], "2031-05-01T08:00:00Z", "{op}");
+    assert_eq!(op["expires_never"], Value::Null, "{op}");
+    assert_eq!(op["recordings"], 0, "{op}");
+    assert_eq!(op["delete_task"], "succeeded", "{op}");
+    let (st, _) = s.get(&format!("/v1/admin/hosts/{host_id}"), &admin).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "the account's host went with it");
+    let (_, ev) = s
+        .get("/v1/admin/events?action=user.expiry_set", &admin)
+        .await;
+    assert_eq!(ev["data"][0]["actor"], "token:operator", "{ev}");
 }

@@ -754,14 +754,6 @@ async fn task(cmd: TaskCommand, me: &Caller) -> CliResult {
             common,
         } => {
             let core = core(&common, None).await?;
-            if let Some(s) = &status
-                && !crate::tasks::STATUSES.contains(&s.as_str())
-            {
-                return Err(CliError::Input(format!(
-                    "--status: must be one of {}",
-                    crate::tasks::STATUSES.join(", ")
-                )));
-            }
             let host_id = match host {
                 Some(h) => Some(host_id(&core, me, &h).await?),
                 None => None,

@@ -119,6 +119,58 @@ pub struct EventArgs {
     pub limit: Option<u32>,
 }
 
+/// An account, by id or user name.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserArg {
+    /// The account's id (UUID) or its user name.
+    pub user: String,
+}
+
+/// An account's new expiry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryArgs {
+    /// The account's id (UUID) or its user name.
+    pub user: String,
+    /// RFC 3339 time in the future, such as 2030-01-31T12:00:00Z; null for no expiry.
+    #[serde(deserialize_with = "ops::users::present")]
+    #[schemars(required)]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// A host's recent container output.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogArgs {
+    /// The host's id (UUID) or its 8-character short id.
+    pub host: String,
+    /// How many of the last lines, 1-1000 (default 100).
+    pub tail: Option<u32>,
+}
+
+/// Tasks to list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListArgs {
+    /// Only tasks in this status: queued, running, succeeded or failed.
+    pub status: Option<String>,
+    /// Only the tasks of this host (id or short id).
+    pub host: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Recordings to list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingListArgs {
+    /// Only the recordings of this host (id or short id).
+    pub host: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
 const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         name: "dashboard_stats",
@@ -177,6 +229,34 @@ const TOOLS: &[ToolSpec] = &[
         schema: schema::<HostArg>,
     },
     ToolSpec {
+        name: "host_suspend",
+        description: "Suspend a host: stop it and refuse starts and logins until it is unsuspended. Answers the task to poll.",
+        ability: Ability::HostWrite,
+        hint: Hint::Destructive,
+        schema: schema::<HostArg>,
+    },
+    ToolSpec {
+        name: "host_unsuspend",
+        description: "Lift a host's suspension; it becomes stopped (start it with host_start).",
+        ability: Ability::HostWrite,
+        hint: Hint::Additive,
+        schema: schema::<HostArg>,
+    },
+    ToolSpec {
+        name: "host_logs",
+        description: "The last lines a host's container printed.",
+        ability: Ability::HostRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<LogArgs>,
+    },
+    ToolSpec {
+        name: "host_egress_check",
+        description: "Check a running host's egress from inside it, through its real path: connectivity, exit IP against the egress's declared address, DNS leak.",
+        ability: Ability::EgressTest,
+        hint: Hint::Additive,
+        schema: schema::<HostArg>,
+    },
+    ToolSpec {
         name: "binding_create",
         description: "Bind a host to an egress (one per host); a running host moves onto it by a task.",
         ability: Ability::HostWrite,
@@ -205,6 +285,27 @@ const TOOLS: &[ToolSpec] = &[
         schema: schema::<ops::users::CreateUser>,
     },
     ToolSpec {
+        name: "user_get",
+        description: "Show one user account, by id or user name.",
+        ability: Ability::UserRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<UserArg>,
+    },
+    ToolSpec {
+        name: "user_set_expiry",
+        description: "Set or clear an account's expiry; past it, its logins stop and its hosts are stopped.",
+        ability: Ability::UserWrite,
+        hint: Hint::Additive,
+        schema: schema::<ExpiryArgs>,
+    },
+    ToolSpec {
+        name: "user_delete",
+        description: "Delete a user account; its hosts (containers and homes) are deleted by tasks, answered to poll.",
+        ability: Ability::UserWrite,
+        hint: Hint::Destructive,
+        schema: schema::<UserArg>,
+    },
+    ToolSpec {
         name: "user_disable",
         description: "Disable a user account by id: their logins stop and their sessions end.",
         ability: Ability::UserWrite,
@@ -226,6 +327,13 @@ const TOOLS: &[ToolSpec] = &[
         schema: schema::<PageArgs>,
     },
     ToolSpec {
+        name: "egress_get",
+        description: "Show one egress (secrets masked) with its last test.",
+        ability: Ability::EgressRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<IdArg>,
+    },
+    ToolSpec {
         name: "egress_test",
         description: "Test an egress by id: connectivity, exit IP and DNS leak, through its own data plane.",
         ability: Ability::EgressTest,
@@ -245,6 +353,20 @@ const TOOLS: &[ToolSpec] = &[
         ability: Ability::HostWrite,
         hint: Hint::Destructive,
         schema: schema::<IdArg>,
+    },
+    ToolSpec {
+        name: "tasks_list",
+        description: "List tasks (long operations), newest first, by status and host.",
+        ability: Ability::TaskRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<TaskListArgs>,
+    },
+    ToolSpec {
+        name: "recordings_list",
+        description: "List recorded terminal sessions, newest first, optionally of one host.",
+        ability: Ability::SessionRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<RecordingListArgs>,
     },
     ToolSpec {
         name: "task_get",
@@ -356,6 +478,20 @@ pub async fn call(
             }
             step(Kind::Rebuild, payload, a.host).await?
         }
+        "host_suspend" => step(Kind::Suspend, json!({}), args::<HostArg>(raw)?.host).await?,
+        "host_unsuspend" => {
+            let row = ops::hosts::lookup(core, caller, &args::<HostArg>(raw)?.host).await?;
+            host_view(ops::hosts::unsuspend(core, caller, row.id).await?)
+        }
+        "host_logs" => {
+            let a: LogArgs = args(raw)?;
+            let row = ops::hosts::lookup(core, caller, &a.host).await?;
+            to_json(ops::hosts::logs(core, caller, row.id, a.tail.unwrap_or(100)).await?)
+        }
+        "host_egress_check" => {
+            let row = ops::hosts::lookup(core, caller, &args::<HostArg>(raw)?.host).await?;
+            to_json(ops::egress::check_host(core, caller, row.id).await?)
+        }
         "binding_create" => to_json(ops::bindings::bind(core, caller, args(raw)?).await?),
         "binding_delete" => {
             let id = uuid(&args::<IdArg>(raw)?.id, "binding")?;
@@ -370,6 +506,21 @@ pub async fn call(
             json!({"users": users, "total": total})
         }
         "user_create" => to_json(ops::users::create(core, caller, args(raw)?).await?),
+        "user_get" => to_json(ops::users::lookup(core, caller, &args::<UserArg>(raw)?.user).await?),
+        "user_set_expiry" => {
+            let a: ExpiryArgs = args(raw)?;
+            let id = ops::users::lookup(core, caller, &a.user).await?.id;
+            let req = ops::users::SetExpiry {
+                expires_at: a.expires_at,
+            };
+            to_json(ops::users::set_expiry(core, caller, id, req).await?)
+        }
+        "user_delete" => {
+            let id = ops::users::lookup(core, caller, &args::<UserArg>(raw)?.user)
+                .await?
+                .id;
+            json!({"deleted": id, "task_ids": ops::users::delete(core, caller, id).await?})
+        }
         "user_disable" | "user_enable" => {
             let id = uuid(&args::<IdArg>(raw)?.id, "user")?;
             let status = if spec.name == "user_disable" {
@@ -387,6 +538,10 @@ pub async fn call(
             let (egress, total) = ops::egress::list(core, caller, page(a.page, a.per_page)).await?;
             json!({"egress": egress, "total": total})
         }
+        "egress_get" => {
+            let id = uuid(&args::<IdArg>(raw)?.id, "egress")?;
+            to_json(ops::egress::get(core, caller, id).await?)
+        }
         "egress_test" => {
             let id = uuid(&args::<IdArg>(raw)?.id, "egress")?;
             to_json(ops::egress::test(core, caller, id).await?)
@@ -398,6 +553,31 @@ pub async fn call(
         "session_end" => {
             let id = uuid(&args::<IdArg>(raw)?.id, "session")?;
             json!({"ended": ops::sessions::end(core, caller, id).await?})
+        }
+        "tasks_list" => {
+            let a: TaskListArgs = args(raw)?;
+            let host_id = match a.host {
+                Some(h) => Some(ops::hosts::lookup(core, caller, &h).await?.id),
+                None => None,
+            };
+            let filter = crate::store::tasks::TaskFilter {
+                status: a.status,
+                host_id,
+                ..Default::default()
+            };
+            let (tasks, total) =
+                ops::tasks::list(core, caller, &filter, page(a.page, a.per_page)).await?;
+            json!({"tasks": tasks, "total": total})
+        }
+        "recordings_list" => {
+            let a: RecordingListArgs = args(raw)?;
+            let host_id = match a.host {
+                Some(h) => Some(ops::hosts::lookup(core, caller, &h).await?.id),
+                None => None,
+            };
+            let (recordings, total) =
+                ops::recordings::list(core, caller, host_id, page(a.page, a.per_page)).await?;
+            json!({"recordings": recordings, "total": total})
         }
         "task_get" => {
             let id = uuid(&args::<IdArg>(raw)?.id, "task")?;
@@ -470,6 +650,8 @@ mod tests {
             "binding_delete",
             "session_end",
             "user_disable",
+            "user_delete",
+            "host_suspend",
         ] {
             let t = find(name).unwrap().tool();
             assert_eq!(

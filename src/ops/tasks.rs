@@ -68,7 +68,7 @@ pub async fn get(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Task> {
     Ok(task.into())
 }
 
-/// Tasks, newest first.
+/// Tasks, newest first. A status or kind that no task can have is refused, naming the field.
 pub async fn list(
     core: &Core,
     caller: &Caller,
@@ -76,6 +76,27 @@ pub async fn list(
     page: PageRequest,
 ) -> OpResult<(Vec<Task>, i64)> {
     caller.require(Ability::TaskRead)?;
+    let mut errs = crate::validation::FieldErrors::new();
+    if let Some(s) = &filter.status
+        && !crate::tasks::STATUSES.contains(&s.as_str())
+    {
+        errs.add(
+            "status",
+            format!("must be one of {}", crate::tasks::STATUSES.join(", ")),
+        );
+    }
+    if let Some(k) = &filter.kind
+        && crate::tasks::Kind::parse(k).is_none()
+    {
+        errs.add(
+            "kind",
+            format!(
+                "must be one of {}",
+                crate::tasks::Kind::ALL.map(|k| k.as_str()).join(", ")
+            ),
+        );
+    }
+    errs.into_result(())?;
     let mut db = core.store.acquire().await?;
     let (rows, total) = store::tasks::list(db.conn(), filter, page).await?;
     Ok((rows.into_iter().map(Task::from).collect(), total))

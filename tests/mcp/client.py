@@ -81,6 +81,32 @@ async def run(url, token, scenario, arg):
                     await wait(session, stop["task_id"])
                     out["user_id"] = user["id"]
                     out["host_id"] = made["id"]
+                elif scenario == "operate":
+                    # An operator's round on one host and its owner: logs, suspend (a start is
+                    # then refused), unsuspend, the host's tasks, a bad filter, the account by
+                    # name, its expiry set and cleared, recordings, and the account deleted.
+                    short, username = arg.split(",")
+                    logs = structured(await session.call_tool("host_logs", {"host": short, "tail": 5}))
+                    out["log_lines"] = len(logs["lines"])
+                    sus = structured(await session.call_tool("host_suspend", {"host": short}))
+                    out["suspend_task"] = await wait(session, sus["task_id"])
+                    out["suspended"] = structured(await session.call_tool("host_get", {"host": short}))["status"]
+                    start = await session.call_tool("host_start", {"host": short})
+                    out["start_refused"] = bool(start.is_error)
+                    out["start_error"] = structured(start).get("error")
+                    out["unsuspended"] = structured(await session.call_tool("host_unsuspend", {"host": short}))["status"]
+                    tasks = structured(await session.call_tool("tasks_list", {"host": short}))
+                    out["task_kinds"] = [t["kind"] for t in tasks["tasks"]]
+                    bad = await session.call_tool("tasks_list", {"status": "sleeping"})
+                    out["bad_status_fields"] = structured(bad).get("fields", {})
+                    out["user_name"] = structured(await session.call_tool("user_get", {"user": username}))["username"]
+                    exp = await session.call_tool("user_set_expiry", {"user": username, "expires_at": "2031-05-01T08:00:00Z"})
+                    out["expires_at"] = structured(exp)["expires_at"]
+                    never = await session.call_tool("user_set_expiry", {"user": username, "expires_at": None})
+                    out["expires_never"] = structured(never)["expires_at"]
+                    out["recordings"] = structured(await session.call_tool("recordings_list", {"host": short}))["total"]
+                    gone = structured(await session.call_tool("user_delete", {"user": username}))
+                    out["delete_task"] = await wait(session, gone["task_ids"][0])
                 elif scenario == "beyond-abilities":
                     try:
                         await session.call_tool("host_create", {"user_id": arg})
