@@ -445,6 +445,30 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .unwrap();
     assert_eq!(same, json!(true), "the event page was not reloaded");
     shot(&c, "admin-events").await;
+    // Filtered by a user name, as an operator types it: that account's events only, and the
+    // live rows follow the same account.
+    c.goto(&format!("{base}/admin/events?user=seen-live"))
+        .await
+        .unwrap();
+    let rows = wait_text(
+        &c,
+        "#events tbody",
+        |t| t.contains("user.created"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        rows.contains(&new_id) && !rows.contains("host.created"),
+        "{rows}"
+    );
+    let followed = c
+        .execute(
+            "return document.getElementById('events').dataset.user;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(followed, json!(new_id));
     c.goto(&format!("{base}/admin/tokens")).await.unwrap();
     fill(&c, "#name", "from-the-page").await;
     c.find(Locator::Css("input[name='ability.host:read']"))

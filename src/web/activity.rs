@@ -190,6 +190,7 @@ struct EventsPage {
     host: String,
     host_id: String,
     user: String,
+    user_id: String,
 }
 
 #[derive(Deserialize)]
@@ -221,11 +222,14 @@ pub async fn events(
             Err(e) => return error_page(&user, e),
         }
     };
+    // An id as given (a deleted account's events stay findable), or a user name.
     let user_id = if who.is_empty() {
         None
+    } else if let Ok(id) = uuid::Uuid::parse_str(&who) {
+        Some(id)
     } else {
-        match ops::parse_id(&who, "user") {
-            Ok(id) => Some(id),
+        match ops::users::lookup(&state, &user.caller, &who).await {
+            Ok(u) => Some(u.id),
             Err(e) => return error_page(&user, e),
         }
     };
@@ -242,6 +246,7 @@ pub async fn events(
             host,
             host_id: host_id.map(|h| h.to_string()).unwrap_or_default(),
             user: who,
+            user_id: user_id.map(|u| u.to_string()).unwrap_or_default(),
             events: rows
                 .into_iter()
                 .map(|e| EventView {
