@@ -286,6 +286,37 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         "{listed}"
     );
     shot(&c, "admin-recordings").await;
+    // From the host's page, its recordings: the same one, filtered by the host.
+    c.goto(&format!(
+        "{base}/admin/hosts/{}",
+        rec["host_id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    c.find(Locator::LinkText("its recordings"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let filtered = wait_text(
+        &c,
+        "#recordings",
+        |t| t.contains("webby"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(filtered.contains(&short), "{filtered}");
+    assert_eq!(
+        c.find(Locator::Css("#host"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(short.as_str())
+    );
     c.find(Locator::LinkText("play"))
         .await
         .unwrap()
