@@ -724,6 +724,44 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
             .starts_with("cli:")
     );
 
+    // An egress is named by its id or its label; a label two egresses share names neither.
+    let spec = dir.path().join("ss.json");
+    std::fs::write(
+        &spec,
+        json!({"label": "ss-out", "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+            "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1", "server_port": 8388,
+                "method": "aes-256-gcm", "password": "ss-password-secret"}})
+        .to_string(),
+    )
+    .unwrap();
+    let first = json_of(&run(&["egress", "create", "--from", "ss.json", "--json"]));
+    let shown = json_of(&run(&["egress", "show", "ss-out", "--json"]));
+    assert_eq!(shown["id"], first["id"]);
+    assert!(!shown.to_string().contains("ss-password-secret"), "{shown}");
+    let bound = json_of(&run(&[
+        "binding", "create", "--host", short, "--egress", "ss-out", "--json",
+    ]));
+    assert_eq!(bound["egress_ip_id"], first["id"], "{bound}");
+    let second = json_of(&run(&["egress", "create", "--from", "ss.json", "--json"]));
+    let out = run(&["egress", "show", "ss-out"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 egresses are labelled `ss-out`")
+            && err.contains(first["id"].as_str().unwrap())
+            && err.contains(second["id"].as_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(
+        run(&["egress", "show", "no-such-label"]).status.code(),
+        Some(3)
+    );
+    assert!(
+        run(&["egress", "delete", second["id"].as_str().unwrap()])
+            .status
+            .success()
+    );
+
     // Not found: exit 3. Refused by state: exit 4. Not possible here: exit 6.
     assert_eq!(run(&["host", "show", "zzzzzzzz"]).status.code(), Some(3));
     assert_eq!(

@@ -189,9 +189,9 @@ pub enum HostCommand {
         /// The owner: a user id or user name.
         #[arg(long)]
         user: String,
-        /// Bind it to this egress at once.
+        /// Bind it to this egress (id or label) at once.
         #[arg(long)]
-        egress: Option<Uuid>,
+        egress: Option<String>,
         /// Memory limit in MiB, 64-65536.
         #[arg(long)]
         memory_mb: Option<i64>,
@@ -381,8 +381,9 @@ pub enum BindingCommand {
     Create {
         #[arg(long)]
         host: String,
+        /// The egress: its id or label.
         #[arg(long)]
-        egress: Uuid,
+        egress: String,
         #[command(flatten)]
         common: Common,
     },
@@ -493,7 +494,8 @@ pub enum EgressCommand {
     },
     /// Show one egress (secrets masked).
     Show {
-        id: Uuid,
+        /// The egress: its id or label.
+        egress: String,
         #[command(flatten)]
         common: Common,
     },
@@ -506,7 +508,8 @@ pub enum EgressCommand {
     },
     /// Change an egress from a JSON file of the fields to replace (`-` reads stdin).
     Update {
-        id: Uuid,
+        /// The egress: its id or label.
+        egress: String,
         #[arg(long = "from", value_name = "FILE")]
         from: PathBuf,
         #[command(flatten)]
@@ -514,7 +517,8 @@ pub enum EgressCommand {
     },
     /// Delete an egress (refused while hosts are bound to it).
     Delete {
-        id: Uuid,
+        /// The egress: its id or label.
+        egress: String,
         #[command(flatten)]
         common: Common,
     },
@@ -522,8 +526,8 @@ pub enum EgressCommand {
     /// throwaway namespace; exits 7 when a check fails. An egress carrying a running host is
     /// tested by the running server (asked through its control socket) in that host's session.
     Test {
-        /// The egress's id.
-        id: Uuid,
+        /// The egress: its id or label.
+        egress: String,
         #[command(flatten)]
         common: Common,
         #[command(flatten)]

@@ -427,7 +427,10 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
             let core = core(&common, None).await?;
             let req = ops::hosts::CreateHost {
                 user_id: Some(user_id(&core, me, &user).await?.to_string()),
-                egress_ip_id: egress.map(|e| e.to_string()),
+                egress_ip_id: match egress {
+                    Some(e) => Some(ops::egress::lookup(&core, me, &e).await?.to_string()),
+                    None => None,
+                },
                 memory_mb,
                 cpus,
                 pids_limit,
@@ -653,8 +656,9 @@ async fn egress(cmd: EgressCommand, me: &Caller) -> CliResult {
                 EGRESS_ROWS,
             );
         }
-        EgressCommand::Show { id, common } => {
+        EgressCommand::Show { egress, common } => {
             let core = core(&common, None).await?;
+            let id = ops::egress::lookup(&core, me, &egress).await?;
             show(
                 &common,
                 &to_json(&ops::egress::get(&core, me, id).await?),
@@ -670,22 +674,33 @@ async fn egress(cmd: EgressCommand, me: &Caller) -> CliResult {
                 EGRESS_FIELDS,
             );
         }
-        EgressCommand::Update { id, from, common } => {
+        EgressCommand::Update {
+            egress,
+            from,
+            common,
+        } => {
             let input = read_json(&from)?;
             let core = core(&common, None).await?;
+            let id = ops::egress::lookup(&core, me, &egress).await?;
             show(
                 &common,
                 &to_json(&ops::egress::update(&core, me, id, input).await?),
                 EGRESS_FIELDS,
             );
         }
-        EgressCommand::Delete { id, common } => {
+        EgressCommand::Delete { egress, common } => {
             let core = core(&common, None).await?;
+            let id = ops::egress::lookup(&core, me, &egress).await?;
             ops::egress::delete(&core, me, id).await?;
             show(&common, &json!({"deleted": id}), &[("deleted", "/deleted")]);
         }
-        EgressCommand::Test { id, common, probe } => {
+        EgressCommand::Test {
+            egress,
+            common,
+            probe,
+        } => {
             let core = core(&common, Some(&probe)).await?;
+            let id = ops::egress::lookup(&core, me, &egress).await?;
             // Through a data plane of its own, unless a running host's session carries the
             // egress: then the server, which holds that session, tests it.
             let report = match ops::egress::test(&core, me, id).await {
@@ -715,7 +730,7 @@ async fn binding(cmd: BindingCommand, me: &Caller) -> CliResult {
             let id = host_id(&core, me, &host).await?;
             let req = ops::bindings::CreateBinding {
                 host_id: Some(id.to_string()),
-                egress_ip_id: Some(egress.to_string()),
+                egress_ip_id: Some(ops::egress::lookup(&core, me, &egress).await?.to_string()),
             };
             let b = ops::bindings::bind(&core, me, req).await?;
             show(

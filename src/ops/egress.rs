@@ -119,6 +119,35 @@ async fn find(c: store::Conn<'_>, keys: &Keyring, id: Uuid) -> OpResult<EgressRo
         .ok_or(OpError::NotFound("egress"))
 }
 
+/// An egress named by its id or its label, as an operator types it. Labels need not be
+/// unique: a label several egresses share names none of them, and the refusal lists their ids.
+pub async fn lookup(core: &Core, caller: &Caller, key: &str) -> OpResult<Uuid> {
+    caller.require(Ability::EgressRead)?;
+    let key = key.trim();
+    let mut db = core.store.acquire().await?;
+    if let Ok(id) = Uuid::parse_str(key) {
+        return Ok(find(db.conn(), core.store.keys(), id).await?.id);
+    }
+    let ids: Vec<Uuid> = store::egress::summaries(db.conn())
+        .await?
+        .into_iter()
+        .filter(|(_, label, _, _)| label == key)
+        .map(|(id, ..)| id)
+        .collect();
+    match ids.as_slice() {
+        [] => Err(OpError::NotFound("egress")),
+        [id] => Ok(*id),
+        many => Err(OpError::Conflict(format!(
+            "{} egresses are labelled `{key}`: name one by its id ({})",
+            many.len(),
+            many.iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Egresses, oldest first.
 pub async fn list(core: &Core, caller: &Caller, page: PageRequest) -> OpResult<(Vec<Egress>, i64)> {
     caller.require(Ability::EgressRead)?;
