@@ -300,6 +300,7 @@ async fn shutdown_signal() {
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    sluice::cli::run::require_data_dir(&args.store.data_dir)?;
     let url = args.store.effective_database_url();
     let keys = sluice::keys::Keyring::open(&args.store.data_dir)
         .context("cannot open the sealing keys")?;

@@ -817,6 +817,25 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
     ] {
         assert!(actions.contains(&want), "{want}: {actions:?}");
     }
+    // In the wrong directory (no data directory here): said plainly, and nothing is made.
+    let elsewhere = dir.path().join("not-an-install");
+    for args in [&["user", "list"][..], &["token", "list"][..]] {
+        let out = sluice(dir.path())
+            .env("SLUICE_DATA_DIR", &elsewhere)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            err.contains(&format!(
+                "no Sluice data directory at {}",
+                elsewhere.display()
+            )) && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!elsewhere.exists());
     let olga = json_of(&run(&["event", "list", "--user", "olga", "--json"]));
     assert!(
         olga["data"]

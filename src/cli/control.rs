@@ -66,7 +66,8 @@ pub enum Reply {
 pub enum ControlError {
     #[error(
         "no `sluice serve` answers on data directory {dir} ({source}); this needs the running \
-         server: start it, or give the --data-dir it runs with"
+         server: start it, or give the --data-dir it runs with{hint}",
+        hint = super::run::service_hint(dir)
     )]
     NoServer { dir: PathBuf, source: io::Error },
     #[error("the server's control socket {path} failed: {message}")]

@@ -45,6 +45,39 @@ pub enum CliError {
     /// Asking the running server (what only it holds) failed, or it refused.
     #[error(transparent)]
     Control(#[from] super::control::ControlError),
+    /// The data directory does not exist: the command runs in the wrong place.
+    #[error(
+        "no Sluice data directory at {0}: run this where `sluice serve` keeps its state, or give \
+         its directory with --data-dir (SLUICE_DATA_DIR) and its DATABASE_URL{hint}",
+        hint = service_hint(.0)
+    )]
+    NoInstall(std::path::PathBuf),
+}
+
+/// Where the systemd unit keeps an install (deploy/sluice.service).
+pub const SERVICE_DATA_DIR: &str = "/var/lib/sluice";
+
+/// A pointer to the service's install when there is one and the operator is elsewhere.
+pub fn service_hint(dir: &Path) -> String {
+    let service = Path::new(SERVICE_DATA_DIR);
+    if dir != service && service.join("lock").exists() {
+        format!(
+            " (the service's install is at {SERVICE_DATA_DIR}: `set -a; . /etc/sluice/sluice.env; \
+             set +a; export SLUICE_DATA_DIR={SERVICE_DATA_DIR}`)"
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// Refuses a data directory that does not exist, rather than failing on a file in it: the
+/// operator is in the wrong directory, or forgot the server's settings.
+pub fn require_data_dir(dir: &Path) -> Result<(), CliError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Err(CliError::NoInstall(abs))
 }
 
 impl CliError {
@@ -61,6 +94,7 @@ impl CliError {
             CliError::Op(OpError::Forbidden(_) | OpError::Auth(_)) => 5,
             CliError::Op(OpError::Unavailable(_) | OpError::ServerOnly(_))
             | CliError::Control(ControlError::NoServer { .. })
+            | CliError::NoInstall(_)
             | CliError::Keys(crate::keys::KeyError::NotPossible(_)) => 6,
             CliError::Control(ControlError::Refused { exit_code, .. }) => *exit_code,
             CliError::Failed(_) => 7,
@@ -89,6 +123,7 @@ async fn core(
     common: &Common,
     probe: Option<&crate::config::ProbeSettings>,
 ) -> Result<Core, CliError> {
+    require_data_dir(&common.store.store.data_dir)?;
     let url = common.store.store.effective_database_url();
     let keys = crate::keys::Keyring::open(&common.store.store.data_dir)?;
     let store = Store::connect(&url, Arc::new(keys))
