@@ -950,3 +950,76 @@ fn doctor_checks_the_machine_says_what_to_do_and_changes_nothing() {
         "{out}"
     );
 }
+
+/// `sluice event follow` prints events as other processes write them, filtered, oldest first,
+/// one JSON object per line; it needs no server (it reads the database as the server does).
+#[test]
+fn events_are_followed_as_other_processes_write_them() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = sluice(dir.path()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["user", "create", "first"]);
+    let mut follower = sluice(dir.path())
+        .args(["event", "follow", "--action", "user.created", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let name = |v: &Value| {
+        v["details"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The follower starts from what is new once it runs: write until it hears one.
+    let mut heard = None;
+    for i in 0..40 {
+        run(&["user", "create", &format!("warm{i}")]);
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
+            heard = Some(v);
+            break;
+        }
+    }
+    let heard = heard.expect("the follower printed nothing in 20 s");
+    assert_eq!(heard["action"], "user.created", "{heard}");
+    assert_eq!(name(&heard).starts_with("warm"), true, "{heard}");
+    assert!(heard["actor"].as_str().unwrap().starts_with("cli:"));
+
+    // Then every matching event, in order; other actions are left out.
+    run(&["user", "create", "second"]);
+    run(&["user", "disable", "second"]);
+    run(&["user", "create", "third"]);
+    let mut names = vec![];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !names.contains(&"third".to_string()) && Instant::now() < deadline {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            assert_eq!(v["action"], "user.created", "{v}");
+            names.push(name(&v));
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let tail: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.starts_with("warm"))
+        .collect();
+    assert_eq!(tail, ["second", "third"], "{names:?}");
+}

@@ -436,6 +436,21 @@ pub enum EventCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Print events as they happen, whichever process writes them (the server, the API, other
+    /// commands), until interrupted; with --json one object per line.
+    Follow {
+        /// Only this action, such as `host.created`.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only events about this host (id or short id).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only events about this user (id, or the user name of an account that exists).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]

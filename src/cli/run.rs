@@ -834,40 +834,113 @@ async fn task(cmd: TaskCommand, me: &Caller) -> CliResult {
 }
 
 async fn event(cmd: EventCommand, me: &Caller) -> CliResult {
-    let EventCommand::List {
-        action,
-        host,
-        user,
-        page: p,
-        common,
-    } = cmd;
-    let core = core(&common, None).await?;
+    match cmd {
+        EventCommand::List {
+            action,
+            host,
+            user,
+            page: p,
+            common,
+        } => {
+            let core = core(&common, None).await?;
+            let filter = event_filter(&core, me, action, host, user).await?;
+            let (rows, total) = ops::events::list(&core, me, &filter, page(&p)).await?;
+            list(
+                &common,
+                rows.iter().map(to_json).collect(),
+                total,
+                EVENT_ROWS,
+            );
+        }
+        EventCommand::Follow {
+            action,
+            host,
+            user,
+            common,
+        } => {
+            let mut core = core(&common, None).await?;
+            let filter = event_filter(&core, me, action, host, user).await?;
+            // The same follower the server runs: it reads what any process commits.
+            let stop = tokio_util::sync::CancellationToken::new();
+            core.events = Some(crate::events::live::Hub::start(
+                core.store.clone(),
+                stop.clone(),
+            ));
+            if !common.json {
+                println!("TIME                  ACTOR  ACTION  TARGET  SOURCE");
+            }
+            let mut last = None;
+            loop {
+                let stream = ops::events::live(&core, me, filter.clone(), last).await?;
+                let mut stream = std::pin::pin!(stream);
+                let mut behind = false;
+                while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                    match item {
+                        ops::events::Live::Event(e) => {
+                            last = Some(e.id);
+                            print_event(&common, &to_json(&*e));
+                        }
+                        ops::events::Live::FellBehind => behind = true,
+                    }
+                }
+                // Fell behind: resume from the last one printed. Otherwise the follower ended.
+                if !behind {
+                    stop.cancel();
+                    return Err(CliError::Failed("the event follower stopped".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The event filters as the operator gives them: a host by id or short id, a user by id (as
+/// given, so a deleted account's events stay findable) or by user name.
+async fn event_filter(
+    core: &Core,
+    me: &Caller,
+    action: Option<String>,
+    host: Option<String>,
+    user: Option<String>,
+) -> Result<EventFilter, CliError> {
     let host_id = match host {
-        Some(h) => Some(host_id(&core, me, &h).await?),
+        Some(h) => Some(host_id(core, me, &h).await?),
         None => None,
     };
-    // An id as given (the events of a deleted account stay findable); a name, looked up.
     let user_id = match user {
         Some(u) => match uuid::Uuid::parse_str(u.trim()) {
             Ok(id) => Some(id),
-            Err(_) => Some(user_id(&core, me, &u).await?),
+            Err(_) => Some(user_id(core, me, &u).await?),
         },
         None => None,
     };
-    let filter = EventFilter {
+    Ok(EventFilter {
         user_id,
         host_id,
         action,
         ..Default::default()
+    })
+}
+
+/// One followed event: a JSON line, or a line of the list's columns.
+fn print_event(common: &Common, e: &Value) {
+    if common.json {
+        println!("{e}");
+        return;
+    }
+    let field = |k: &str| match &e[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
     };
-    let (rows, total) = ops::events::list(&core, me, &filter, page(&p)).await?;
-    list(
-        &common,
-        rows.iter().map(to_json).collect(),
-        total,
-        EVENT_ROWS,
+    println!(
+        "{}  {}  {}  {}  {}",
+        field("created_at"),
+        field("actor"),
+        field("action"),
+        field("target_id"),
+        field("source_ip")
     );
-    Ok(())
 }
 
 async fn session(cmd: SessionCommand, me: &Caller) -> CliResult {
