@@ -238,6 +238,19 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
     );
 
     // An operator's token: the rest of a host's and an account's life, through the SDK.
+    for label in ["mcp-out", "twin", "twin"] {
+        let (st, v) = s
+            .post(
+                "/v1/admin/egress-ips",
+                &admin,
+                json!({"label": label, "ip_address": "203.0.113.20", "tunnel_type": "proxy",
+                    "proxy_config": {"type": "shadowsocks", "server": "192.0.2.1",
+                        "server_port": 8388, "method": "aes-256-gcm",
+                        "password": "ss-password-secret"}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
     let operator = token(
         &s,
         &admin,
@@ -250,6 +263,7 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
             "user:write",
             "task:read",
             "session:read",
+            "egress:read",
         ],
     )
     .await;
@@ -274,6 +288,17 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
     assert_eq!(op["expires_at"], "2031-05-01T08:00:00Z", "{op}");
     assert_eq!(op["expires_never"], Value::Null, "{op}");
     assert_eq!(op["recordings"], 0, "{op}");
+    // Egresses by label, secrets masked; a label two share is refused, naming both.
+    assert_eq!(op["egress_label"], "mcp-out", "{op}");
+    assert_eq!(op["egress_secret_shown"], false, "{op}");
+    assert_eq!(op["twin_refused"], true, "{op}");
+    assert!(
+        op["twin_error"]
+            .as_str()
+            .unwrap()
+            .contains("2 egresses are labelled `twin`"),
+        "{op}"
+    );
     assert_eq!(op["delete_task"], "succeeded", "{op}");
     let (st, _) = s.get(&format!("/v1/admin/hosts/{host_id}"), &admin).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "the account's host went with it");

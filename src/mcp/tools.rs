@@ -119,6 +119,14 @@ pub struct EventArgs {
     pub limit: Option<u32>,
 }
 
+/// An egress, by id or label.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressArg {
+    /// The egress's id (UUID) or its label (refused when several egresses share it).
+    pub id: String,
+}
+
 /// An account, by id or user name.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -331,14 +339,14 @@ const TOOLS: &[ToolSpec] = &[
         description: "Show one egress (secrets masked) with its last test.",
         ability: Ability::EgressRead,
         hint: Hint::ReadOnly,
-        schema: schema::<IdArg>,
+        schema: schema::<EgressArg>,
     },
     ToolSpec {
         name: "egress_test",
         description: "Test an egress by id: connectivity, exit IP and DNS leak, through its own data plane.",
         ability: Ability::EgressTest,
         hint: Hint::Additive,
-        schema: schema::<IdArg>,
+        schema: schema::<EgressArg>,
     },
     ToolSpec {
         name: "sessions_list",
@@ -539,11 +547,11 @@ pub async fn call(
             json!({"egress": egress, "total": total})
         }
         "egress_get" => {
-            let id = uuid(&args::<IdArg>(raw)?.id, "egress")?;
+            let id = ops::egress::lookup(core, caller, &args::<EgressArg>(raw)?.id).await?;
             to_json(ops::egress::get(core, caller, id).await?)
         }
         "egress_test" => {
-            let id = uuid(&args::<IdArg>(raw)?.id, "egress")?;
+            let id = ops::egress::lookup(core, caller, &args::<EgressArg>(raw)?.id).await?;
             to_json(ops::egress::test(core, caller, id).await?)
         }
         "sessions_list" => {

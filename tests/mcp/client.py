@@ -105,6 +105,12 @@ async def run(url, token, scenario, arg):
                     never = await session.call_tool("user_set_expiry", {"user": username, "expires_at": None})
                     out["expires_never"] = structured(never)["expires_at"]
                     out["recordings"] = structured(await session.call_tool("recordings_list", {"host": short}))["total"]
+                    egress = structured(await session.call_tool("egress_get", {"id": "mcp-out"}))
+                    out["egress_label"] = egress["label"]
+                    out["egress_secret_shown"] = "ss-password-secret" in json.dumps(egress)
+                    twin = await session.call_tool("egress_get", {"id": "twin"})
+                    out["twin_refused"] = bool(twin.is_error)
+                    out["twin_error"] = structured(twin).get("error")
                     gone = structured(await session.call_tool("user_delete", {"user": username}))
                     out["delete_task"] = await wait(session, gone["task_ids"][0])
                 elif scenario == "beyond-abilities":
