@@ -797,6 +797,10 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
     let keys = String::from_utf8(run(&["user", "keys", &uid]).stdout).unwrap();
     assert!(keys.contains("SHA256:"), "{keys}");
 
+    let status = json_of(&run(&["status", "--json"]));
+    assert_eq!(status["server_running"], false, "{status}");
+    assert_eq!(status["docker"]["reachable"], true, "{status}");
+    assert_eq!(status["hosts"]["total"], 1, "{status}");
     let stats = json_of(&run(&["stats", "--json"]));
     assert_eq!(
         (stats["users"].as_i64(), stats["hosts"]["total"].as_i64()),

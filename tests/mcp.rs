@@ -269,6 +269,7 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
     .await;
     let short = seen["short_id"].as_str().unwrap();
     let op = client(&mcp, &operator, "operate", &format!("{short},mcpuser")).await;
+    assert_eq!(op["docker_reachable"], true, "{op}");
     assert!(op["log_lines"].as_u64().unwrap() >= 1, "{op}");
     assert_eq!(op["suspend_task"], "succeeded", "{op}");
     assert_eq!(op["suspended"], "suspended", "{op}");

@@ -809,6 +809,10 @@ async fn the_cli_lists_and_ends_live_sessions_of_the_running_server() {
             .unwrap();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
+    let (code, out, err) = cli(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["server_running"], true, "{status}");
     let (code, out, err) = cli(&["session", "list", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -84,6 +84,9 @@ pub enum Command {
     Recording(RecordingCommand),
     /// Counts of users, hosts by status, egresses and tasks.
     Stats(Common),
+    /// Whether Docker answers (and its version), the managed images, hosts by status, the task
+    /// backlog, and whether a server runs on this data directory.
+    Status(Common),
     /// The install's own keys: the sealing keys of stored secrets, and the JWT secret.
     #[command(subcommand)]
     Keys(KeysCommand),

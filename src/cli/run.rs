@@ -408,6 +408,33 @@ pub async fn run(command: Command) -> CliResult {
             );
             Ok(())
         }
+        Command::Status(common) => {
+            let core = core(&common, None).await?;
+            let mut v = to_json(&ops::overview::status(&core, &me).await?);
+            let dir = std::path::absolute(&common.store.store.data_dir)
+                .unwrap_or_else(|_| common.store.store.data_dir.clone());
+            v["server_running"] =
+                json!(std::os::unix::net::UnixStream::connect(dir.join(control::FILE)).is_ok());
+            show(
+                &common,
+                &v,
+                &[
+                    ("server running", "/server_running"),
+                    ("docker", "/docker/reachable"),
+                    ("docker version", "/docker/version"),
+                    ("docker error", "/docker/error"),
+                    ("image", "/docker/image"),
+                    ("image present", "/docker/image_present"),
+                    ("hosts", "/hosts/total"),
+                    ("running", "/hosts/by_status/running"),
+                    ("error", "/hosts/by_status/error"),
+                    ("tasks queued", "/tasks/queued"),
+                    ("tasks running", "/tasks/running"),
+                    ("failed in 24 h", "/tasks/failed_last_24h"),
+                ],
+            );
+            Ok(())
+        }
         Command::Keys(cmd) => keys(cmd, &me).await,
         Command::Backup(cmd) => backup(cmd, &me).await,
         Command::Serve(_) | Command::Doctor(_) | Command::Admin(_) | Command::Image(_) => Err(

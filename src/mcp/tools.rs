@@ -188,6 +188,13 @@ const TOOLS: &[ToolSpec] = &[
         schema: schema::<NoArgs>,
     },
     ToolSpec {
+        name: "server_status",
+        description: "The control plane's view of itself: whether Docker answers and its version, the managed images, hosts by status, tasks waiting and running.",
+        ability: Ability::HostRead,
+        hint: Hint::ReadOnly,
+        schema: schema::<NoArgs>,
+    },
+    ToolSpec {
         name: "hosts_list",
         description: "List hosts (users' containers) with status, egress and access commands.",
         ability: Ability::HostRead,
@@ -455,6 +462,10 @@ pub async fn call(
         "dashboard_stats" => {
             args::<NoArgs>(raw)?;
             to_json(ops::overview::stats(core, caller).await?)
+        }
+        "server_status" => {
+            args::<NoArgs>(raw)?;
+            to_json(ops::overview::status(core, caller).await?)
         }
         "hosts_list" => {
             let a: HostListArgs = args(raw)?;

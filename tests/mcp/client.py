@@ -86,6 +86,8 @@ async def run(url, token, scenario, arg):
                     # then refused), unsuspend, the host's tasks, a bad filter, the account by
                     # name, its expiry set and cleared, recordings, and the account deleted.
                     short, username = arg.split(",")
+                    status = structured(await session.call_tool("server_status", {}))
+                    out["docker_reachable"] = status["docker"]["reachable"]
                     logs = structured(await session.call_tool("host_logs", {"host": short, "tail": 5}))
                     out["log_lines"] = len(logs["lines"])
                     sus = structured(await session.call_tool("host_suspend", {"host": short}))
