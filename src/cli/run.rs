@@ -370,6 +370,18 @@ async fn user_id(core: &Core, caller: &Caller, key: &str) -> Result<uuid::Uuid, 
     Ok(ops::users::lookup(core, caller, key).await?.id)
 }
 
+/// A host filter named by id or short id, as its id.
+async fn any_host_id(
+    core: &Core,
+    caller: &Caller,
+    key: Option<String>,
+) -> Result<Option<uuid::Uuid>, CliError> {
+    match key {
+        Some(k) => Ok(Some(host_id(core, caller, &k).await?)),
+        None => Ok(None),
+    }
+}
+
 /// A host named by id or short id, as its id.
 async fn host_id(core: &Core, caller: &Caller, key: &str) -> Result<uuid::Uuid, CliError> {
     Ok(ops::hosts::lookup(core, caller, key).await?.id)
@@ -831,10 +843,7 @@ async fn task(cmd: TaskCommand, me: &Caller) -> CliResult {
             common,
         } => {
             let core = core(&common, None).await?;
-            let host_id = match host {
-                Some(h) => Some(host_id(&core, me, &h).await?),
-                None => None,
-            };
+            let host_id = any_host_id(&core, me, host).await?;
             let filter = TaskFilter {
                 status,
                 host_id,
@@ -930,10 +939,7 @@ async fn event_filter(
     host: Option<String>,
     user: Option<String>,
 ) -> Result<EventFilter, CliError> {
-    let host_id = match host {
-        Some(h) => Some(host_id(core, me, &h).await?),
-        None => None,
-    };
+    let host_id = any_host_id(core, me, host).await?;
     let user_id = match user {
         Some(u) => match uuid::Uuid::parse_str(u.trim()) {
             Ok(id) => Some(id),
@@ -996,10 +1002,7 @@ async fn recording(cmd: RecordingCommand, me: &Caller) -> CliResult {
             common,
         } => {
             let core = core(&common, None).await?;
-            let host_id = match host {
-                Some(h) => Some(host_id(&core, me, &h).await?),
-                None => None,
-            };
+            let host_id = any_host_id(&core, me, host).await?;
             let (rows, total) = ops::recordings::list(&core, me, host_id, page(&p)).await?;
             list(
                 &common,
