@@ -3,8 +3,9 @@
 # sftp, scp, ssh-agent), curl (the short-link scripts),
 # and the egress lab's tools (iproute2, iptables, wireguard-go and wg, tcpdump, microsocks,
 # tinyproxy, shadowsocks-libev, trojan, v2ray, socat as a TLS front, openssl for the
-# certificates, iperf3, dig for UDP through a proxy), Chromium and chromedriver for the
-# browser tests, and from PyPI ssh-audit, schemathesis and the MCP SDK.
+# certificates, iperf3, dig for UDP through a proxy), asciinema, systemd-analyze for the
+# service units, Chromium and chromedriver for the browser tests, and from PyPI ssh-audit,
+# schemathesis and the MCP SDK.
 # Idempotent; installs only what is missing.
 set -euo pipefail
 missing=()
@@ -32,6 +33,8 @@ command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # Plays back session recordings in the recording test.
 command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
+# The deploy/ units are checked with systemd's own verifier.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The browser tests: headless Chromium driven through chromedriver.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

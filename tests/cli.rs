@@ -1027,3 +1027,45 @@ fn events_are_followed_as_other_processes_write_them() {
         .collect();
     assert_eq!(tail, ["second", "third"], "{names:?}");
 }
+
+/// The service units in deploy/ are what systemd accepts: its own verifier, given the units
+/// with their programs where this build has them, reports nothing (an unknown key, a bad
+/// value, a missing program or an unknown dependency would each be a line).
+#[test]
+fn the_service_units_are_what_systemd_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let unit = |name: &str, from: &str, to: &Path| {
+        let text = std::fs::read_to_string(root.join("deploy").join(name)).unwrap();
+        assert!(
+            text.contains(from) || from.is_empty(),
+            "{name} names {from}"
+        );
+        let text = if from.is_empty() {
+            text
+        } else {
+            text.replace(from, to.to_str().unwrap())
+        };
+        std::fs::write(dir.path().join(name), text).unwrap();
+    };
+    unit("sluice.service", "/usr/local/bin/sluice", Path::new(BIN));
+    unit(
+        "sluice-backup.service",
+        "/usr/local/lib/sluice/backup.sh",
+        &root.join("deploy/scripts/backup.sh"),
+    );
+    unit("sluice-backup.timer", "", Path::new(""));
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args([
+            "sluice.service",
+            "sluice-backup.service",
+            "sluice-backup.timer",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze (scripts/install-deps.sh installs it)");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
