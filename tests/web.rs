@@ -330,6 +330,28 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .unwrap();
     let played = transcript().await;
     assert!(played.contains("hello-42 from webby"), "{played}");
+    // The position slider: back to the start shows the terminal as it was then, paused; to
+    // the end, all of it again.
+    let seek = |to: &'static str| {
+        let c = &c;
+        async move {
+            c.execute(
+                &format!(
+                    "const s = document.getElementById('seek'); s.value = {to}; \
+                     s.dispatchEvent(new Event('input')); return document.body.dataset.player;"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(seek("0").await, json!("paused"));
+    let at_start = transcript().await;
+    assert!(!at_start.contains("hello-42"), "{at_start}");
+    assert_eq!(seek("s.max").await, json!("ended"));
+    let at_end = transcript().await;
+    assert!(at_end.contains("hello-42 from webby"), "{at_end}");
     shot(&c, "admin-recording-player").await;
     let cast_page = format!("/admin/recordings/{}/cast", rec["id"].as_str().unwrap());
     let got = c

@@ -1,6 +1,6 @@
 // The recording player: fetches an asciicast v2 file from Sluice and replays its output in
 // xterm.js (vendored) at the recorded pace, pauses longer than 2 s shortened to 2 s, with
-// play/pause, speed and restart. Resizes in the cast resize the terminal; keystrokes (when
+// play/pause, a position slider, speed and restart. Resizes in the cast resize the terminal; keystrokes (when
 // recorded) are not replayed, since the terminal's echo already shows what was typed.
 // body[data-player] says loading, playing, paused, ended or failed; the output replayed so
 // far (its last 64 KiB) is window.sluiceTranscript (the browser tests read both).
@@ -15,6 +15,7 @@
   const restartButton = document.getElementById("restart");
   const speedSelect = document.getElementById("speed");
   const clock = document.getElementById("clock");
+  const seek = document.getElementById("seek");
   let header = { width: 80, height: 24 };
   let events = [];
   let duration = 0;
@@ -27,7 +28,10 @@
   let playing = false;
 
   const mmss = (s) => Math.floor(s / 60) + ":" + String(Math.floor(s % 60)).padStart(2, "0");
-  const showClock = () => { clock.textContent = mmss(at) + " / " + mmss(duration); };
+  const showClock = () => {
+    clock.textContent = mmss(at) + " / " + mmss(duration);
+    seek.value = String(at);
+  };
 
   function fresh() {
     if (term) term.dispose();
@@ -76,6 +80,25 @@
     tick();
   }
 
+  // Jumps to `t`: the terminal is rebuilt from the start up to there at once.
+  function seekTo(t) {
+    const wasPlaying = playing;
+    if (playing) pause();
+    fresh();
+    at = Math.max(0, Math.min(t, duration));
+    while (next < events.length && events[next][0] <= at) apply(events[next++]);
+    showClock();
+    if (next >= events.length) {
+      state.player = "ended";
+      playButton.textContent = "Play again";
+    } else if (wasPlaying) {
+      play();
+    } else {
+      state.player = "paused";
+      playButton.textContent = "Play";
+    }
+  }
+
   function pause() {
     playing = false;
     clearTimeout(timer);
@@ -90,6 +113,7 @@
     fresh();
     play();
   });
+  seek.addEventListener("input", () => seekTo(Number(seek.value) || 0));
   speedSelect.addEventListener("change", () => {
     speed = Number(speedSelect.value) || 1;
     if (playing) {
@@ -126,8 +150,10 @@
         if (ev[1] === "o" || ev[1] === "r") events.push([t, ev[1], String(ev[2])]);
       }
       duration = events.length ? events[events.length - 1][0] : 0;
+      seek.max = String(duration);
       playButton.disabled = false;
       restartButton.disabled = false;
+      seek.disabled = false;
       fresh();
       play();
     })
