@@ -1367,6 +1367,33 @@ async fn hosts_lifecycle_through_tasks(b: Backend) {
         let (st, _) = s.get(&format!("/v1/admin/tasks?{bad}"), &admin).await;
         assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
+    // Hosts by status: the host is in its own status's list and in no other's.
+    let (_, h) = s.get(&format!("/v1/admin/hosts/{id}"), &admin).await;
+    let now = h["data"]["status"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .get(&format!("/v1/admin/hosts?status={now}"), &admin)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["meta"]["total"], 1, "{v}");
+    assert_eq!(v["data"][0]["id"], id.as_str());
+    let other = if now == "stopped" {
+        "running"
+    } else {
+        "stopped"
+    };
+    let (_, v) = s
+        .get(&format!("/v1/admin/hosts?status={other}"), &admin)
+        .await;
+    assert_eq!(v["meta"]["total"], 0, "{v}");
+    let (st, v) = s.get("/v1/admin/hosts?status=asleep", &admin).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["errors"]["status"][0]
+            .as_str()
+            .unwrap()
+            .contains("running"),
+        "{v}"
+    );
 
     let (st, v) = s
         .call(

@@ -675,6 +675,13 @@ fn operator_commands_print_tables_or_json_and_refuse_with_exit_codes() {
     let short = h["short_id"].as_str().unwrap();
     let mine = json_of(&run(&["host", "list", "--user", "olga", "--json"]));
     assert_eq!(mine["total"], 1, "{mine}");
+    let pending = json_of(&run(&["host", "list", "--status", "pending", "--json"]));
+    assert_eq!(pending["total"], 1, "{pending}");
+    let running = json_of(&run(&["host", "list", "--status", "running", "--json"]));
+    assert_eq!(running["total"], 0, "{running}");
+    let out = run(&["host", "list", "--status", "asleep"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("status: must be one of"));
 
     // Expiry: set, refused in the past (the field named), cleared.
     let out = run(&[

@@ -279,6 +279,7 @@ async fn an_agent_creates_a_host_through_mcp_within_its_token_and_every_call_is_
         "{op}"
     );
     assert_eq!(op["unsuspended"], "stopped", "{op}");
+    assert_eq!(op["stopped_hosts"], json!([short]), "{op}");
     let kinds = op["task_kinds"].as_array().unwrap();
     assert!(
         kinds.contains(&json!("suspend")) && kinds.contains(&json!("create")),

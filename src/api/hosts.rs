@@ -83,17 +83,22 @@ impl FromRequestParts<AppState> for PublicHost {
 /// `?user_id` of the host list, validated.
 pub struct HostQuery {
     user_id: Option<Uuid>,
+    status: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for HostQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_id = query_map(parts)
+        let q = query_map(parts);
+        let user_id = q
             .get("user_id")
             .map(|v| Uuid::parse_str(v).map_err(|_| ApiError::field("user_id", "must be a UUID")))
             .transpose()?;
-        Ok(HostQuery { user_id })
+        Ok(HostQuery {
+            user_id,
+            status: q.get("status").cloned(),
+        })
     }
 }
 
@@ -104,16 +109,18 @@ pub fn view(state: &AppState, row: crate::store::hosts::HostRow, ph: &PublicHost
 
 /// List hosts.
 #[utoipa::path(get, path = "/v1/admin/hosts", tag = "hosts",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query), ("user_id" = Option<Uuid>, Query)),
-    responses((status = 200, body = Page<Host>)), security(("bearer" = [])))]
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query), ("user_id" = Option<Uuid>, Query),
+        ("status" = Option<String>, Query, description = "only hosts in this status")),
+    responses((status = 200, body = Page<Host>), (status = 422)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Admin<can::HostRead>,
     ph: PublicHost,
     paging: Paging,
-    HostQuery { user_id }: HostQuery,
+    HostQuery { user_id, status }: HostQuery,
 ) -> ApiResult<axum::Json<Page<Host>>> {
-    let (rows, total) = host_ops::list(&state, &caller.caller(), user_id, paging.req).await?;
+    let filter = host_ops::HostFilter { user_id, status };
+    let (rows, total) = host_ops::list(&state, &caller.caller(), filter, paging.req).await?;
     let views = rows.into_iter().map(|h| view(&state, h, &ph)).collect();
     Ok(page(&paging, views, total))
 }

@@ -48,7 +48,8 @@ pub async fn list_hosts(
     ph: PublicHost,
     paging: Paging,
 ) -> ApiResult<axum::Json<Page<Host>>> {
-    let (rows, total) = host_ops::list(&state, &caller.caller(), None, paging.req).await?;
+    let (rows, total) =
+        host_ops::list(&state, &caller.caller(), Default::default(), paging.req).await?;
     let views = rows.into_iter().map(|h| view(&state, h, &ph)).collect();
     Ok(page(&paging, views, total))
 }

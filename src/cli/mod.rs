@@ -176,6 +176,9 @@ pub enum HostCommand {
         /// Only the hosts of this user (id or user name).
         #[arg(long)]
         user: Option<String>,
+        /// Only hosts in this status (pending, running, stopped, suspended, error, ...).
+        #[arg(long)]
+        status: Option<String>,
         #[command(flatten)]
         page: PageArgs,
         #[command(flatten)]

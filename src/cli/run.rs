@@ -467,16 +467,20 @@ async fn host(cmd: HostCommand, me: &Caller) -> CliResult {
     match cmd {
         HostCommand::List {
             user,
+            status,
             page: p,
             common,
         } => {
             let core = core(&common, None).await?;
             let public = core.public();
-            let user = match user {
-                Some(u) => Some(user_id(&core, me, &u).await?),
-                None => None,
+            let filter = ops::hosts::HostFilter {
+                user_id: match user {
+                    Some(u) => Some(user_id(&core, me, &u).await?),
+                    None => None,
+                },
+                status,
             };
-            let (rows, total) = ops::hosts::list(&core, me, user, page(&p)).await?;
+            let (rows, total) = ops::hosts::list(&core, me, filter, page(&p)).await?;
             let rows = rows
                 .into_iter()
                 .map(|h| to_json(&ops::hosts::Host::view(&core, h, &public)))

@@ -93,6 +93,8 @@ pub struct PageArgs {
 pub struct HostListArgs {
     /// Only the hosts of this user (UUID).
     pub user_id: Option<String>,
+    /// Only hosts in this status: pending, running, stopped, suspended, error, ...
+    pub status: Option<String>,
     pub page: Option<u32>,
     pub per_page: Option<u32>,
 }
@@ -469,9 +471,12 @@ pub async fn call(
         }
         "hosts_list" => {
             let a: HostListArgs = args(raw)?;
-            let user = a.user_id.as_deref().map(|u| uuid(u, "user")).transpose()?;
+            let filter = ops::hosts::HostFilter {
+                user_id: a.user_id.as_deref().map(|u| uuid(u, "user")).transpose()?,
+                status: a.status,
+            };
             let (rows, total) =
-                ops::hosts::list(core, caller, user, page(a.page, a.per_page)).await?;
+                ops::hosts::list(core, caller, filter, page(a.page, a.per_page)).await?;
             let hosts: Vec<Value> = rows.into_iter().map(host_view).collect();
             json!({"hosts": hosts, "total": total})
         }

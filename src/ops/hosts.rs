@@ -229,18 +229,37 @@ pub async fn terminal(core: &Core, caller: &Caller, id: Uuid) -> OpResult<HostRo
 pub async fn list(
     core: &Core,
     caller: &Caller,
-    user_id: Option<Uuid>,
+    filter: HostFilter,
     page: PageRequest,
 ) -> OpResult<(Vec<HostRow>, i64)> {
     let owner = match caller.principal.user_id() {
         Some(me) => Some(me),
         None => {
             caller.require(Ability::HostRead)?;
-            user_id
+            filter.user_id
         }
     };
+    if let Some(s) = &filter.status
+        && HostStatus::parse(s).is_none()
+    {
+        return Err(OpError::field(
+            "status",
+            format!(
+                "must be one of {}",
+                HostStatus::ALL.map(|s| s.as_str()).join(", ")
+            ),
+        ));
+    }
     let mut db = core.store.acquire().await?;
-    Ok(store::hosts::list(db.conn(), owner, page).await?)
+    Ok(store::hosts::list(db.conn(), owner, filter.status.as_deref(), page).await?)
+}
+
+/// Which hosts a list shows: one owner's (ignored for a user, who sees their own), in one
+/// status.
+#[derive(Debug, Clone, Default)]
+pub struct HostFilter {
+    pub user_id: Option<Uuid>,
+    pub status: Option<String>,
 }
 
 fn bounded_i64(

@@ -118,22 +118,29 @@ pub async fn of_user(c: Conn<'_>, user_id: Uuid) -> Result<Vec<HostRow>> {
 pub async fn list(
     c: Conn<'_>,
     user_id: Option<Uuid>,
+    status: Option<&str>,
     page: PageRequest,
 ) -> Result<(Vec<HostRow>, i64)> {
-    let sql =
-        format!("{SELECT} WHERE ($1 IS NULL OR h.user_id = $1) ORDER BY h.id LIMIT $2 OFFSET $3");
+    let sql = format!(
+        "{SELECT} WHERE ($1 IS NULL OR h.user_id = $1) AND ($2 IS NULL OR h.status = $2) \
+         ORDER BY h.id LIMIT $3 OFFSET $4"
+    );
     on_conn!(c, |c| {
         let rows = sqlx::query_as::<_, HostRow>(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
+            .bind(status)
             .bind(page.limit())
             .bind(page.offset())
             .fetch_all(&mut *c)
             .await?;
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE ($1 IS NULL OR user_id = $1)")
-                .bind(user_id)
-                .fetch_one(&mut *c)
-                .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM hosts WHERE ($1 IS NULL OR user_id = $1) \
+             AND ($2 IS NULL OR status = $2)",
+        )
+        .bind(user_id)
+        .bind(status)
+        .fetch_one(&mut *c)
+        .await?;
         Ok((rows, total))
     })
 }

@@ -431,7 +431,7 @@ async fn hosts_page(
         page: 1,
         per_page: 100,
     };
-    let hosts: Vec<HostView> = match ops::hosts::list(state, c, None, all).await {
+    let hosts: Vec<HostView> = match ops::hosts::list(state, c, Default::default(), all).await {
         Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
         Err(e) => return error_page(user, e),
     };
@@ -884,7 +884,7 @@ async fn portal_page(
         page: 1,
         per_page: 100,
     };
-    let hosts = match ops::hosts::list(state, &user.caller, None, mine).await {
+    let hosts = match ops::hosts::list(state, &user.caller, Default::default(), mine).await {
         Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
         Err(e) => return error_page(user, e),
     };

@@ -97,6 +97,8 @@ async def run(url, token, scenario, arg):
                     out["start_refused"] = bool(start.is_error)
                     out["start_error"] = structured(start).get("error")
                     out["unsuspended"] = structured(await session.call_tool("host_unsuspend", {"host": short}))["status"]
+                    stopped = structured(await session.call_tool("hosts_list", {"status": "stopped"}))
+                    out["stopped_hosts"] = [h["short_id"] for h in stopped["hosts"]]
                     tasks = structured(await session.call_tool("tasks_list", {"host": short}))
                     out["task_kinds"] = [t["kind"] for t in tasks["tasks"]]
                     bad = await session.call_tool("tasks_list", {"status": "sleeping"})
