@@ -3,7 +3,8 @@
 //! ports are moved off the defaults, so tests can run side by side). The admin's generated
 //! password is read where a non-terminal start leaves it; a user's host goes to `running` on
 //! the real Docker engine; the user lands in it through the short link, `curl | bash`, in a
-//! pseudo-terminal, as README.md shows.
+//! pseudo-terminal, as README.md shows; and the operator's `sluice session list`, run in the
+//! same directory on the same defaults, shows that session.
 
 mod common;
 
@@ -168,6 +169,18 @@ async fn the_binary_on_its_defaults_runs_a_host_a_user_logs_into() {
     term.expect(&format!("Password for {short}: "), Duration::from_secs(20));
     term.send(&format!("{password}\r"));
     term.expect("alice@", Duration::from_secs(60));
+    // The operator, in the same directory and on the same defaults, sees the session live.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["session", "list", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(listed["data"][0]["short_id"], short.as_str(), "{listed}");
+    assert_eq!(listed["data"][0]["username"], "alice", "{listed}");
     term.send("echo landed-$((6 * 7)) in $PWD; exit 4\r");
     term.expect("landed-42 in /home/alice", Duration::from_secs(10));
     assert_eq!(
