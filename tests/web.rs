@@ -134,6 +134,24 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .await
         .unwrap();
 
+    // Hosts by status: none is stopped; the running one is listed under running.
+    c.goto(&format!("{base}/admin/hosts?status=stopped"))
+        .await
+        .unwrap();
+    let none = wait_text(&c, "p.empty", |t| !t.is_empty(), Duration::from_secs(10)).await;
+    assert_eq!(none, "No host is stopped.");
+    c.goto(&format!("{base}/admin/hosts?status=running"))
+        .await
+        .unwrap();
+    let listed = wait_text(
+        &c,
+        "#hosts",
+        |t| t.contains(&short),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(listed.contains("running"), "{listed}");
+
     // The host's page: its container output and its access commands.
     c.find(Locator::LinkText("details"))
         .await

@@ -411,6 +411,9 @@ struct HostsPage {
     egress: Vec<(Uuid, String)>,
     created: Option<Created>,
     errors: Fields,
+    /// The status the list is filtered by ("" for every host), and the statuses to offer.
+    status: String,
+    statuses: Vec<&'static str>,
 }
 
 impl HostsPage {
@@ -425,13 +428,18 @@ async fn hosts_page(
     ph: &PublicHost,
     created: Option<Created>,
     refused: Option<OpError>,
+    status: &str,
 ) -> Response {
     let c = &user.caller;
     let all = PageRequest {
         page: 1,
         per_page: 100,
     };
-    let hosts: Vec<HostView> = match ops::hosts::list(state, c, Default::default(), all).await {
+    let filter = ops::hosts::HostFilter {
+        status: Some(status.to_string()).filter(|s| !s.is_empty()),
+        ..Default::default()
+    };
+    let hosts: Vec<HostView> = match ops::hosts::list(state, c, filter, all).await {
         Ok((rows, _)) => rows.into_iter().map(|h| host_view(state, h, ph)).collect(),
         Err(e) => return error_page(user, e),
     };
@@ -454,7 +462,7 @@ async fn hosts_page(
         })
         .collect();
     let mut nav = Nav::of(user);
-    let (status, errors) = show_refusal(&mut nav, refused);
+    let (code, errors) = show_refusal(&mut nav, refused);
     let page = HostsPage {
         nav,
         hosts,
@@ -462,15 +470,28 @@ async fn hosts_page(
         egress,
         created,
         errors,
+        status: status.to_string(),
+        statuses: crate::hosts::HostStatus::ALL.map(|s| s.as_str()).to_vec(),
     };
-    (status, render(&page)).into_response()
+    (code, render(&page)).into_response()
 }
 
-pub async fn hosts(State(state): State<AppState>, user: WebUser, ph: PublicHost) -> Response {
+#[derive(Deserialize)]
+pub struct HostsQuery {
+    #[serde(default)]
+    status: String,
+}
+
+pub async fn hosts(
+    State(state): State<AppState>,
+    user: WebUser,
+    ph: PublicHost,
+    Query(q): Query<HostsQuery>,
+) -> Response {
     if !user.is_admin() {
         return forbidden();
     }
-    hosts_page(&state, &user, &ph, None, None).await
+    hosts_page(&state, &user, &ph, None, None, q.status.trim()).await
 }
 
 #[derive(Deserialize)]
@@ -510,7 +531,7 @@ pub async fn create_host(
     let memory_mb = number(&mut errs, "memory_mb", form.memory_mb.as_deref());
     let cpus = number(&mut errs, "cpus", form.cpus.as_deref());
     if !errs.is_empty() {
-        return hosts_page(&state, &user, &ph, None, Some(OpError::Invalid(errs))).await;
+        return hosts_page(&state, &user, &ph, None, Some(OpError::Invalid(errs)), "").await;
     }
     let req = ops::hosts::CreateHost {
         user_id: form.user_id,
@@ -525,9 +546,9 @@ pub async fn create_host(
                 short_id: made.host.short_id,
                 password: made.ssh_password,
             };
-            hosts_page(&state, &user, &ph, Some(created), None).await
+            hosts_page(&state, &user, &ph, Some(created), None, "").await
         }
-        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e), "").await,
     }
 }
 
@@ -556,7 +577,7 @@ pub async fn bind(
     };
     match ops::bindings::bind(&state, &user.caller, req).await {
         Ok(_) => Redirect::to("/admin/hosts").into_response(),
-        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e), "").await,
     }
 }
 
@@ -579,7 +600,7 @@ pub async fn unbind(
     };
     match result {
         Ok(()) => Redirect::to("/admin/hosts").into_response(),
-        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e), "").await,
     }
 }
 
@@ -709,7 +730,7 @@ pub async fn host_action(
     };
     match result {
         Ok(()) => Redirect::to("/admin/hosts").into_response(),
-        Err(e) => hosts_page(&state, &user, &ph, None, Some(e)).await,
+        Err(e) => hosts_page(&state, &user, &ph, None, Some(e), "").await,
     }
 }
 
