@@ -185,7 +185,7 @@ fn key_file_checks(dir: &Path) -> Vec<Check> {
 }
 
 /// Whether a `sluice serve` holds the data directory (its ports are then in use by it).
-fn server_running(dir: &Path) -> bool {
+pub(crate) fn server_running(dir: &Path) -> bool {
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .open(dir.join("lock"))

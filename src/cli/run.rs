@@ -423,10 +423,9 @@ pub async fn run(command: Command) -> CliResult {
         Command::Status(common) => {
             let core = core(&common, None).await?;
             let mut v = to_json(&ops::overview::status(&core, &me).await?);
-            let dir = std::path::absolute(&common.store.store.data_dir)
-                .unwrap_or_else(|_| common.store.store.data_dir.clone());
+            // The data directory's lock says it, as for `doctor`.
             v["server_running"] =
-                json!(std::os::unix::net::UnixStream::connect(dir.join(control::FILE)).is_ok());
+                json!(super::doctor::server_running(&common.store.store.data_dir));
             show(
                 &common,
                 &v,
