@@ -140,6 +140,12 @@ async fn an_admin_and_a_user_work_through_the_pages_in_chromium() {
         .unwrap();
     let none = wait_text(&c, "p.empty", |t| !t.is_empty(), Duration::from_secs(10)).await;
     assert_eq!(none, "No host is stopped.");
+    // An unknown status is refused with the field named (the page has no form to mark).
+    c.goto(&format!("{base}/admin/hosts?status=asleep"))
+        .await
+        .unwrap();
+    let why = wait_text(&c, "p.error", |t| !t.is_empty(), Duration::from_secs(10)).await;
+    assert!(why.starts_with("status: must be one of"), "{why}");
     c.goto(&format!("{base}/admin/hosts?status=running"))
         .await
         .unwrap();

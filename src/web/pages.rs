@@ -357,7 +357,11 @@ pub(super) fn error_page(user: &WebUser, e: OpError) -> Response {
         nav: Nav,
     }
     let status = status_of(&e);
-    let (message, _) = refusal(e);
+    // An error page has no form to mark, so a refused field is named in the message itself.
+    let message = match e {
+        OpError::Invalid(fields) => fields.summary(),
+        other => refusal(other).0,
+    };
     let mut nav = Nav::of(user);
     nav.error = Some(message);
     (status, render(&ErrorPage { nav })).into_response()
