@@ -55,6 +55,9 @@ pub enum StartError {
     Hash(String),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    /// Hosts made before uids were per host could not be given one.
+    #[error("cannot give hosts their account uids (SLUICE_HOST_UIDS): {0}")]
+    AccountUids(String),
     #[error("cannot serve HTTPS (SLUICE_TLS_CERT, SLUICE_TLS_KEY): {0}")]
     Tls(#[from] api::tls::TlsError),
 }
@@ -115,6 +118,15 @@ pub async fn start(
     let keys = Arc::new(crate::keys::Keyring::open(data_dir)?);
     let store = Store::connect(&settings.store.effective_database_url(), keys).await?;
     seal_clear_rows(&store).await?;
+    let assigned = crate::ops::hosts::assign_account_uids(&store, settings.store.host_uids)
+        .await
+        .map_err(|e| StartError::AccountUids(e.to_string()))?;
+    if assigned > 0 {
+        tracing::info!(
+            hosts = assigned,
+            "hosts made before per-host uids got their own; each home is re-owned at its next start"
+        );
+    }
     let secret = jwt_secret(settings, data_dir)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::Tls::load(cert, key)?),
@@ -226,6 +238,7 @@ pub async fn start(
             sessions: Some(ssh.sessions.clone()),
             desktop_tickets: Default::default(),
             recordings_dir: data_dir.join("recordings"),
+            host_uids: settings.store.host_uids,
         },
         auth: Authenticator::new(store.clone(), Arc::new(secret)),
         limits,

@@ -23,6 +23,17 @@ pub struct StoreSettings {
     )]
     pub data_dir: PathBuf,
 
+    /// The uids (FIRST-LAST) Sluice gives hosts' accounts, one each, unique on the machine:
+    /// keep it clear of the machine's own accounts and of any other install on this machine.
+    /// Under a Docker daemon with `userns-remap` it must end below its subordinate range's size.
+    #[arg(
+        long = "host-uids",
+        env = "SLUICE_HOST_UIDS",
+        value_name = "SLUICE_HOST_UIDS",
+        default_value = "20000-59999"
+    )]
+    pub host_uids: crate::hosts::account::UidRange,
+
     /// Database URL: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`. It may carry a
     /// password, so it is read from `DATABASE_URL` (or the `--config` file), never from a flag
     /// (flags show in `ps`). Default: `sluice.db` in the data directory.

@@ -702,3 +702,76 @@ async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_u
         "{ev}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_owner_cannot_turn_the_desktop_start_into_a_root_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
+    let settings = common::settings(tmp.path(), url);
+    let runtime =
+        std::sync::Arc::new(sluice::runtime::docker::DockerRuntime::new(tmp.path()).unwrap());
+    common::docker::ensure_desktop_image(&runtime).await;
+    let _cleanup = common::docker::Cleanup(runtime.instance().to_string());
+    let dynamic: std::sync::Arc<dyn sluice::runtime::HostRuntime> = runtime.clone();
+    let s = common::Server::start_on(
+        settings,
+        dynamic,
+        common::RecordingRuntime::default(),
+        tmp.path().to_path_buf(),
+        None,
+    )
+    .await;
+    let admin = s.admin().await;
+    let (uid, _) = s.user(&admin, "trudy").await;
+    let host = s
+        .host(&admin, &uid, json!({"desktop": true, "memory_mb": 1024}))
+        .await;
+    let id = host["id"].as_str().unwrap();
+    let root = |cmd: &str| {
+        let (ok, out) = common::docker::docker(&[
+            "exec",
+            &container_name(host["short_id"].as_str().unwrap()),
+            "sh",
+            "-c",
+            cmd,
+        ]);
+        assert!(ok, "{cmd}: {out}");
+        out
+    };
+    // The attack as reported: the owner's own directory on /run, its password file replaced
+    // by a link to a file whose owner the next root process trusts.
+    let (ok, out) = as_owner(
+        &host,
+        "rm -f /run/sluice-desktop/passwd && ln -s /etc/ld.so.preload /run/sluice-desktop/passwd \
+         && ln -s /etc/ld.so.preload /tmp/.X11-unix/evil 2>&1; true",
+    );
+    assert!(ok, "{out}");
+    for step in ["stop", "start", "rebuild"] {
+        let (st, v) = s
+            .post(&format!("/v1/admin/hosts/{id}/{step}"), &admin, json!({}))
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        let task = s
+            .wait_task(&admin, v["data"]["task_id"].as_str().unwrap())
+            .await;
+        // A start waits for the VNC server too: the desktop came up.
+        assert_eq!(task["status"], "succeeded", "{step}: {task}");
+        if step == "stop" {
+            continue;
+        }
+        let out = root(
+            "test -e /etc/ld.so.preload && echo PRELOAD; \
+             stat -c '%U %a %F' /run/sluice-desktop/passwd; ls -A /tmp/.X11-unix",
+        );
+        assert!(!out.contains("PRELOAD"), "after {step}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "trudy 600 regular file", "after {step}: {out}");
+        assert_eq!(lines[1..], ["X1"], "after {step}: {out}");
+        // Re-plant for the next round.
+        let (ok, out) = as_owner(
+            &host,
+            "rm -f /run/sluice-desktop/passwd && ln -s /etc/ld.so.preload /run/sluice-desktop/passwd",
+        );
+        assert!(ok, "{out}");
+    }
+}

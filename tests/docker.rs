@@ -23,9 +23,14 @@ struct Lab {
 }
 
 async fn lab(backend: Backend) -> Lab {
+    lab_with(backend, |_| {}).await
+}
+
+async fn lab_with(backend: Backend, tweak: impl FnOnce(&mut sluice::config::ServeSettings)) -> Lab {
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(backend, tmp.path()).await;
-    let settings = common::settings(tmp.path(), url);
+    let mut settings = common::settings(tmp.path(), url);
+    tweak(&mut settings);
     let runtime = Arc::new(DockerRuntime::new(tmp.path()).unwrap());
     ensure_image(&runtime).await;
     let cleanup = Cleanup(runtime.instance().to_string());
@@ -841,4 +846,218 @@ async fn a_host_bound_to_an_unusable_proxy_egress_fails_closed_with_the_reason()
         .map(|l| l.split(':').next().unwrap().trim())
         .collect();
     assert_eq!(ifaces, ["lo"], "{links}");
+}
+
+/// Runs a shell command in a host's container as root (docker exec), for what only root sees.
+fn as_root(host: &Value, command: &str) -> String {
+    let (ok, out) = docker(&[
+        "exec",
+        &container_name(host["short_id"].as_str().unwrap()),
+        "sh",
+        "-c",
+        command,
+    ]);
+    assert!(ok, "{command}: {out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_has_its_own_uid_and_its_own_kernel_budgets() {
+    // A range of this test's own, so that exhausting a uid's budget here touches no other
+    // test's hosts on this machine.
+    let range: sluice::hosts::account::UidRange = "61000-61009".parse().unwrap();
+    let lab = lab_with(Backend::Sqlite, |s| s.store.host_uids = range).await;
+    let (alice, _) = lab.server.user(&lab.admin, "alice").await;
+    let (carol, _) = lab.server.user(&lab.admin, "carol").await;
+    let a = lab
+        .server
+        .host(&lab.admin, &alice, json!({"memory_mb": 256}))
+        .await;
+    let b = lab
+        .server
+        .host(&lab.admin, &carol, json!({"memory_mb": 256}))
+        .await;
+    assert_eq!(host_status(&lab, &a).await["account_uid"], 61000);
+    assert_eq!(host_status(&lab, &b).await["account_uid"], 61001);
+    let (ok, out) = ssh(&lab, &a, "id -u; id -g; stat -c %u ~ ~/.profile");
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["61000", "61000", "61000", "61000"]
+    );
+    let (ok, out) = ssh(&lab, &b, "id -u");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "61001");
+
+    // Alice uses up every inotify instance her uid may have (128 here): her own next
+    // `tail -f` falls back to polling, which shows the budget really is exhausted...
+    let (ok, out) = ssh(
+        &lab,
+        &a,
+        "touch ~/f; for i in $(seq 140); do setsid nohup tail -f ~/f </dev/null >/dev/null 2>&1 & done; \
+         sleep 3; timeout 2 tail -f ~/f 2>&1 >/dev/null; true",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("inotify cannot be used"),
+        "alice's budget was not exhausted: {out}"
+    );
+    let count = |uid: &str| {
+        let out = Command::new("pgrep")
+            .args(["-c", "-x", "-u", uid, "tail"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    assert!(
+        count("61000") >= 128,
+        "alice's tails run as her own uid on the machine"
+    );
+    // ...and Carol, on the same machine, is untouched.
+    let (ok, out) = ssh(
+        &lab,
+        &b,
+        "touch ~/f; timeout 2 tail -f ~/f 2>&1 >/dev/null; true",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("inotify"),
+        "carol shares alice's budget: {out}"
+    );
+    assert_eq!(count("61001"), 0);
+
+    // A home made under another uid (every host was uid 1000 before each had its own) moves to
+    // the host's uid at its next start; a link the owner planted is changed itself, never what
+    // it points to.
+    let store = lab.server.running.as_ref().unwrap().store.clone();
+    let b_id: uuid::Uuid = b["id"].as_str().unwrap().parse().unwrap();
+    let (ok, out) = ssh(
+        &lab,
+        &b,
+        "echo kept > ~/notes.txt; ln -s /etc/hostname ~/link; ln -s /etc/passwd ~/.cache-link",
+    );
+    assert!(ok, "{out}");
+    {
+        let mut db = store.acquire().await.unwrap();
+        sluice::store::hosts::set_account_uid(db.conn(), b_id, Some(61005))
+            .await
+            .unwrap();
+    }
+    step(&lab, &b, "stop", json!({})).await;
+    step(&lab, &b, "start", json!({})).await;
+    let (ok, out) = ssh(
+        &lab,
+        &b,
+        "id -u; stat -c %u ~ ~/notes.txt ~/.profile; stat -L -c %u ~/link ~/.cache-link; cat ~/notes.txt",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["61005", "61005", "61005", "61005", "0", "0", "kept"]
+    );
+    assert_eq!(
+        as_root(&b, "stat -c %u:%g /etc/hostname /etc/passwd")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0:0", "0:0"]
+    );
+
+    // A host with no uid (made before this version) is given the first free one at startup.
+    {
+        let mut db = store.acquire().await.unwrap();
+        sluice::store::hosts::set_account_uid(db.conn(), b_id, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        sluice::ops::hosts::assign_account_uids(&store, range)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(host_status(&lab, &b).await["account_uid"], 61001);
+    step(&lab, &b, "stop", json!({})).await;
+    step(&lab, &b, "start", json!({})).await;
+    let (ok, out) = ssh(&lab, &b, "id -u; stat -c %u ~/notes.txt");
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["61001", "61001"]
+    );
+    assert!(
+        lab.server
+            .actions(&lab.admin)
+            .await
+            .contains(&"host.account_uid_assigned".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_a_tenant_plants_give_root_nothing_across_restart_and_rebuild() {
+    let lab = lab(Backend::Postgres).await;
+    let (uid, _) = lab.server.user(&lab.admin, "mallory").await;
+    let host = lab
+        .server
+        .host(&lab.admin, &uid, json!({"memory_mb": 256}))
+        .await;
+    // What the entrypoint (root) touches at every start, replaced by links to files only
+    // root may change: the skeleton's targets in the home, /tmp and /run.
+    let plant = "set -x; cd ~ && rm -f .profile .bashrc .bash_logout \
+        && ln -s /etc/ld.so.preload .profile && ln -s /etc/shadow .bashrc \
+        && ln -s /etc/passwd .bash_logout \
+        && ln -s /etc /tmp/.X11-unix && ln -s /etc/ld.so.preload /tmp/passwd; \
+        ln -s /etc/ld.so.preload /run/sshd/x 2>&1; ln /etc/shadow ~/hard 2>&1; \
+        ln /etc/shadow /var/tmp/hard 2>&1; true";
+    let (ok, out) = ssh(&lab, &host, plant);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Permission denied")
+            || out.contains("Invalid cross-device link")
+            || out.contains("Operation not permitted"),
+        "the hard links are refused by the kernel: {out}"
+    );
+    let root_state = |h: &Value| {
+        as_root(
+            h,
+            "test -e /etc/ld.so.preload && echo PRELOAD; \
+             stat -c '%n %u:%g %a' /etc /etc/shadow /etc/passwd /etc/group /etc/skel /etc/skel/.bashrc /run /tmp /run/sshd; \
+             sha256sum /etc/skel/.bashrc /etc/ssh/sshd_config | cut -c1-16",
+        )
+    };
+    let before = root_state(&host);
+    assert!(!before.contains("PRELOAD"), "{before}");
+    for (path, body) in [
+        ("stop", json!({})),
+        ("start", json!({})),
+        ("rebuild", json!({})),
+    ] {
+        step(&lab, &host, path, body).await;
+        if path == "stop" {
+            continue;
+        }
+        let after = root_state(&host);
+        assert_eq!(after, before, "after {path}, root's files changed");
+        // The links are still the owner's own, pointing where they did; sshd still lets
+        // the owner in.
+        let (ok, out) = ssh(
+            &lab,
+            &host,
+            "stat -c '%U %N' ~/.profile ~/.bashrc; find ~ -xdev ! -user mallory | wc -l; ls -A /tmp | wc -l",
+        );
+        assert!(ok, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0], "mallory '/home/mallory/.profile' -> '/etc/ld.so.preload'",
+            "{out}"
+        );
+        assert_eq!(
+            lines[1], "mallory '/home/mallory/.bashrc' -> '/etc/shadow'",
+            "{out}"
+        );
+        assert_eq!(lines[2], "0", "only the owner's files in the home: {out}");
+        assert_eq!(lines[3], "0", "/tmp is fresh at every start: {out}");
+    }
 }

@@ -146,6 +146,7 @@ async fn core(
         sessions: None,
         desktop_tickets: Default::default(),
         recordings_dir: common.store.store.data_dir.join("recordings"),
+        host_uids: common.store.store.host_uids,
     })
 }
 

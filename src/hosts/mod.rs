@@ -3,6 +3,7 @@
 
 use rand::RngExt;
 
+pub mod account;
 mod status;
 pub use status::{HostStatus, StatusConflict};
 

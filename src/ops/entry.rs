@@ -98,6 +98,7 @@ mod tests {
             ssh_password_hash: String::new(),
             image: None,
             desktop: false,
+            account_uid: Some(20_000),
             binding_id: None,
             egress_ip_id: None,
             created_at: now,

@@ -52,6 +52,9 @@ pub struct Host {
     /// Whether the host runs the desktop image: a desktop in the browser besides SSH (after
     /// a change, from its next rebuild).
     pub desktop: bool,
+    /// The uid (and gid) of the owner's account inside the container, unique on this machine
+    /// (from `SLUICE_HOST_UIDS`): processes of this host show under it on the machine.
+    pub account_uid: Option<i64>,
     pub access: Access,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -88,6 +91,7 @@ impl Host {
             image: h.image,
             image_outdated,
             desktop: h.desktop,
+            account_uid: h.account_uid,
             access: Access {
                 entry_command,
                 ssh_command,
@@ -279,6 +283,47 @@ fn bounded_i64(
     }
 }
 
+/// The lowest uid of `range` no host holds, for a new host's account; taken inside the
+/// transaction that writes the host, under the store's lock on account uids.
+pub(crate) async fn free_account_uid(
+    tx: &mut store::Tx,
+    range: rules::account::UidRange,
+) -> OpResult<u32> {
+    store::hosts::lock_account_uids(tx.conn()).await?;
+    let taken = store::hosts::account_uids_in(tx.conn(), range).await?;
+    range.first_free(&taken).ok_or_else(|| {
+        OpError::Unavailable(format!(
+            "every account uid of SLUICE_HOST_UIDS ({range}, {} hosts) is taken",
+            range.len()
+        ))
+    })
+}
+
+/// Gives every host made before uids were per host an account uid of its own (at startup);
+/// its home is re-owned to that uid by the container's entrypoint at the host's next start.
+/// Answers how many hosts were given one.
+pub async fn assign_account_uids(
+    store: &store::Store,
+    range: rules::account::UidRange,
+) -> OpResult<usize> {
+    let mut tx = store.begin().await?;
+    let hosts = store::hosts::without_account_uid(tx.conn()).await?;
+    for &id in &hosts {
+        let uid = free_account_uid(&mut tx, range).await?;
+        store::hosts::set_account_uid(tx.conn(), id, Some(uid)).await?;
+        events::record(
+            tx.conn(),
+            NewEvent::new(events::SYSTEM, "host.account_uid_assigned", "host")
+                .target(id)
+                .host(id)
+                .details(json!({"account_uid": uid})),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(hosts.len())
+}
+
 /// Creates a host for a user, bound to an egress if one is named, and queues its creation.
 /// Answers with the SSH password, which is not kept in clear.
 pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<CreatedHostRow> {
@@ -351,6 +396,7 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
         pids_limit,
         ssh_password_hash,
         desktop,
+        account_uid: free_account_uid(&mut tx, core.host_uids).await?,
         created_at: now,
     };
     // A short id collision is rare (31^8 ids); draw again a few times.

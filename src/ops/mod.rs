@@ -56,6 +56,8 @@ pub struct Core {
     pub desktop_tickets: Arc<crate::desktop::tickets::Tickets>,
     /// Where session recordings are kept (`<data dir>/recordings`).
     pub recordings_dir: std::path::PathBuf,
+    /// The uids hosts' accounts are given from (`SLUICE_HOST_UIDS`).
+    pub host_uids: crate::hosts::account::UidRange,
 }
 
 impl Core {

@@ -52,6 +52,13 @@ pub const CAPABILITIES: [&str; 8] = [
 const LABEL_INSTANCE: &str = "sluice.instance";
 const LABEL_HOST: &str = "sluice.host_id";
 const LABEL_SHORT: &str = "sluice.short_id";
+/// The shape of the container Sluice makes (mounts, account), carried as a label: a container
+/// of an older shape is made again (its home kept) when its host next starts, so a change that
+/// contains tenants better reaches every host without waiting for a rebuild.
+const LABEL_SHAPE: &str = "sluice.shape";
+/// Shape 2: `/run` and `/tmp` are fresh tmpfs at every start, and the account has its host's
+/// own uid.
+const SHAPE: &str = "2";
 /// How long sshd gets to answer after the container starts.
 const SSHD_WAIT: Duration = Duration::from_secs(30);
 
@@ -296,23 +303,26 @@ impl DockerRuntime {
         ])
     }
 
+    /// Writes the host's files (keys, account, resolver) for its container.
+    fn prepare_files(&self, host: &HostSpec) -> Result<(), RuntimeError> {
+        let account = host.account()?;
+        self.files(host)
+            .prepare(&account, &host.owner_keys, &Self::nameserver(host))
+            .map_err(|e| RuntimeError::Files {
+                action: "write",
+                detail: e.to_string(),
+            })
+    }
+
     /// Makes the container (files, image and volume first), replacing any stale one.
     async fn create_container(
         &self,
         host: &HostSpec,
         progress: &dyn Progress,
     ) -> Result<(), RuntimeError> {
-        let username = host
-            .username
-            .clone()
-            .ok_or(RuntimeError::Host(HostIssue::NoOwner))?;
+        let username = host.account()?.name;
         let files = self.files(host);
-        files
-            .prepare(&username, &host.owner_keys, &Self::nameserver(host))
-            .map_err(|e| RuntimeError::Files {
-                action: "write",
-                detail: e.to_string(),
-            })?;
+        self.prepare_files(host)?;
         let docker = self.docker().await?;
         let kind = image::Kind::of(host.desktop);
         let tag = image::tag(kind);
@@ -383,6 +393,19 @@ impl DockerRuntime {
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some((host.cpus * 1e9).round() as i64),
+            // Fresh at every start and owned by root: nothing the owner left in /run or /tmp
+            // is there when the entrypoint (root) makes its directories. Their pages count
+            // against the host's memory limit.
+            tmpfs: Some(HashMap::from([
+                (
+                    "/run".to_string(),
+                    "rw,nosuid,nodev,noexec,mode=0755,size=16m".to_string(),
+                ),
+                (
+                    "/tmp".to_string(),
+                    format!("rw,nosuid,nodev,mode=1777,size={}m", host.memory_mb.max(1)),
+                ),
+            ])),
             mounts: Some(vec![
                 Mount {
                     source: Some(volume_name(host.id)),
@@ -395,10 +418,12 @@ impl DockerRuntime {
             ]),
             ..Default::default()
         };
+        let mut labels = self.labels(host);
+        labels.insert(LABEL_SHAPE.to_string(), SHAPE.to_string());
         let body = ContainerCreateBody {
             image: Some(tag),
             hostname: Some(host.short_id.clone()),
-            labels: Some(self.labels(host)),
+            labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -545,21 +570,29 @@ impl HostRuntime for DockerRuntime {
 
     async fn start(&self, host: &HostSpec, progress: &dyn Progress) -> Result<(), RuntimeError> {
         let name = container_name(&host.short_id);
-        if self.inspect(&name).await?.is_some() {
-            // Keep the container (an outdated image is shown, and replaced by a rebuild);
-            // refresh the files, since keys or the egress may have changed.
-            let username = host.username.clone().unwrap_or_default();
-            self.files(host)
-                .prepare(&username, &host.owner_keys, &Self::nameserver(host))
-                .map_err(|e| RuntimeError::Files {
-                    action: "write",
-                    detail: e.to_string(),
-                })?;
-        } else {
-            progress
-                .report("the container is missing: making it again")
-                .await;
-            self.create_container(host, progress).await?;
+        let shape = self.inspect(&name).await?.map(|c| {
+            c.config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(LABEL_SHAPE).cloned())
+        });
+        match shape {
+            Some(Some(shape)) if shape == SHAPE => {
+                // Keep the container (an outdated image is shown, and replaced by a rebuild);
+                // refresh the files, since keys or the egress may have changed.
+                self.prepare_files(host)?;
+            }
+            Some(_) => {
+                progress
+                    .report("the container predates this version's confinement: making it again (the home is kept)")
+                    .await;
+                self.create_container(host, progress).await?;
+            }
+            None => {
+                progress
+                    .report("the container is missing: making it again")
+                    .await;
+                self.create_container(host, progress).await?;
+            }
         }
         self.start_and_wait(host, progress).await?;
         self.attach_egress(host, progress).await

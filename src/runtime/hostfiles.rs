@@ -16,10 +16,6 @@ use std::path::{Path, PathBuf};
 
 use crate::auth::sshkey;
 
-/// The uid (and gid) of the owner's account in every host, so a home volume keeps its owner
-/// across rebuilds.
-pub const ACCOUNT_UID: u32 = 1000;
-
 /// Where a host's files live.
 #[derive(Debug, Clone)]
 pub struct HostFiles {
@@ -53,7 +49,7 @@ impl HostFiles {
     /// keys and the resolver configuration. Safe to call again.
     pub fn prepare(
         &self,
-        username: &str,
+        account: &super::Account,
         owner_keys: &[String],
         nameserver: &str,
     ) -> std::io::Result<()> {
@@ -98,7 +94,7 @@ impl HostFiles {
         )?;
         write_file(
             &self.etc().join("account"),
-            format!("SLUICE_USER={username}\nSLUICE_UID={ACCOUNT_UID}\n").as_bytes(),
+            format!("SLUICE_USER={}\nSLUICE_UID={}\n", account.name, account.uid).as_bytes(),
             0o644,
         )?;
         self.write_resolv_conf(nameserver)
@@ -149,8 +145,12 @@ mod tests {
     fn keys_are_made_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let f = HostFiles::new(dir.path(), uuid::Uuid::now_v7());
+        let alice = crate::runtime::Account {
+            name: "alice".into(),
+            uid: 20_000,
+        };
         f.prepare(
-            "alice",
+            &alice,
             &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7zX9 me".into()],
             "127.0.0.1",
         )
@@ -159,7 +159,11 @@ mod tests {
         let internal = std::fs::read(f.internal_key()).unwrap();
         let vnc = std::fs::read_to_string(f.vnc_password()).unwrap();
         assert_eq!(vnc.len(), 8, "VNC passwords are 8 characters");
-        f.prepare("alice", &[], "10.64.0.1").unwrap();
+        f.prepare(&alice, &[], "10.64.0.1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.etc().join("account")).unwrap(),
+            "SLUICE_USER=alice\nSLUICE_UID=20000\n"
+        );
         assert_eq!(std::fs::read_to_string(f.vnc_password()).unwrap(), vnc);
         assert_eq!(
             std::fs::metadata(f.vnc_password()).unwrap().mode() & 0o777,

@@ -29,6 +29,29 @@ pub struct HostSpec {
     pub egress: Option<EgressSpec>,
     /// Whether the host runs the desktop image (a desktop in the browser besides SSH).
     pub desktop: bool,
+    /// The uid (and gid) of the owner's account in the container, unique on the machine.
+    pub account_uid: Option<u32>,
+}
+
+/// The owner's Linux account inside a host's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl HostSpec {
+    /// The account the container runs for its owner: the owner's user name and the host's uid.
+    pub fn account(&self) -> Result<Account, RuntimeError> {
+        let name = self
+            .username
+            .clone()
+            .ok_or(RuntimeError::Host(HostIssue::NoOwner))?;
+        let uid = self
+            .account_uid
+            .ok_or(RuntimeError::Host(HostIssue::NoAccountUid))?;
+        Ok(Account { name, uid })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +113,8 @@ pub enum HostIssue {
     NotRunning,
     #[error("the container vanished while starting")]
     Vanished,
+    #[error("the host has no account uid yet (Sluice gives one at its start)")]
+    NoAccountUid,
 }
 
 impl RuntimeError {

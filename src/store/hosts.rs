@@ -24,6 +24,9 @@ pub struct HostRow {
     pub image: Option<String>,
     /// Whether the host runs (or, after its next rebuild, will run) the desktop image.
     pub desktop: bool,
+    /// The uid (and gid) of the owner's account inside the container, unique on the machine;
+    /// `None` only for a host made before uids were per host, until the next start gives it one.
+    pub account_uid: Option<i64>,
     pub binding_id: Option<Uuid>,
     pub egress_ip_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
@@ -42,6 +45,7 @@ pub struct NewHost {
     pub pids_limit: i64,
     pub ssh_password_hash: String,
     pub desktop: bool,
+    pub account_uid: u32,
     pub created_at: OffsetDateTime,
 }
 
@@ -54,7 +58,7 @@ pub struct BindingRow {
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.status, h.status_reason,
-        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, h.image, h.desktop, b.id AS binding_id, b.egress_ip_id,
+        h.memory_mb, h.cpus, h.pids_limit, h.ssh_password_hash, h.image, h.desktop, h.account_uid, b.id AS binding_id, b.egress_ip_id,
         h.created_at, h.updated_at
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
@@ -62,8 +66,8 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     on_conn!(c, |c| {
         sqlx::query(
         "INSERT INTO hosts (id, short_id, user_id, status, status_reason, memory_mb, cpus, pids_limit,
-             ssh_password_hash, desktop, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $10)"
+             ssh_password_hash, desktop, account_uid, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $11)"
     )
     .bind(h.id)
     .bind(&h.short_id)
@@ -74,6 +78,7 @@ pub async fn insert(c: Conn<'_>, h: &NewHost) -> Result<()> {
     .bind(h.pids_limit)
     .bind(&h.ssh_password_hash)
     .bind(h.desktop)
+    .bind(i64::from(h.account_uid))
     .bind(h.created_at)
     .execute(&mut *c)
     .await
@@ -293,4 +298,57 @@ pub async fn reconcile_view(
         .fetch_all(&mut *c)
         .await
     })?)
+}
+
+/// Holds, until the transaction ends, the right to give out account uids, so two hosts made
+/// at once never draw the same one (SQLite's write transactions are already one at a time).
+pub async fn lock_account_uids(c: Conn<'_>) -> Result<()> {
+    if let Conn::Postgres(c) = c {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sluice.hosts.account_uid'))")
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The account uids hosts hold within `range`, ascending.
+pub async fn account_uids_in(
+    c: Conn<'_>,
+    range: crate::hosts::account::UidRange,
+) -> Result<Vec<u32>> {
+    let rows: Vec<(i64,)> = on_conn!(c, |c| sqlx::query_as(
+        "SELECT account_uid FROM hosts WHERE account_uid >= $1 AND account_uid <= $2
+         ORDER BY account_uid"
+    )
+    .bind(i64::from(range.first))
+    .bind(i64::from(range.last))
+    .fetch_all(&mut *c)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(u,)| u32::try_from(u).ok())
+        .collect())
+}
+
+/// Hosts that have no account uid yet (made before uids were per host), oldest first.
+pub async fn without_account_uid(c: Conn<'_>) -> Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = on_conn!(c, |c| sqlx::query_as(
+        "SELECT id FROM hosts WHERE account_uid IS NULL ORDER BY id"
+    )
+    .fetch_all(&mut *c)
+    .await)?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Gives a host its account uid (`None` takes it away, as before uids were per host).
+pub async fn set_account_uid(c: Conn<'_>, id: Uuid, uid: Option<u32>) -> Result<()> {
+    on_conn!(c, |c| sqlx::query(
+        "UPDATE hosts SET account_uid = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(uid.map(i64::from))
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }

@@ -388,6 +388,7 @@ pub async fn host_spec(store: &Store, host_id: Uuid) -> store::Result<Option<Hos
         pids_limit: h.pids_limit,
         egress,
         desktop: h.desktop,
+        account_uid: h.account_uid.and_then(|u| u32::try_from(u).ok()),
     }))
 }
 

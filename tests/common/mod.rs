@@ -214,6 +214,7 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
         store: StoreSettings {
             data_dir: dir.to_path_buf(),
             database_url: Some(url),
+            host_uids: Default::default(),
         },
         admin_username: "admin".into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
