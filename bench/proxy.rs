@@ -226,6 +226,7 @@ fn socks(ip: &str, port: u16, lab: &lab::Lab) -> EgressSettings {
             password: None,
         },
         dns_server: lab.dns(),
+        allowed_ranges: vec![],
     }
 }
 
@@ -310,6 +311,7 @@ async fn main() {
             password: password.into(),
         },
         dns_server: lab.dns(),
+        allowed_ranges: vec![],
     };
     let sluice_ss = measure_sluice(shadowsocks, &server, lab.proxy_pids()).await;
     eprintln!("Shadowsocks: measuring ss-local + tun2proxy…");

@@ -772,6 +772,7 @@ async fn through_throwaway(lab: &Lab, outbound: &Value, cmd: &str) -> String {
     let settings = sluice::egress::EgressSettings::Proxy {
         proxy_config: config,
         dns_server: lab.dns(),
+        allowed_ranges: vec![],
     };
     let engine = sluice::egress::engine::Engine::new();
     let session = engine.throwaway(&settings).await.expect("session");
@@ -1734,6 +1735,7 @@ async fn without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact_run()
         Arc::new(device),
         None,
         proxy::Outbound::from_config(&config).unwrap(),
+        Default::default(),
         lab.dns().parse().unwrap(),
         counters.clone(),
         stop.clone(),
@@ -1771,4 +1773,124 @@ async fn without_iptables_tcp_takes_the_userspace_stack_and_arrives_intact_run()
     );
     stop.cancel();
     let _ = plane.await;
+}
+
+#[test]
+fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them() {
+    on_a_runtime_ended_within_seconds(
+        a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them_run(),
+    );
+}
+
+/// A tenant behind a proxy that runs beside other machines asks it for the cloud's metadata
+/// service and for a private address next to it: Sluice refuses both before the proxy is
+/// asked, counts the refusals, and admits exactly the ranges the egress allows.
+async fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them_run() {
+    let mut h = socks_host("insider").await;
+    let (private, metadata) = h.lab.start_internal_listeners();
+    let reach = |addr: &str| {
+        let (ip, port) = addr.split_once(':').unwrap();
+        exec(
+            &h.host,
+            &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
+        )
+        .1
+    };
+    let curl = format!("curl -s --max-time 10 http://{}/", h.lab.echo());
+    // The internet (the lab's echo server) is reachable; the internal addresses are not.
+    assert!(exec(&h.host, &curl).1.contains(lab::EXIT_PROXY));
+    assert!(
+        !reach(&private).contains("private"),
+        "the private listener was reached"
+    );
+    assert!(
+        !reach(&metadata).contains("metadata"),
+        "the metadata service was reached"
+    );
+    let (_, loopback) = exec(
+        &h.host,
+        "curl -s --max-time 3 http://127.0.0.1:8099/ 2>&1; echo rc=$?",
+    );
+    assert!(
+        loopback.contains("rc=7"),
+        "the host's own loopback is its own: {loopback}"
+    );
+
+    // The refusals show in the host's egress check and in the metrics.
+    let s = &h._server;
+    let admin = s.admin().await;
+    let id = h.host["id"].as_str().unwrap();
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/hosts/{id}/egress-check"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        v["data"]["refused_destinations"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
+    let (_, list) = s.get("/v1/admin/egress-ips", &admin).await;
+    let egress = list["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["data"][0]["proxy_allowed_ranges"], json!([]));
+
+    // A bad range is refused naming the field; nothing changes.
+    let path = format!("/v1/admin/egress-ips/{egress}");
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&admin),
+            Some(json!({"proxy_allowed_ranges": ["10.99.0.0/33"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("proxy_allowed_ranges"), "{v}");
+
+    // Allowed: the private range only. The live host moves onto the new settings.
+    let allow = |ranges: Value| {
+        let path = path.clone();
+        let admin = admin.clone();
+        async move {
+            let (st, v) = s
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(&admin),
+                    Some(json!({"proxy_allowed_ranges": ranges})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let v = allow(json!("10.99.0.0/30")).await;
+    assert_eq!(v["data"]["proxy_allowed_ranges"], json!(["10.99.0.0/30"]));
+    let (ip, port) = private.split_once(':').unwrap();
+    wait_output(
+        &h.host,
+        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
+        "private",
+        Duration::from_secs(30),
+    );
+    assert!(
+        !reach(&metadata).contains("metadata"),
+        "the metadata service was reached"
+    );
+
+    // Allowed: the metadata address only (so it was the rule, not the lab, that kept it out).
+    allow(json!(["169.254.169.254/32"])).await;
+    let (ip, port) = metadata.split_once(':').unwrap();
+    wait_output(
+        &h.host,
+        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
+        "metadata",
+        Duration::from_secs(30),
+    );
+    assert!(
+        !reach(&private).contains("private"),
+        "the private listener was reached"
+    );
 }

@@ -49,6 +49,7 @@ impl Session {
             tx_bytes: c.tx_bytes.load(Relaxed),
             rx_bytes: c.rx_bytes.load(Relaxed),
             last_handshake: c.last_handshake.load(Relaxed),
+            refused_destinations: c.refused_destinations.load(Relaxed),
         }
     }
 }
@@ -64,6 +65,8 @@ pub struct SessionInfo {
     pub rx_bytes: u64,
     /// Unix seconds of the last handshake, 0 if none yet.
     pub last_handshake: u64,
+    /// Connections refused for their destination since the session started.
+    pub refused_destinations: u64,
 }
 
 /// All sessions of this process.
@@ -134,6 +137,7 @@ impl Engine {
             EgressSettings::Proxy {
                 proxy_config,
                 dns_server,
+                allowed_ranges,
             } => {
                 let stop = CancellationToken::new();
                 let counters = Arc::new(Counters::default());
@@ -141,6 +145,7 @@ impl Engine {
                     ns,
                     proxy_config,
                     dns_server,
+                    allowed_ranges,
                     stop.clone(),
                     counters.clone(),
                     host_id,
@@ -228,6 +233,7 @@ impl Engine {
             EgressSettings::Proxy {
                 proxy_config,
                 dns_server,
+                allowed_ranges,
             } => {
                 let ns = NetNs::create().await.map_err(EgressError::Tun)?;
                 let stop = CancellationToken::new();
@@ -235,6 +241,7 @@ impl Engine {
                     &ns,
                     proxy_config,
                     dns_server,
+                    allowed_ranges,
                     stop.clone(),
                     Arc::default(),
                     Uuid::nil(),
@@ -277,11 +284,13 @@ async fn start_proxy(
     ns: &NetNs,
     config: &super::settings::ProxyConfig,
     dns_server: &str,
+    allowed_ranges: &[ipnet::IpNet],
     stop: CancellationToken,
     counters: Arc<Counters>,
     host_id: Uuid,
 ) -> Result<JoinHandle<()>, EgressError> {
     let outbound = proxy::Outbound::from_config(config).map_err(EgressError::UnusableProxy)?;
+    let destinations = super::destinations::Destinations::allowing(allowed_ranges.to_vec());
     let dns: std::net::IpAddr = dns_server
         .parse()
         .map_err(|_| EgressError::Settings(format!("bad DNS server {dns_server}")))?;
@@ -302,7 +311,17 @@ async fn start_proxy(
         None
     };
     Ok(tokio::spawn(async move {
-        match proxy::run(Arc::new(device), redirect, outbound, dns, counters, stop).await {
+        match proxy::run(
+            Arc::new(device),
+            redirect,
+            outbound,
+            destinations,
+            dns,
+            counters,
+            stop,
+        )
+        .await
+        {
             Ok(()) => tracing::info!(host = %host_id, "proxy egress detached"),
             Err(e) => tracing::warn!(host = %host_id, error = %e, "proxy egress session ended"),
         }

@@ -3,6 +3,7 @@
 //! The data plane: `engine.rs` keeps one session per host, `tun.rs` makes the host's TUN in
 //! its namespace, `wireguard.rs` runs a WireGuard tunnel over boringtun.
 
+pub mod destinations;
 pub mod engine;
 pub mod proxy;
 pub mod settings;

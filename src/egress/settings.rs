@@ -56,6 +56,13 @@ pub struct EgressInput {
     pub wg_private_key: Option<String>,
     /// DNS server of a proxy egress, reached over TCP through the proxy (default 1.1.1.1).
     pub proxy_dns_server: Option<String>,
+    /// Internal ranges a proxy egress may still take hosts to: by default connections to
+    /// loopback, private (RFC 1918, CGNAT, unique local), link-local (cloud metadata such as
+    /// 169.254.169.254), multicast and reserved addresses are refused. A list of CIDRs, or one
+    /// string with several separated by commas; `[]` allows none again.
+    #[serde(default, deserialize_with = "cidr_list")]
+    #[schema(value_type = Option<CidrList>)]
+    pub proxy_allowed_ranges: Option<Vec<String>>,
     /// sing-box outbound object of type `socks`, `http`, `shadowsocks`, `vmess` or `trojan`.
     #[schema(value_type = Option<Object>)]
     pub proxy_config: Option<Value>,
@@ -110,6 +117,26 @@ fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String
     d.deserialize_option(V)
 }
 
+/// `proxy_allowed_ranges` checked: each a CIDR, at most 64, written in canonical form.
+fn allowed_ranges(given: Option<&[String]>, errs: &mut FieldErrors) -> Vec<IpNet> {
+    let given = given.unwrap_or_default();
+    if given.len() > 64 {
+        errs.add("proxy_allowed_ranges", "at most 64 ranges");
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for r in given {
+        match r.trim().parse::<IpNet>() {
+            Ok(n) => out.push(n.trunc()),
+            Err(_) => errs.add(
+                "proxy_allowed_ranges",
+                format!("`{r}` is not a CIDR range such as 10.0.0.0/8"),
+            ),
+        }
+    }
+    out
+}
+
 /// Stored settings of an egress (secrets included).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "tunnel_type", rename_all = "lowercase")]
@@ -120,6 +147,10 @@ pub enum EgressSettings {
         /// DNS server the engine asks (over TCP, through the proxy); default 1.1.1.1.
         #[serde(default = "default_proxy_dns")]
         dns_server: String,
+        /// Internal ranges (private, link-local, loopback...) hosts may still reach through
+        /// the proxy; every other internal address is refused (destinations.rs).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allowed_ranges: Vec<IpNet>,
     },
 }
 
@@ -258,9 +289,12 @@ pub fn to_input(
         EgressSettings::Proxy {
             proxy_config,
             dns_server,
+            allowed_ranges,
         } => {
             input.proxy_config = serde_json::to_value(proxy_config).ok();
             input.proxy_dns_server = Some(dns_server.clone());
+            input.proxy_allowed_ranges =
+                Some(allowed_ranges.iter().map(ToString::to_string).collect());
         }
     }
     input
@@ -356,7 +390,8 @@ pub fn overlay(mut base: EgressInput, update: EgressInput) -> Result<EgressInput
         wg_allowed_ips,
         wg_dns_server,
         wg_peer_address,
-        proxy_dns_server
+        proxy_dns_server,
+        proxy_allowed_ranges
     );
     if errs.is_empty() { Ok(base) } else { Err(errs) }
 }
@@ -374,10 +409,22 @@ fn same_proxy_peer(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
         Some(other) => other.clone(),
         None => Value::Null,
     };
+    // TLS on (1) and verified (1): a secret goes on only where it is at least as protected as
+    // before, so switching TLS off or to `insecure` asks for the secret again.
+    let protection = |m: &Map<String, Value>| {
+        let tls = m.get("tls");
+        let on = tls.and_then(|t| t.get("enabled")) == Some(&Value::Bool(true));
+        let verified = tls.and_then(|t| t.get("insecure")) != Some(&Value::Bool(true));
+        (on, on && verified)
+    };
+    let (old_on, old_verified) = protection(old);
+    let (new_on, new_verified) = protection(new);
     ["type", "server", "server_port"]
         .iter()
         .all(|k| trimmed(old, k) == trimmed(new, k))
         && tls_name(old) == tls_name(new)
+        && (new_on || !old_on)
+        && (new_verified || !old_verified)
 }
 
 /// Validates a complete input, naming every bad field. Generates the WireGuard client key pair
@@ -428,11 +475,14 @@ pub fn validate(input: EgressInput) -> Result<ValidEgress, FieldErrors> {
                         None
                     }
                 };
+                let allowed_ranges =
+                    allowed_ranges(input.proxy_allowed_ranges.as_deref(), &mut errs);
                 validate_proxy(v, &mut errs)
                     .zip(dns_server)
                     .map(|(proxy_config, dns_server)| EgressSettings::Proxy {
                         proxy_config,
                         dns_server,
+                        allowed_ranges,
                     })
             }
             None => {
@@ -1116,5 +1166,76 @@ mod tests {
                 password: "s3cret".into()
             }
         );
+    }
+
+    #[test]
+    fn a_masked_secret_is_not_kept_when_tls_is_turned_off_or_made_insecure() {
+        let input = EgressInput {
+            label: Some("trojan".into()),
+            ip_address: Some("203.0.113.20".into()),
+            tunnel_type: Some("proxy".into()),
+            proxy_config: Some(
+                json!({"type": "trojan", "server": "192.0.2.1", "server_port": 443,
+                "password": "s3cret", "tls": {"enabled": true, "server_name": "t.example"}}),
+            ),
+            ..Default::default()
+        };
+        let v = validate(input).unwrap();
+        let base = to_input(&v.label, &v.ip_address, &v.provider, &v.settings);
+        let EgressSettings::Proxy { proxy_config, .. } = &v.settings else {
+            panic!()
+        };
+        let masked = proxy_config.masked();
+        let with_tls = |tls: Value| {
+            let mut c = masked.clone();
+            c["tls"] = tls;
+            overlay(
+                base.clone(),
+                EgressInput {
+                    proxy_config: Some(c),
+                    ..Default::default()
+                },
+            )
+        };
+        for weaker in [
+            json!({"enabled": false, "server_name": "t.example"}),
+            json!({"enabled": true, "server_name": "t.example", "insecure": true}),
+        ] {
+            let errs = with_tls(weaker.clone()).unwrap_err();
+            assert!(
+                errs.0.contains_key("proxy_config.password"),
+                "{weaker}: {errs:?}"
+            );
+        }
+        // As protected as before: the secret is kept.
+        let same =
+            with_tls(json!({"enabled": true, "server_name": "t.example", "insecure": false}));
+        assert!(same.is_ok(), "{same:?}");
+    }
+
+    #[test]
+    fn allowed_ranges_are_cidrs_kept_in_canonical_form() {
+        let input = |ranges: Value| EgressInput {
+            label: Some("s".into()),
+            ip_address: Some("203.0.113.20".into()),
+            tunnel_type: Some("proxy".into()),
+            proxy_config: Some(
+                json!({"type": "socks", "server": "192.0.2.1", "server_port": 1080}),
+            ),
+            proxy_allowed_ranges: serde_json::from_value::<EgressInput>(
+                json!({"proxy_allowed_ranges": ranges}),
+            )
+            .unwrap()
+            .proxy_allowed_ranges,
+            ..Default::default()
+        };
+        let v = validate(input(json!("10.1.2.3/8, 192.168.0.0/16"))).unwrap();
+        let EgressSettings::Proxy { allowed_ranges, .. } = &v.settings else {
+            panic!()
+        };
+        let shown: Vec<String> = allowed_ranges.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.0.0/16"]);
+        let errs = validate(input(json!(["10.0.0.0/33"]))).unwrap_err();
+        assert!(errs.0.contains_key("proxy_allowed_ranges"), "{errs:?}");
     }
 }

@@ -93,6 +93,9 @@ pub struct Counters {
     pub rx_bytes: AtomicU64,
     /// Unix seconds of the last completed handshake (0: none yet).
     pub last_handshake: AtomicU64,
+    /// Connections and datagram flows refused for their destination (a proxy egress's
+    /// internal addresses).
+    pub refused_destinations: AtomicU64,
 }
 
 /// Why a tunnel stopped.

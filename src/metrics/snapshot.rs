@@ -54,6 +54,7 @@ pub struct Snapshot {
     egress_sessions: Family<EgressLabels, G>,
     egress_bytes: Family<DirectionLabels, G>,
     egress_packets: Family<DirectionLabels, G>,
+    egress_refused: Family<EgressLabels, G>,
     handshake_age: Family<EgressLabels, G>,
     test_passed: Family<CheckLabels, G>,
     test_time: Family<EgressLabels, G>,
@@ -86,6 +87,11 @@ impl Snapshot {
                         egress: egress.clone(),
                     })
                     .inc();
+                s.egress_refused
+                    .get_or_create(&EgressLabels {
+                        egress: egress.clone(),
+                    })
+                    .inc_by(info.refused_destinations as f64);
                 for (direction, bytes, packets) in [
                     ("out", info.tx_bytes, info.tx_packets),
                     ("in", info.rx_bytes, info.rx_packets),
@@ -208,6 +214,12 @@ impl Snapshot {
             "egress_session_packets",
             "Packets through live egress sessions since each started, by egress and direction",
             &self.egress_packets,
+        )?;
+        gauge_family(
+            e,
+            "egress_session_refused_destinations",
+            "Connections live proxy egress sessions refused for their destination (internal addresses the egress does not allow) since each started, by egress",
+            &self.egress_refused,
         )?;
         gauge_family(
             e,

@@ -54,6 +54,10 @@ pub struct Egress {
     /// DNS server a proxy egress resolves through (over TCP, through the proxy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_dns_server: Option<String>,
+    /// Internal ranges a proxy egress still takes hosts to (every other internal address is
+    /// refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_allowed_ranges: Option<Vec<String>>,
     /// The outcome of the last egress test, if any.
     #[schema(value_type = Option<Object>)]
     pub last_test: Option<Value>,
@@ -81,6 +85,7 @@ impl From<EgressRow> for Egress {
             wg_client_public_key: None,
             proxy_config: None,
             proxy_dns_server: None,
+            proxy_allowed_ranges: None,
             last_test: e.last_test.map(|j| j.0),
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -99,9 +104,12 @@ impl From<EgressRow> for Egress {
             EgressSettings::Proxy {
                 proxy_config,
                 dns_server,
+                allowed_ranges,
             } => {
                 out.proxy_config = Some(proxy_config.masked());
                 out.proxy_dns_server = Some(dns_server);
+                out.proxy_allowed_ranges =
+                    Some(allowed_ranges.iter().map(ToString::to_string).collect());
             }
         }
         out
@@ -375,7 +383,15 @@ pub async fn check_host(core: &Core, caller: &Caller, host_id: Uuid) -> OpResult
             spec.short_id
         ))
     })?;
-    let report = probe_through(core, ns, &egress.settings, &egress.ip_address).await;
+    let mut report = probe_through(core, ns, &egress.settings, &egress.ip_address).await;
+    if matches!(egress.settings, EgressSettings::Proxy { .. })
+        && let Some(engine) = core.runtime.engine()
+    {
+        report.refused_destinations = engine
+            .session(host_id)
+            .await
+            .map(|s| s.refused_destinations);
+    }
     let mut db = core.store.acquire().await?;
     events::record(
         db.conn(),

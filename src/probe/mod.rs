@@ -98,6 +98,10 @@ pub struct Report {
     /// `passed` when every check passed, else `failed`.
     pub status: &'static str,
     pub checks: Checks,
+    /// A host's check only: connections its proxy egress refused for their destination
+    /// (internal addresses it does not allow) since the egress was attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_destinations: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     pub tested_at: time::OffsetDateTime,
 }
@@ -204,6 +208,7 @@ pub async fn run(targets: &Targets, path: &Path, direct: &Path, expected: &str) 
             dns_leak,
         },
         tested_at: crate::clock::now(),
+        refused_destinations: None,
     }
 }
 

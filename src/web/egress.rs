@@ -126,6 +126,8 @@ pub struct EgressForm {
     tls: Option<String>,
     #[serde(default)]
     proxy_dns_server: String,
+    #[serde(default)]
+    proxy_allowed_ranges: String,
 }
 
 type Field = (&'static str, &'static str, String, bool);
@@ -224,6 +226,12 @@ impl EgressForm {
                 self.proxy_dns_server.clone(),
                 false,
             ),
+            (
+                "proxy_allowed_ranges",
+                "Internal ranges hosts may reach through it, comma-separated (default none: private, loopback and metadata addresses are refused)",
+                self.proxy_allowed_ranges.clone(),
+                false,
+            ),
         ]
     }
 
@@ -258,6 +266,11 @@ impl EgressForm {
             tls_server_name: p["tls"]["server_name"].as_str().unwrap_or_default().into(),
             tls: (p["tls"]["enabled"] == json!(true)).then(|| "on".into()),
             proxy_dns_server: e.proxy_dns_server.clone().unwrap_or_default(),
+            proxy_allowed_ranges: e
+                .proxy_allowed_ranges
+                .clone()
+                .unwrap_or_default()
+                .join(", "),
             ..Default::default()
         }
     }
@@ -321,6 +334,15 @@ impl EgressForm {
             }
             input.proxy_config = Some(p);
             input.proxy_dns_server = opt(&self.proxy_dns_server);
+            // The form holds the whole list: left empty, it allows none.
+            input.proxy_allowed_ranges = Some(
+                self.proxy_allowed_ranges
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
         }
         input
     }

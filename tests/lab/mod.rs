@@ -368,6 +368,52 @@ impl Lab {
             .unwrap_or(0)
     }
 
+    /// Starts two listeners beside the proxy servers, in the exit namespace, on addresses no
+    /// tenant should reach through a proxy: the exit router's private address 10.99.0.1:8099
+    /// (answers `private`) and a cloud metadata address, 169.254.169.254:80 on the exit
+    /// namespace's loopback (answers `metadata`). Answers both addresses as `ip:port`.
+    pub fn start_internal_listeners(&mut self) -> (String, String) {
+        let exit = self.exit_ns();
+        run(&[
+            "ip",
+            "-n",
+            &exit,
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "lo",
+        ]);
+        let mut out = Vec::new();
+        for (ip, port, answer) in [
+            ("10.99.0.1", 8099, "private"),
+            ("169.254.169.254", 80, "metadata"),
+        ] {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &exit, "socat"])
+                .arg(format!("TCP-LISTEN:{port},bind={ip},reuseaddr,fork"))
+                .arg(format!("SYSTEM:echo {answer}"))
+                .spawn()
+                .expect("socat");
+            self.servers.push(child);
+            for attempt in 0.. {
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &exit, "bash", "-c"])
+                    .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+                    .status()
+                    .unwrap()
+                    .success();
+                if ok {
+                    break;
+                }
+                assert!(attempt < 100, "nothing listens on {ip}:{port}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            out.push(format!("{ip}:{port}"));
+        }
+        (out[0].clone(), out[1].clone())
+    }
+
     /// Starts microsocks (SOCKS5) on 198.18.K.2:1080, with a user and password when given.
     pub fn start_socks(&mut self, auth: Option<(&str, &str)>) -> (String, u16) {
         let ip = format!("198.18.{}.2", self.k);

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::destinations::Destinations;
 use super::wireguard::Counters;
 
 pub mod dns;
@@ -142,6 +143,7 @@ pub async fn run(
     device: Arc<tun_rs::AsyncDevice>,
     redirect: Option<tokio::net::TcpListener>,
     outbound: Outbound,
+    destinations: Destinations,
     dns_server: IpAddr,
     counters: Arc<Counters>,
     stop: CancellationToken,
@@ -170,6 +172,13 @@ pub async fn run(
     let carries_udp = outbound.carries_udp();
     // This host's names and their synthetic addresses, for as long as the session lasts.
     let names = Arc::new(names::Names::default());
+    let allowed = |peer: SocketAddr| {
+        let target = target_of(peer, &names, &destinations);
+        if target.is_none() && !matches!(peer, SocketAddr::V4(a) if names::in_pool(*a.ip())) {
+            counters.refused_destinations.fetch_add(1, Relaxed);
+        }
+        target
+    };
     // Flows are children of this token: they end with the session.
     let flows = stop.child_token();
     loop {
@@ -180,7 +189,7 @@ pub async fn run(
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             },
             Some(conn) = accept(redirect.as_ref()) => {
-                let Some(flow) = KernelFlow::admit(conn, &names, &tcp_flows) else {
+                let Some(flow) = KernelFlow::admit(conn, &allowed, &tcp_flows) else {
                     continue;
                 };
                 let (outbound, end, counters) = (outbound.clone(), flows.clone(), counters.clone());
@@ -192,8 +201,8 @@ pub async fn run(
         };
         match stream {
             IpStackStream::Tcp(flow) => {
-                let Some(target) = target_of(flow.peer_addr(), &names) else {
-                    continue; // a synthetic address no name holds: refused
+                let Some(target) = allowed(flow.peer_addr()) else {
+                    continue; // an internal address, or a synthetic one no name holds: refused
                 };
                 let Some(permit) = flow_slot(&tcp_flows) else {
                     tracing::debug!("proxy egress: flow limit reached, a connection was dropped");
@@ -244,7 +253,7 @@ pub async fn run(
                 });
             }
             IpStackStream::Udp(flow) if carries_udp => {
-                let Some(target) = target_of(flow.peer_addr(), &names) else {
+                let Some(target) = allowed(flow.peer_addr()) else {
                     continue;
                 };
                 let Some(permit) = flow_slot(&udp_flows) else {
@@ -323,7 +332,7 @@ impl KernelFlow {
     /// proxy's). Otherwise it is closed here, which the container sees as a refusal.
     fn admit(
         conn: tokio::net::TcpStream,
-        names: &names::Names,
+        allowed: &impl Fn(SocketAddr) -> Option<Target>,
         host: &Arc<Semaphore>,
     ) -> Option<KernelFlow> {
         let dst = match redirect::original_destination(&conn) {
@@ -334,7 +343,7 @@ impl KernelFlow {
                 return None;
             }
         };
-        let target = target_of(SocketAddr::V4(dst), names)?;
+        let target = allowed(SocketAddr::V4(dst))?;
         let mine = host.clone().try_acquire_owned().ok();
         let global = FLOWS.clone().try_acquire_many_owned(2).ok();
         let (Some(mine), Some(global)) = (mine, global) else {
@@ -374,8 +383,13 @@ impl KernelFlow {
 
 /// Where a flow to `peer` is dialled: by name when `peer` is a synthetic address the host was
 /// given for a name; `None` for a synthetic address no name holds (expired, or never given),
-/// which is refused rather than sent anywhere.
-fn target_of(peer: SocketAddr, names: &names::Names) -> Option<Target> {
+/// and for an internal address the egress does not allow (loopback, private, link-local such
+/// as cloud metadata: destinations.rs), which are refused rather than sent anywhere.
+fn target_of(
+    peer: SocketAddr,
+    names: &names::Names,
+    destinations: &Destinations,
+) -> Option<Target> {
     match peer {
         SocketAddr::V4(a) if names::in_pool(*a.ip()) => {
             match names.name_of(*a.ip(), std::time::Instant::now()) {
@@ -386,7 +400,11 @@ fn target_of(peer: SocketAddr, names: &names::Names) -> Option<Target> {
                 }
             }
         }
-        peer => Some(Target::Addr(peer)),
+        peer if destinations.permits(peer.ip()) => Some(Target::Addr(peer)),
+        peer => {
+            tracing::debug!(%peer, "proxy egress: an internal address, refused");
+            None
+        }
     }
 }
 
