@@ -306,6 +306,39 @@ pub struct SshSettings {
     )]
     pub max_connections_per_source: u32,
 
+    /// Live SSH sessions one account may have at once (a login beyond is refused, saying so).
+    #[arg(
+        long = "ssh-max-sessions-per-account",
+        env = "SLUICE_SSH_MAX_SESSIONS_PER_ACCOUNT",
+        value_name = "SLUICE_SSH_MAX_SESSIONS_PER_ACCOUNT",
+        default_value = "64",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_sessions_per_account: u32,
+
+    /// Channels (shells, commands, `-L`, `-R` and agent connections) one SSH connection may
+    /// have open at once; an open beyond is refused, saying why.
+    #[arg(
+        long = "ssh-max-channels",
+        env = "SLUICE_SSH_MAX_CHANNELS",
+        value_name = "SLUICE_SSH_MAX_CHANNELS",
+        default_value = "32",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_channels: u32,
+
+    /// Channels one account may have open at once across all its SSH connections. Each
+    /// channel holds at most 256 KiB of unread data in Sluice, so this bounds what one account
+    /// can make Sluice hold (64 MiB at the default).
+    #[arg(
+        long = "ssh-max-channels-per-account",
+        env = "SLUICE_SSH_MAX_CHANNELS_PER_ACCOUNT",
+        value_name = "SLUICE_SSH_MAX_CHANNELS_PER_ACCOUNT",
+        default_value = "256",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_channels_per_account: u32,
+
     /// Whether users may forward their SSH agent into their host (`ssh -A`).
     #[arg(
         long = "ssh-agent-forwarding",

@@ -1341,3 +1341,128 @@ async fn a_thousand_idle_api_sockets_stop_neither_health_nor_ssh() {
             .expect("an idle connection is still open");
     }
 }
+
+/// The test process's resident memory (Sluice runs in it), in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_forwards_into_a_listener_that_never_reads_leave_sluice_bounded() {
+    let lab = lab("ivan", |s| s.ssh.max_sessions_per_account = 2).await;
+    // Inside the host: a listener that accepts every connection and never reads one.
+    let out = lab.run(
+        lab.short(),
+        &Login::Key(&lab.key),
+        "setsid nohup perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => \"127.0.0.1\", \
+         LocalPort => 9000, Listen => 1024, ReuseAddr => 1) or die $!; while (my $c = $s->accept) { push @k, $c }' \
+         </dev/null >/dev/null 2>&1 & sleep 1; echo started",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_sessions(&lab, 0).await;
+    let before = rss_mib();
+
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = local.local_addr().unwrap().port();
+    drop(local);
+    let errors = lab.dir.join("forward.err");
+    let mut fwd = lab
+        .ssh(
+            lab.short(),
+            &Login::Key(&lab.key),
+            &[
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                &format!("127.0.0.1:{lport}:127.0.0.1:9000"),
+            ],
+        )
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    wait_sessions(&lab, 1).await;
+    // 200 connections through the forward, each writing as fast as it can.
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..200 {
+        let written = written.clone();
+        writers.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", lport)).await else {
+                return;
+            };
+            let chunk = vec![7u8; 64 * 1024];
+            // Bounded: 64 MiB at most per connection.
+            for _ in 0..1024 {
+                if s.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    // Until the writers stall (nothing read at the far end, so every buffer on the way fills).
+    let mut last = 0;
+    let mut peak = before;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss_mib());
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let during = rss_mib().max(peak);
+    // Another session of the account fits (2 at most); a third is refused, saying why.
+    let mut second = lab
+        .ssh(lab.short(), &Login::Key(&lab.key), &["sleep 30"])
+        .spawn()
+        .unwrap();
+    wait_sessions(&lab, 2).await;
+    let third = lab.run(lab.short(), &Login::Key(&lab.key), "true");
+    assert!(!third.status.success());
+    assert!(
+        text(&third.stderr).contains("account ivan already has 2 live sessions"),
+        "{}",
+        text(&third.stderr)
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    for w in writers {
+        w.abort();
+    }
+    wait_sessions(&lab, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_mib();
+    let refused = std::fs::read_to_string(&errors)
+        .unwrap()
+        .matches("too many channels: a connection may have 32 open at once")
+        .count();
+    eprintln!(
+        "200 forwards into a listener that never reads: {} MiB written; Sluice's process {before} MiB before, {during} MiB during, {after} MiB after; {refused} channels refused",
+        last / (1024 * 1024)
+    );
+    assert!(
+        refused >= 150,
+        "channels beyond 32 per connection are refused, saying why: {refused}"
+    );
+    // 32 channels at most 256 KiB each inside Sluice (8 MiB), with russh's and the
+    // allocator's own: well under 64 MiB. Before the budget, each of the 200 channels could
+    // hold 64 packets.
+    assert!(
+        during <= before + 64,
+        "Sluice grew from {before} MiB to {during} MiB"
+    );
+}

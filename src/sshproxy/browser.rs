@@ -105,7 +105,22 @@ impl Proxy {
                 "ssh.browser_session_opened",
             )
             .await;
-        let upstream = Upstream::new(endpoint, host.short_id.clone(), None, live.meter.clone());
+        // One channel, the terminal's, counted in the account's budget like an SSH one.
+        let upstream = Upstream::new(
+            endpoint,
+            host.short_id.clone(),
+            None,
+            live.meter.clone(),
+            self.channel_budget(user_id),
+        );
+        let _slot = match upstream.budget.take() {
+            Ok(slot) => slot,
+            Err(reason) => {
+                self.close_viewer_session(live, reason.clone(), "ssh.session_closed")
+                    .await;
+                return close(ws, &reason).await;
+            }
+        };
         if let Some(recorder) = self.recorder() {
             let _ = upstream.recording.set((
                 recorder.clone(),

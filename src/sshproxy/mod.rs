@@ -95,6 +95,8 @@ pub struct Proxy {
     /// Password-attempt budgets, shared with the API's login, short-link and bootstrap.
     attempts: Arc<Attempts>,
     connections: ConnectionCounter,
+    /// Channels open per account, across its connections.
+    account_channels: limits::AccountChannels,
     /// Slots of connections still in their handshake or login.
     unauthenticated: Arc<tokio::sync::Semaphore>,
     /// New connections per source address.
@@ -137,6 +139,9 @@ impl Proxy {
             store,
             runtime,
             connections: ConnectionCounter::new(settings.max_connections_per_source),
+            account_channels: limits::AccountChannels::new(
+                settings.max_channels_per_account as usize,
+            ),
             unauthenticated: Arc::new(tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED)),
             new_connections: governor::RateLimiter::keyed(
                 governor::Quota::per_second(
@@ -167,6 +172,15 @@ impl Proxy {
     /// The recorder, when the install records sessions.
     pub fn recorder(&self) -> Option<&Arc<crate::recordings::Recorder>> {
         self.recorder.get()
+    }
+
+    /// The channel budget of a new connection of `account`: its own, and its account's.
+    pub(crate) fn channel_budget(&self, account: uuid::Uuid) -> limits::ChannelBudget {
+        limits::ChannelBudget::new(
+            self.settings.max_channels as usize,
+            self.account_channels.of(account),
+            self.settings.max_channels_per_account as usize,
+        )
     }
 
     /// The `known_hosts` line pinning the proxy's key as `host:port`.

@@ -212,6 +212,31 @@ impl Sessions {
         }
     }
 
+    /// Registers a session unless its account already has `max` live ones (checked and added
+    /// under one lock, so concurrent logins cannot overshoot); `None` when it has.
+    pub fn register_within(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        meter: Arc<Meter>,
+        proof: super::login::Proof,
+        max: usize,
+    ) -> Option<Registered> {
+        let id = info.id;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let of_account = live
+            .values()
+            .filter(|l| l.info.user_id == info.user_id && l.meter.end_reason().is_none())
+            .count();
+        if of_account >= max {
+            return None;
+        }
+        live.insert(id, Live { info, meter, proof });
+        Some(Registered {
+            id,
+            sessions: self.clone(),
+        })
+    }
+
     /// Every live session, oldest first, with current byte counts. A session already told to
     /// end is not listed: it is on its way out (its bridge closes it within moments), and an
     /// administrator who just ended it sees it gone.

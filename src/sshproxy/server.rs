@@ -284,6 +284,7 @@ impl russh::server::Handler for ClientConn {
                             entrant.host.short_id.clone(),
                             Some(session.handle()),
                             self.meter.clone(),
+                            self.proxy.channel_budget(entrant.user.id),
                         );
                         let _ = self.upstream.set(Arc::new(up));
                     }
@@ -331,6 +332,33 @@ impl russh::server::Handler for ClientConn {
             bytes_out: 0,
         };
         let session_id = info.id;
+        let proof = match (&self.login_key, entrant.method) {
+            (Some(key), login::Method::PublicKey) => login::Proof::Key(key.key_data().clone()),
+            _ => login::Proof::HostPassword {
+                hash: entrant.host.ssh_password_hash.clone(),
+            },
+        };
+        let max = self.proxy.settings.max_sessions_per_account as usize;
+        let Some(registered) =
+            self.proxy
+                .sessions
+                .register_within(info.clone(), self.meter.clone(), proof, max)
+        else {
+            let message = format!(
+                "account {} already has {max} live sessions, the most one account may have: end one first",
+                entrant.user.username
+            );
+            self.event(
+                "ssh.login_refused",
+                &login,
+                Some(&entrant),
+                json!({"reason": message}),
+            )
+            .await;
+            session.disconnect(russh::Disconnect::ByApplication, &message, "en")?;
+            return Ok(());
+        };
+        self.registered = Some(registered);
         if let (Some(recorder), Some(up)) = (self.proxy.recorder(), self.upstream.get()) {
             let _ = up.recording.set((
                 recorder.clone(),
@@ -343,18 +371,7 @@ impl russh::server::Handler for ClientConn {
                 },
             ));
         }
-        let _ = self.session.set(info.clone());
-        let proof = match (&self.login_key, entrant.method) {
-            (Some(key), login::Method::PublicKey) => login::Proof::Key(key.key_data().clone()),
-            _ => login::Proof::HostPassword {
-                hash: entrant.host.ssh_password_hash.clone(),
-            },
-        };
-        self.registered = Some(
-            self.proxy
-                .sessions
-                .register(info, self.meter.clone(), proof),
-        );
+        let _ = self.session.set(info);
         self.event(
             "ssh.login_succeeded",
             &login,
@@ -372,12 +389,11 @@ impl russh::server::Handler for ClientConn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(up) = self.upstream.get() {
-            up.spawn_bridge(session::open(
-                up.clone(),
-                channel,
-                reply,
-                self.proxy.settings.agent_forwarding,
-            ));
+            let (bridge_up, agent) = (up.clone(), self.proxy.settings.agent_forwarding);
+            up.open_channel(reply, move |reply| {
+                Box::pin(session::open(bridge_up, channel, reply, agent))
+            })
+            .await;
         }
         Ok(())
     }
@@ -393,13 +409,15 @@ impl russh::server::Handler for ClientConn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(up) = self.upstream.get() {
-            up.spawn_bridge(direct_tcpip::open(
-                up.clone(),
-                channel,
-                reply,
-                (host_to_connect.to_string(), port_to_connect),
-                (originator_address.to_string(), originator_port),
-            ));
+            let bridge_up = up.clone();
+            let target = (host_to_connect.to_string(), port_to_connect);
+            let origin = (originator_address.to_string(), originator_port);
+            up.open_channel(reply, move |reply| {
+                Box::pin(direct_tcpip::open(
+                    bridge_up, channel, reply, target, origin,
+                ))
+            })
+            .await;
         }
         Ok(())
     }

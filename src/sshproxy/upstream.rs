@@ -17,11 +17,15 @@ use russh::keys::ssh_key::PublicKey;
 use tokio::sync::OnceCell;
 
 use super::channels::{agent, forwarded_tcpip};
+use super::limits::ChannelBudget;
 use super::registry::Meter;
 use crate::runtime::SshEndpoint;
 
 /// How long opening and logging in to a host's sshd may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A channel's bridge, as `open_channel` runs it.
+pub type BoxedBridge = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A logged-in connection to the host's sshd.
 pub struct Connected {
@@ -45,6 +49,8 @@ pub struct Upstream {
     /// Where and as whom its terminal channels are recorded, when the install records.
     pub recording:
         std::sync::OnceLock<(Arc<crate::recordings::Recorder>, crate::recordings::Subject)>,
+    /// Channels this connection may still open, either way (limits.rs).
+    pub budget: ChannelBudget,
 }
 
 impl Upstream {
@@ -53,8 +59,10 @@ impl Upstream {
         short_id: String,
         client: Option<russh::server::Handle>,
         meter: Arc<Meter>,
+        budget: ChannelBudget,
     ) -> Self {
         Self {
+            budget,
             endpoint,
             short_id,
             client,
@@ -141,6 +149,7 @@ impl Upstream {
             meter: self.meter.clone(),
             agent_allowed: self.agent_allowed.clone(),
             forwards: self.forwards.clone(),
+            budget: self.budget.clone(),
         };
         let mut handle =
             client::connect_stream(config, tcp, handler)
@@ -162,6 +171,26 @@ impl Upstream {
             )));
         }
         Ok(Connected { handle })
+    }
+
+    /// Runs a channel's bridge (opened by the client) if the budget has room for one more
+    /// channel, holding its place until it ends; otherwise refuses the channel saying why.
+    pub async fn open_channel(
+        &self,
+        reply: russh::server::ChannelOpenHandle,
+        bridge: impl FnOnce(russh::server::ChannelOpenHandle) -> BoxedBridge + Send + 'static,
+    ) {
+        match self.budget.take() {
+            Ok(slot) => self.spawn_bridge(async move {
+                let _slot = slot;
+                bridge(reply).await
+            }),
+            Err(reason) => {
+                reply
+                    .reject(russh::ChannelOpenFailure::Other { code: 4, reason })
+                    .await
+            }
+        }
     }
 
     /// Runs a bridge of this connection until it finishes or the connection ends.
@@ -222,6 +251,17 @@ pub struct UpHandler {
     meter: Arc<Meter>,
     agent_allowed: Arc<AtomicBool>,
     forwards: Arc<forwarded_tcpip::Requested>,
+    budget: ChannelBudget,
+}
+
+/// Refuses a channel the budget has no room for, telling the other side why.
+async fn refuse_for_budget(reply: ChannelOpenHandle, reason: String) {
+    reply
+        .reject(russh::ChannelOpenFailure::Other {
+            code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
+            reason,
+        })
+        .await;
 }
 
 impl client::Handler for UpHandler {
@@ -261,6 +301,13 @@ impl client::Handler for UpHandler {
                 .await;
             return Ok(());
         };
+        let slot = match self.budget.take() {
+            Ok(slot) => slot,
+            Err(reason) => {
+                refuse_for_budget(reply, reason).await;
+                return Ok(());
+            }
+        };
         let ended = self.ended.clone();
         let bridge = forwarded_tcpip::open(
             client,
@@ -271,6 +318,7 @@ impl client::Handler for UpHandler {
             self.meter.clone(),
         );
         tokio::spawn(async move {
+            let _slot = slot;
             tokio::select! { _ = bridge => {}, _ = ended.cancelled() => {} }
         });
         Ok(())
@@ -292,9 +340,17 @@ impl client::Handler for UpHandler {
                 .await;
             return Ok(());
         };
+        let slot = match self.budget.take() {
+            Ok(slot) => slot,
+            Err(reason) => {
+                refuse_for_budget(reply, reason).await;
+                return Ok(());
+            }
+        };
         let ended = self.ended.clone();
         let bridge = agent::open(client, channel, reply, self.meter.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             tokio::select! { _ = bridge => {}, _ = ended.cancelled() => {} }
         });
         Ok(())
