@@ -222,6 +222,9 @@ pub async fn start(
     tokio::spawn(ssh.clone().serve(ssh_listener, stop.clone()));
     tokio::spawn(ssh.clone().revalidate(stop.clone()));
 
+    let auth = Authenticator::new(store.clone(), Arc::new(secret));
+    // Browser terminals and desktops end with the viewer's sign-in.
+    ssh.check_viewers_with(auth.clone());
     let limits = Arc::new(RateLimits::new(settings.api_rate_limit));
     api::layers::spawn_shrinker(limits.clone());
     let state = AppState(Arc::new(Shared {
@@ -240,7 +243,7 @@ pub async fn start(
             recordings_dir: data_dir.join("recordings"),
             host_uids: settings.store.host_uids,
         },
-        auth: Authenticator::new(store.clone(), Arc::new(secret)),
+        auth,
         limits,
         ssh: ssh.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(api::events::MAX_STREAMS)),

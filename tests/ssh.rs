@@ -1466,3 +1466,136 @@ async fn two_hundred_forwards_into_a_listener_that_never_reads_leave_sluice_boun
         "Sluice grew from {before} MiB to {during} MiB"
     );
 }
+
+/// Opens a browser terminal into the lab's host as the holder of login `jwt` (its session
+/// cookie), and waits until the shell answers.
+async fn browser_terminal(
+    lab: &Lab,
+    jwt: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let base = lab.server.base.replace("http://", "ws://");
+    let mut req = format!(
+        "{base}/web/hosts/{}/terminal/socket?cols=80&rows=24",
+        lab.host_id()
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("cookie", format!("sluice_session={jwt}").parse().unwrap());
+    req.headers_mut()
+        .insert("origin", lab.server.base.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::Binary(b"echo ready-$((6*7))\r".to_vec().into()))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains("ready-42") {
+        assert!(std::time::Instant::now() < deadline, "no shell: {seen}");
+        if let Ok(Some(Ok(Message::Binary(b)))) =
+            tokio::time::timeout(Duration::from_secs(1), ws.next()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    ws
+}
+
+/// Reads until the terminal closes; answers everything it said.
+async fn until_closed(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    limit: Duration,
+) -> String {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut said = String::new();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "the terminal stayed open: {said}");
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => said.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return said,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => panic!("the terminal stayed open: {said}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_terminal_ends_with_the_sign_in_it_was_opened_with() {
+    let lab = lab("judy", |_| {}).await;
+    // The administrator's terminal ends with their logout; another login of theirs goes on.
+    let first = lab.server.login("admin", common::ADMIN_PASSWORD).await;
+    let second = lab.server.login("admin", common::ADMIN_PASSWORD).await;
+    let mut ended = browser_terminal(&lab, &first).await;
+    let mut kept = browser_terminal(&lab, &second).await;
+    let (st, v) = lab
+        .server
+        .call(reqwest::Method::POST, "/v1/auth/logout", Some(&first), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let said = until_closed(&mut ended, Duration::from_secs(15)).await;
+    assert!(said.contains("the sign-in of admin:admin ended"), "{said}");
+    {
+        use futures::SinkExt;
+        kept.send(tokio_tungstenite::tungstenite::Message::Binary(
+            b"echo still-$((6*7))\r".to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("still-42") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other login's terminal ended: {seen}"
+        );
+        use futures::StreamExt;
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) =
+            tokio::time::timeout(Duration::from_secs(1), kept.next()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+
+    // The owner's terminal ends when an administrator gives them a new password.
+    let rotate = || async {
+        let (st, v) = lab
+            .server
+            .post(
+                &format!("/v1/admin/users/{}/rotate-password", lab.user_id),
+                &lab.admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["data"]["password"].as_str().unwrap().to_string()
+    };
+    let password = rotate().await;
+    let owner = lab.server.login("judy", &password).await;
+    let mut theirs = browser_terminal(&lab, &owner).await;
+    rotate().await;
+    let said = until_closed(&mut theirs, Duration::from_secs(15)).await;
+    assert!(said.contains("the sign-in of user:judy ended"), "{said}");
+
+    // Every terminal ends when the signing secret is rotated (sluice keys rotate-jwt).
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["keys", "rotate-jwt"])
+        .env("SLUICE_DATA_DIR", &lab.dir)
+        .env(
+            "DATABASE_URL",
+            lab.server.settings.store.effective_database_url(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = until_closed(&mut kept, Duration::from_secs(15)).await;
+    assert!(said.contains("the sign-in of admin:admin ended"), "{said}");
+}

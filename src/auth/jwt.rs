@@ -30,14 +30,26 @@ pub struct Claims {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    fingerprint: [u8; 8],
 }
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest([b"sluice-jwt-key:".as_slice(), secret].concat());
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&digest[..8]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            fingerprint,
         }
+    }
+
+    /// Which secret these keys are (a hash of it, never the secret): a login checked with
+    /// other keys was signed before a rotation.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
     }
 
     /// A token for an account, valid for [`TOKEN_TTL_SECS`].

@@ -98,6 +98,10 @@ impl Principal {
 pub struct LoginRef {
     pub jti: Option<Uuid>,
     pub expires_at: OffsetDateTime,
+    /// The account's token generation the login carries.
+    pub ver: i64,
+    /// The signing secret it was checked with ([`super::jwt::JwtKeys::fingerprint`]).
+    pub key: [u8; 8],
 }
 
 /// A successful login.
@@ -154,7 +158,8 @@ impl Authenticator {
                 abilities,
             });
         }
-        let claims = self.jwt.keys().verify(bearer)?;
+        let keys = self.jwt.keys();
+        let claims = keys.verify(bearer)?;
         let user = store::users::get(db.conn(), claims.sub)
             .await?
             .ok_or(AuthError::Invalid)?;
@@ -176,8 +181,56 @@ impl Authenticator {
                 jti: claims.jti,
                 expires_at: OffsetDateTime::from_unix_timestamp(claims.exp)
                     .map_err(|_| AuthError::Invalid)?,
+                ver: claims.ver,
+                key: keys.fingerprint(),
             }),
         })
+    }
+
+    /// Whether what `principal` was authenticated with still holds, for what outlives the
+    /// request that presented it (a browser terminal, a desktop): the same checks as
+    /// [`Self::authenticate`], from what the principal remembers. A login ends with its
+    /// logout, its expiry, a password change or any other bump of the account's generation, a
+    /// change of role, the account's disabling or expiry, and a rotation of the signing
+    /// secret; an API token with its revocation or expiry. Other principals hold.
+    pub async fn still_holds(&self, principal: &Principal) -> Result<(), AuthError> {
+        let now = crate::clock::now();
+        let mut db = self.store.acquire().await?;
+        match principal {
+            Principal::Account {
+                id,
+                role,
+                login: Some(login),
+                ..
+            } => {
+                if login.key != self.jwt.keys().fingerprint() || login.expires_at <= now {
+                    return Err(AuthError::Invalid);
+                }
+                let user = store::users::get(db.conn(), *id)
+                    .await?
+                    .ok_or(AuthError::Invalid)?;
+                if user.token_version != login.ver || user.role != role.as_str() {
+                    return Err(AuthError::Invalid);
+                }
+                if let Some(jti) = login.jti
+                    && store::logins::is_revoked(db.conn(), jti).await?
+                {
+                    return Err(AuthError::Invalid);
+                }
+                check_active(&user.status, user.expires_at, now)
+            }
+            Principal::Account { login: None, .. } => Ok(()),
+            Principal::Token { id, .. } => {
+                let row = store::tokens::get(db.conn(), *id)
+                    .await?
+                    .ok_or(AuthError::Invalid)?;
+                if row.expires_at.is_some_and(|t| t <= now) {
+                    return Err(AuthError::Invalid);
+                }
+                Ok(())
+            }
+            Principal::Local { .. } | Principal::Entrant { .. } => Ok(()),
+        }
     }
 
     /// Checks a user name and password and issues a login token. Unknown names cost the same

@@ -90,7 +90,9 @@ pub async fn logout(core: &Core, caller: &Caller) -> OpResult<()> {
     let (target, details) = match &caller.principal {
         Principal::Account {
             id,
-            login: Some(LoginRef { jti, expires_at }),
+            login: Some(LoginRef {
+                jti, expires_at, ..
+            }),
             ..
         } => {
             match jti {

@@ -38,6 +38,8 @@ pub(crate) struct ViewerSession {
 pub struct Viewer {
     /// How events name them (`admin:alice`, `user:bob`).
     pub actor: String,
+    /// Who they signed in as: the terminal or desktop ends when that sign-in does.
+    pub principal: crate::auth::Principal,
     pub source: Option<SocketAddr>,
     pub cols: u32,
     pub rows: u32,
@@ -168,9 +170,13 @@ impl Proxy {
             bytes_in: 0,
             bytes_out: 0,
         };
-        let registered = self
-            .sessions
-            .register(info.clone(), meter.clone(), Proof::Browser);
+        let registered = self.sessions.register(
+            info.clone(),
+            meter.clone(),
+            Proof::Browser {
+                viewer: viewer.principal.clone(),
+            },
+        );
         crate::events::record_alone(
             &self.store,
             NewEvent::new(viewer.actor.clone(), opened, "host")

@@ -227,8 +227,9 @@ pub enum Proof {
     /// One of the owner's keys (its key data): removing the key ends the session.
     Key(russh::keys::ssh_key::public::KeyData),
     /// A browser terminal or desktop, opened from a signed-in page or with a ticket: it rests
-    /// on the account and the host.
-    Browser,
+    /// on the account and the host, and on the viewer's own sign-in (their login or API
+    /// token), which the proxy re-checks (`Authenticator::still_holds`).
+    Browser { viewer: crate::auth::Principal },
 }
 
 /// Whether `data` is one of `keys` (OpenSSH public-key lines).

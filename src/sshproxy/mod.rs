@@ -107,6 +107,8 @@ pub struct Proxy {
     public_url: Option<String>,
     /// Where terminal sessions are recorded, when the install records them.
     recorder: std::sync::OnceLock<Arc<crate::recordings::Recorder>>,
+    /// What re-checks the sign-ins browser terminals and desktops rest on.
+    viewers: std::sync::OnceLock<crate::auth::Authenticator>,
 }
 
 impl Proxy {
@@ -161,7 +163,14 @@ impl Proxy {
             config: Arc::new(config),
             public_url,
             recorder: std::sync::OnceLock::new(),
+            viewers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Ends browser terminals and desktops when their viewer's sign-in ends, checked by
+    /// `auth` (the API's own authenticator).
+    pub fn check_viewers_with(&self, auth: crate::auth::Authenticator) {
+        let _ = self.viewers.set(auth);
     }
 
     /// Records terminal sessions from now on.
@@ -345,7 +354,25 @@ impl Proxy {
                     }
                 };
                 for (info, proof) in sessions {
-                    if let Some(reason) = ground.refuses(&proof) {
+                    let mut refusal = ground.refuses(&proof);
+                    if refusal.is_none()
+                        && let login::Proof::Browser { viewer } = &proof
+                        && let Some(auth) = self.viewers.get()
+                    {
+                        match auth.still_holds(viewer).await {
+                            Ok(()) => {}
+                            Err(crate::auth::AuthError::Store(e)) => {
+                                tracing::warn!(error = %e, "cannot re-check a viewer's sign-in");
+                            }
+                            Err(_) => {
+                                refusal = Some(format!(
+                                    "the sign-in of {} ended (signed out, password changed, keys rotated or token revoked)",
+                                    viewer.actor()
+                                ));
+                            }
+                        }
+                    }
+                    if let Some(reason) = refusal {
                         tracing::info!(session = %info.id, host = %info.short_id, %reason, "session no longer allowed");
                         self.sessions.end(info.id, &reason);
                     }

@@ -122,6 +122,7 @@ pub async fn socket(
     };
     let viewer = Viewer {
         actor: viewer.actor(),
+        principal: viewer.principal.clone(),
         source: Some(peer),
         cols: 0,
         rows: 0,

@@ -85,6 +85,7 @@ pub async fn socket(
     };
     let viewer = Viewer {
         actor: user.caller.actor(),
+        principal: user.caller.principal.clone(),
         source: Some(peer),
         cols: size.cols.unwrap_or(100),
         rows: size.rows.unwrap_or(30),
