@@ -173,3 +173,63 @@ async fn a_password_flood_is_turned_away_and_starves_no_one(b: Backend) {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "ready", "{v}");
 }
+
+on_both_backends!(sixty_addresses_failing_at_the_admin_cannot_keep_the_admin_out);
+
+/// The per-account budget holds off the addresses that failed, not the account's owner: sixty
+/// addresses each guessing once at the administrator's login (more than the account's fifty)
+/// leave the administrator a way in from an address of their own, while every guessing
+/// address is turned away with Retry-After.
+async fn sixty_addresses_failing_at_the_admin_cannot_keep_the_admin_out(b: Backend) {
+    let s = Server::start(b).await;
+    let guess = json!({"username": "admin", "password": "not-the-password"});
+    for n in 0..60u8 {
+        let (st, _, v) = s
+            .call_from(
+                [127, 0, 1, n],
+                reqwest::Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(guess.clone()),
+            )
+            .await;
+        // Each address's first guess is heard (and wrong), even past the account's fifty.
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "address {n}: {v}");
+    }
+    // A guessing address tries again: held off, told when to come back.
+    let (st, headers, _) = s
+        .call_from(
+            [127, 0, 1, 7],
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(guess.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get("retry-after").is_some());
+    // Even with the right password: it failed before.
+    let right = json!({"username": "admin", "password": common::ADMIN_PASSWORD});
+    let (st, _, _) = s
+        .call_from(
+            [127, 0, 1, 8],
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(right.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    // The administrator, from their own address, gets in.
+    let (st, _, v) = s
+        .call_from(
+            [127, 0, 2, 1],
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(right),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["token"].is_string());
+}

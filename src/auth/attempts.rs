@@ -5,9 +5,11 @@
 //! - per source address, across every account and short id ([`PER_SOURCE`]);
 //! - per target (an account or a short id) and source ([`PER_TARGET_SOURCE`]), so one address
 //!   cannot keep guessing at one host;
-//! - per target across sources, with a larger budget ([`PER_TARGET`]), so a spread-out attack
-//!   on one target still stops, while one address locking a target never locks its owner out
-//!   from another address.
+//! - per target across sources, with a larger budget ([`PER_TARGET`]): once a target has
+//!   drawn that many failures, addresses with a failure on record (at it or anywhere, or an
+//!   attempt still being checked) are held off it, so a spread-out attack slows to one guess
+//!   per fresh address; an address with a clean record still gets its try, so no number of
+//!   addresses can keep a target's owner out from their own.
 //!
 //! An attempt takes its failure slot *before* the password is checked (so a burst of parallel
 //! guesses cannot all slip in before the first one fails) and gives it back only on success.
@@ -40,8 +42,8 @@ pub const PER_TARGET_SOURCE: Budget = Budget {
     window: Duration::from_secs(900),
     lockout: Duration::from_secs(900),
 };
-/// Failures at one account or short id from anywhere: fifty in fifteen minutes lock it for
-/// fifteen.
+/// Failures at one account or short id from anywhere: after fifty in fifteen minutes, for
+/// fifteen, only addresses with a clean record may try it.
 pub const PER_TARGET: Budget = Budget {
     max: 50,
     window: Duration::from_secs(900),
@@ -85,6 +87,19 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
             .and_then(|e| e.locked_until)
             .and_then(|until| until.checked_duration_since(now))
             .filter(|d| !d.is_zero())
+    }
+
+    /// Whether `key` has anything on record: a failure within the window, an attempt being
+    /// checked, or a lockout.
+    fn has_record(&self, key: &K) -> bool {
+        let now = Instant::now();
+        self.lock().get(key).is_some_and(|e| {
+            e.pending > 0
+                || e.locked_until.is_some_and(|u| u > now)
+                || e.failures
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < self.budget.window)
+        })
     }
 
     /// Takes a failure slot for `key`, or answers how long to wait.
@@ -216,6 +231,11 @@ impl Attempts {
             crate::metrics::METRICS.refused_locked.inc();
             Refused { retry_after }
         };
+        // A clean address (nothing on record anywhere), asked before its own slots are taken.
+        let clean = source.is_some_and(|ip| {
+            !self.by_source.has_record(&ip)
+                && !self.by_target_source.has_record(&(target.clone(), ip))
+        });
         if let Some(ip) = source {
             self.by_source.reserve(&ip).map_err(refused)?;
             if let Err(wait) = self.by_target_source.reserve(&(target.clone(), ip)) {
@@ -223,17 +243,24 @@ impl Attempts {
                 return Err(refused(wait));
             }
         }
-        if let Err(wait) = self.by_target.reserve(&target) {
-            if let Some(ip) = source {
-                self.by_source.settle(&ip, false);
-                self.by_target_source.settle(&(target.clone(), ip), false);
+        let in_target_budget = match self.by_target.reserve(&target) {
+            Ok(()) => true,
+            // The target is under attack: a clean address still gets its try (its own budgets
+            // above still count it), outside the exhausted target budget.
+            Err(_) if clean => false,
+            Err(wait) => {
+                if let Some(ip) = source {
+                    self.by_source.settle(&ip, false);
+                    self.by_target_source.settle(&(target.clone(), ip), false);
+                }
+                return Err(refused(wait));
             }
-            return Err(refused(wait));
-        }
+        };
         Ok(Attempt {
             attempts: self,
             source,
             target,
+            in_target_budget,
             settled: false,
         })
     }
@@ -245,6 +272,9 @@ pub struct Attempt<'a> {
     attempts: &'a Attempts,
     source: Option<IpAddr>,
     target: Target,
+    /// Whether it holds a slot of the target's budget (a clean address's try at a target
+    /// under attack does not).
+    in_target_budget: bool,
     settled: bool,
 }
 
@@ -266,7 +296,11 @@ impl Attempt<'_> {
         }
         self.settled = true;
         let a = self.attempts;
-        let mut locked = a.by_target.settle(&self.target, failed);
+        let mut locked = if self.in_target_budget {
+            a.by_target.settle(&self.target, failed)
+        } else {
+            None
+        };
         if let Some(ip) = self.source {
             let pair = a
                 .by_target_source
@@ -346,15 +380,34 @@ mod tests {
     }
 
     #[test]
-    fn many_sources_at_one_target_lock_it_everywhere() {
+    fn many_sources_at_one_target_hold_off_failing_addresses_but_not_its_owner() {
         let a = small();
         for n in 0..10 {
             a.begin(ip(10 + n), Target::account("alice"))
                 .unwrap()
                 .failed();
         }
-        let refused = a.begin(ip(99), Target::account("alice")).err().unwrap();
+        // Every address that failed at it is held off for the lockout...
+        let refused = a.begin(ip(10), Target::account("alice")).err().unwrap();
         assert!(refused.retry_after > Duration::from_secs(1));
+        // ...and so is one that failed elsewhere...
+        a.begin(ip(50), Target::account("bob")).unwrap().failed();
+        assert!(a.begin(ip(50), Target::account("alice")).is_err());
+        // ...while an address with a clean record gets its try: the owner is not locked out
+        // by how many addresses the attack has.
+        a.begin(ip(99), Target::account("alice"))
+            .unwrap()
+            .succeeded();
+        a.begin(ip(99), Target::account("alice"))
+            .unwrap()
+            .succeeded();
+        // A clean address that fails is held off from then on; attempts in flight from one
+        // address count against it too.
+        a.begin(ip(98), Target::account("alice")).unwrap().failed();
+        assert!(a.begin(ip(98), Target::account("alice")).is_err());
+        let in_flight = a.begin(ip(97), Target::account("alice")).unwrap();
+        assert!(a.begin(ip(97), Target::account("alice")).is_err());
+        in_flight.succeeded();
     }
 
     #[test]
