@@ -32,6 +32,7 @@ on_both_backends!(
     who_am_i_logout_and_scoped_logins,
     the_event_stream_is_live_resumable_filtered_and_drops_a_stalled_reader,
     recordings_past_retention_go_and_unfinished_ones_are_marked_failed,
+    a_wireguard_egress_carries_one_host_by_the_database_s_own_rule,
 );
 
 /// Reads an SSE response until `want` appears in what arrived, within `limit`; answers all of
@@ -2419,4 +2420,118 @@ async fn recordings_past_retention_go_and_unfinished_ones_are_marked_failed(b: B
         .await;
     assert_eq!(v["data"]["status"], "failed", "{v}");
     assert!(v["data"]["ended_at"].is_string(), "{v}");
+}
+
+/// The one-host-per-WireGuard-egress rule is the database's, not only a check before a write:
+/// binds racing each other leave exactly one, a write past the check is refused by the
+/// constraint, and a proxy egress carrying two hosts cannot be switched to WireGuard.
+async fn a_wireguard_egress_carries_one_host_by_the_database_s_own_rule(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin().await;
+    let (user, _) = s.user(&admin, "wendy").await;
+    let (_, e) = s
+        .post("/v1/admin/egress-ips", &admin, wg_egress("one"))
+        .await;
+    let wg = e["data"]["id"].as_str().unwrap().to_string();
+    let mut hosts = vec![];
+    for _ in 0..8 {
+        hosts.push(
+            s.host(&admin, &user, json!({})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Eight binds at once: one wins, the others are told why.
+    let binds = hosts.iter().map(|h| {
+        s.post(
+            "/v1/admin/bindings",
+            &admin,
+            json!({"host_id": h, "egress_ip_id": wg}),
+        )
+    });
+    let answers = futures::future::join_all(binds).await;
+    let won = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::CREATED)
+        .count();
+    assert_eq!(won, 1, "{answers:?}");
+    for (st, v) in answers.iter().filter(|(st, _)| *st != StatusCode::CREATED) {
+        assert_eq!(*st, StatusCode::CONFLICT, "{v}");
+        assert!(v.to_string().contains("serves one host"), "{v}");
+    }
+    // A write that skips the check (as a second process racing this one could) is refused by
+    // the database itself.
+    let store = s.running.as_ref().unwrap().store.clone();
+    let mut db = store.acquire().await.unwrap();
+    let (_, h) = s.get(&format!("/v1/admin/egress-ips/{wg}"), &admin).await;
+    assert_eq!(h["data"]["id"], wg.as_str());
+    let loser = answers
+        .iter()
+        .zip(&hosts)
+        .find(|((st, _), _)| *st != StatusCode::CREATED)
+        .map(|(_, h)| h.clone())
+        .unwrap();
+    let err = sluice::store::hosts::insert_binding(
+        db.conn(),
+        &sluice::store::hosts::BindingRow {
+            id: uuid::Uuid::now_v7(),
+            host_id: loser.parse().unwrap(),
+            egress_ip_id: wg.parse().unwrap(),
+            created_at: sluice::clock::now(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, sluice::store::StoreError::Conflict(c) if sluice::store::hosts::is_exclusive_binding(c)),
+        "{err:?}"
+    );
+    drop(db);
+
+    // A proxy egress carrying two hosts is not made WireGuard under them.
+    let (_, p) = s
+        .post(
+            "/v1/admin/egress-ips",
+            &admin,
+            json!({"label": "p", "ip_address": "203.0.113.12", "tunnel_type": "proxy",
+                "proxy_config": {"type": "socks", "server": "192.0.2.1", "server_port": 1080}}),
+        )
+        .await;
+    let proxy = p["data"]["id"].as_str().unwrap().to_string();
+    let unbound: Vec<&String> = answers
+        .iter()
+        .zip(&hosts)
+        .filter(|((st, _), h)| *st != StatusCode::CREATED && **h != loser)
+        .map(|(_, h)| h)
+        .collect();
+    for h in unbound.into_iter().take(2) {
+        let (st, v) = s
+            .post(
+                "/v1/admin/bindings",
+                &admin,
+                json!({"host_id": h, "egress_ip_id": proxy}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let mut switch = wg_egress("p");
+    switch["ip_address"] = json!("203.0.113.12");
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/admin/egress-ips/{proxy}"),
+            Some(&admin),
+            Some(switch),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("unbind the others first"), "{v}");
+    let (_, after) = s
+        .get(&format!("/v1/admin/egress-ips/{proxy}"), &admin)
+        .await;
+    assert_eq!(
+        after["data"]["tunnel_type"], "proxy",
+        "nothing changed: {after}"
+    );
 }

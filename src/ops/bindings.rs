@@ -37,6 +37,23 @@ pub struct CreateBinding {
 }
 
 /// A WireGuard egress is one peer with one tunnel address: it carries one host at a time.
+/// A refused binding write in the words of the rule it broke: the database's own hold of a
+/// WireGuard egress to one host (two binds at once that both passed [`one_host_per_peer`]),
+/// or the host's one binding.
+pub(crate) fn binding_conflict(e: store::StoreError, short_id: &str) -> OpError {
+    match e {
+        store::StoreError::Conflict(c) if store::hosts::is_exclusive_binding(&c) => {
+            OpError::Conflict(
+                "this WireGuard egress already carries a host: a WireGuard peer has one tunnel address, so it serves one host".into(),
+            )
+        }
+        store::StoreError::Conflict(_) => {
+            OpError::Conflict(format!("host {short_id} is already bound"))
+        }
+        other => other.into(),
+    }
+}
+
 pub fn one_host_per_peer(tunnel_type: &str, bound: &[String]) -> OpResult<()> {
     if tunnel_type == "wireguard" && !bound.is_empty() {
         return Err(OpError::Conflict(format!(
@@ -103,12 +120,7 @@ pub async fn bind(core: &Core, caller: &Caller, req: CreateBinding) -> OpResult<
     };
     store::hosts::insert_binding(tx.conn(), &row)
         .await
-        .map_err(|e| match e {
-            store::StoreError::Conflict(_) => {
-                OpError::Conflict(format!("host {} is already bound", host.short_id))
-            }
-            other => other.into(),
-        })?;
+        .map_err(|e| binding_conflict(e, &host.short_id))?;
     let task_id = move_if_live(tx.conn(), &host, &caller.actor()).await?;
     events::record(
         tx.conn(),

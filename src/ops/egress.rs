@@ -239,7 +239,16 @@ pub async fn update(
         updated_at: crate::clock::now(),
         ..old
     };
-    store::egress::update(tx.conn(), core.store.keys(), &row).await?;
+    store::egress::update(tx.conn(), core.store.keys(), &row)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::Conflict(c) if store::hosts::is_exclusive_binding(&c) => {
+                OpError::Conflict(
+                    "more than one host is bound to this egress, and a WireGuard egress serves one host: unbind the others first".into(),
+                )
+            }
+            other => other.into(),
+        })?;
     let mut queued = 0;
     for host_id in store::egress::bound_host_ids(tx.conn(), id).await? {
         if let Some(host) = store::hosts::get(tx.conn(), host_id).await?

@@ -417,7 +417,8 @@ pub async fn create(core: &Core, caller: &Caller, req: CreateHost) -> OpResult<C
                 created_at: now,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| super::bindings::binding_conflict(e, &new.short_id))?;
     }
     let task_id =
         tasks::enqueue(tx.conn(), Kind::Create, host_id, json!({}), &caller.actor()).await?;

@@ -143,23 +143,35 @@ pub async fn list(c: Conn<'_>, keys: &Keyring, page: PageRequest) -> Result<(Vec
 /// Writes every mutable column of `e`, the settings sealed again.
 pub async fn update(c: Conn<'_>, keys: &Keyring, e: &EgressRow) -> Result<()> {
     let sealed = seal(keys, e.id, &e.settings.0)?;
-    on_conn!(c, |c| sqlx::query(
-        "UPDATE egress_ips SET label = $2, ip_address = $3, provider = $4, tunnel_type = $5,
-             settings = $6, secrets = $7, key_id = $8, updated_at = $9
-         WHERE id = $1"
-    )
-    .bind(e.id)
-    .bind(&e.label)
-    .bind(&e.ip_address)
-    .bind(&e.provider)
-    .bind(&e.tunnel_type)
-    .bind(placeholder())
-    .bind(&sealed.text)
-    .bind(&sealed.key_id)
-    .bind(e.updated_at)
-    .execute(&mut *c)
-    .await
-    .map(|r| r.rows_affected()))?;
+    on_conn!(c, |c| {
+        sqlx::query(
+            "UPDATE egress_ips SET label = $2, ip_address = $3, provider = $4, tunnel_type = $5,
+                 settings = $6, secrets = $7, key_id = $8, updated_at = $9
+             WHERE id = $1",
+        )
+        .bind(e.id)
+        .bind(&e.label)
+        .bind(&e.ip_address)
+        .bind(&e.provider)
+        .bind(&e.tunnel_type)
+        .bind(placeholder())
+        .bind(&sealed.text)
+        .bind(&sealed.key_id)
+        .bind(e.updated_at)
+        .execute(&mut *c)
+        .await?;
+        // The egress's bindings claim it exactly when it is WireGuard: a switch to WireGuard
+        // with two hosts bound is a Conflict naming hosts::EXCLUSIVE_BINDING.
+        sqlx::query(
+            "UPDATE bindings SET exclusive_egress_id =
+                (SELECT id FROM egress_ips WHERE id = $1 AND tunnel_type = 'wireguard')
+             WHERE egress_ip_id = $1",
+        )
+        .bind(e.id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

@@ -217,9 +217,22 @@ pub async fn count_by_status(c: Conn<'_>) -> Result<Vec<(String, i64)>> {
     .await)?)
 }
 
+/// The unique index that holds a WireGuard egress to one host.
+pub const EXCLUSIVE_BINDING: &str = "bindings_exclusive_egress";
+
+/// Whether a unique-constraint refusal is [`EXCLUSIVE_BINDING`]'s (by its name on PostgreSQL,
+/// by its column in SQLite's message).
+pub fn is_exclusive_binding(constraint: &str) -> bool {
+    constraint == EXCLUSIVE_BINDING || constraint.contains("bindings.exclusive_egress_id")
+}
+
+/// Writes a binding. One to a WireGuard egress also claims the egress (a unique index: a second
+/// host's binding is a [`super::StoreError::Conflict`] naming [`EXCLUSIVE_BINDING`]).
 pub async fn insert_binding(c: Conn<'_>, b: &BindingRow) -> Result<()> {
     on_conn!(c, |c| sqlx::query(
-        "INSERT INTO bindings (id, host_id, egress_ip_id, created_at) VALUES ($1, $2, $3, $4)"
+        "INSERT INTO bindings (id, host_id, egress_ip_id, created_at, exclusive_egress_id)
+         VALUES ($1, $2, $3, $4,
+            (SELECT id FROM egress_ips WHERE id = $3 AND tunnel_type = 'wireguard'))"
     )
     .bind(b.id)
     .bind(b.host_id)

@@ -31,7 +31,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A unique constraint refused the write; the string names the constraint when known.
+    /// A unique constraint refused the write; the string names the constraint (PostgreSQL) or
+    /// holds the database's message naming the columns (SQLite).
     #[error("already exists")]
     Conflict(String),
     #[error("database error: {0}")]
@@ -60,7 +61,12 @@ impl From<sqlx::Error> for StoreError {
         if let sqlx::Error::Database(db) = &e
             && db.is_unique_violation()
         {
-            return StoreError::Conflict(db.constraint().unwrap_or_default().to_string());
+            // PostgreSQL names the constraint; SQLite names the columns in its message.
+            return StoreError::Conflict(
+                db.constraint()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| db.message().to_string()),
+            );
         }
         StoreError::Database(e)
     }
