@@ -1894,3 +1894,234 @@ async fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them
         "the private listener was reached"
     );
 }
+
+#[test]
+fn the_service_sandbox_carries_a_host_s_egress_ssh_and_a_new_host() {
+    on_a_runtime_ended_within_seconds(
+        the_service_sandbox_carries_a_host_s_egress_ssh_and_a_new_host_run(),
+    );
+}
+
+/// The capabilities deploy/sluice.service bounds Sluice to, as setpriv takes them.
+fn unit_capabilities() -> String {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sluice.service"),
+    )
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    format!("-all,{}", caps.join(","))
+}
+
+/// The real binary under deploy/sluice.service's sandbox, as far as it can be had without
+/// systemd: its capability bounding set, no new privileges, and the whole file system
+/// read-only but the data directory (ProtectSystem=strict). Handed a running host bound to a
+/// proxy egress, it re-attaches the egress (namespace entry, TUN, nat rule), lets the owner in
+/// over SSH (the hop into the container's namespace), and makes a new host.
+async fn the_service_sandbox_carries_a_host_s_egress_ssh_and_a_new_host_run() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let url = common::database_url(common::Backend::Sqlite, &dir).await;
+    let (mut s, runtime) = start_server(&dir, &url, &lab).await;
+    let _cleanup = Cleanup(runtime.instance().to_string());
+    let admin = s.admin().await;
+    let socks = lab.start_socks(Some(("labuser", "lab-pass")));
+    let egress = proxy_egress(&s, &admin, &lab, "socks", socks, lab::EXIT_PROXY).await;
+    let (uid, _) = s.user(&admin, "sandy").await;
+    let key = dir.join("id_ed25519");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (st, v) = s
+        .post(
+            &format!("/v1/admin/users/{uid}/ssh-keys"),
+            &admin,
+            json!({"public_key": public}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let host = s
+        .host(
+            &admin,
+            &uid,
+            json!({"egress_ip_id": egress, "memory_mb": 256}),
+        )
+        .await;
+    let curl = format!("curl -s --max-time 10 http://{}/", lab.echo());
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(20));
+    s.stop().await;
+    drop(runtime);
+    let (ok, out) = exec(&host, &curl);
+    assert!(!ok, "traffic flowed with no Sluice: {out}");
+
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http_port, ssh_port) = (free(), free());
+    let caps = unit_capabilities();
+    let script = r#"set -e
+mount --make-rprivate /
+mount --bind "$SLUICE_DATA_DIR" "$SLUICE_DATA_DIR"
+mount -o remount,bind,ro /
+exec setpriv --bounding-set="$CAPS" --inh-caps=-all --no-new-privs -- "$SLUICE" serve"#;
+    let log = std::fs::File::create(dir.join("sandboxed.log")).unwrap();
+    let probe = format!("http://{}/", lab.echo());
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "bash",
+            "-c",
+            script,
+        ])
+        .env("CAPS", &caps)
+        .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
+        .env("SLUICE_DATA_DIR", &dir)
+        .env("DATABASE_URL", &url)
+        .env("XTABLES_LOCKFILE", dir.join("xtables.lock"))
+        .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("SSH_PROXY_ADDR", "127.0.0.1")
+        .env("SSH_PROXY_PORT", ssh_port.to_string())
+        .env("SLUICE_PROBE_URL", &probe)
+        .env("SLUICE_PROBE_IP_URLS", &probe)
+        .env("SLUICE_PROBE_DNS_NAME", "*.whoami.lab.test")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _serve = common::docker::ServeProcess(child);
+    let log = || std::fs::read_to_string(dir.join("sandboxed.log")).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "no answer: {}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The process serving is the sandboxed one: the unit's capabilities and nothing more
+    // (5 of them), no new privileges, a read-only root.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .starts_with("sluice")
+    );
+    let bounding = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
+    assert_eq!(bounding.count_ones(), 5, "CapBnd {bounding:x}");
+    assert_eq!(
+        u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
+        bounding
+    );
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/") && l.contains(" ro,")),
+        "{mounts}"
+    );
+    // The running host's egress is attached again, inside the sandbox.
+    wait_output(&host, &curl, lab::EXIT_PROXY, Duration::from_secs(90));
+
+    // The owner gets in over SSH through the sandboxed proxy.
+    let out = Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&key)
+        .args(["-p", &ssh_port.to_string()])
+        .arg(format!("{}@127.0.0.1", host["short_id"].as_str().unwrap()))
+        .arg("id -un; curl -s --max-time 10 http://".to_string() + &lab.echo() + "/")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.starts_with("sandy\n") && said.contains(lab::EXIT_PROXY),
+        "{said}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+
+    // A new host is made and runs, and the egress test passes (a throwaway namespace, or the
+    // host's own session).
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": common::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let made: Value = http
+        .post(format!("{base}/v1/admin/hosts"))
+        .bearer_auth(&token)
+        .json(&json!({"user_id": uid, "memory_mb": 256}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value = http
+            .get(format!("{base}/v1/admin/hosts/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match v["data"]["status"].as_str() {
+            Some("running") => break,
+            Some("error") => panic!("the new host failed in the sandbox: {v}\n{}", log()),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "not running: {v}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report: Value = http
+        .post(format!("{base}/v1/admin/egress-ips/{egress}/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["data"]["status"], "passed", "{report}\n{}", log());
+}
