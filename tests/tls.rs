@@ -294,6 +294,58 @@ async fn https_serves_the_short_link_reloads_its_certificate_and_believes_only_t
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
         .to_string();
+    // Over https: every answer asks for https only from now on (HSTS), and the dashboard's
+    // session cookie is the __Host- one, Secure; a plain-named cookie is no session here.
+    let headers = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
+            .arg(&ca)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let h = headers(&[&format!("{base}/healthz")]);
+    assert!(
+        h.contains("strict-transport-security: max-age=31536000"),
+        "{h}"
+    );
+    let h = headers(&[
+        "-H",
+        &format!("Origin: {base}"),
+        "--data-urlencode",
+        "username=admin",
+        "--data-urlencode",
+        &format!("password={}", admin_pw.trim()),
+        &format!("{base}/login"),
+    ]);
+    let cookie = h
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("{h}"))
+        .to_string();
+    assert!(
+        cookie.starts_with("__host-sluice_session=") && cookie.contains("; secure"),
+        "{cookie}"
+    );
+    let (code, _) = curl(
+        Some(&ca),
+        &[
+            "-H",
+            &format!("Cookie: __Host-sluice_session={token}"),
+            &format!("{base}/admin"),
+        ],
+    );
+    assert_eq!(code, 200, "the __Host- session opens the dashboard");
+    let (code, _) = curl(
+        Some(&ca),
+        &[
+            "-H",
+            &format!("Cookie: sluice_session={token}"),
+            &format!("{base}/admin"),
+        ],
+    );
+    assert_eq!(code, 303, "a plain-named cookie is no session over https");
     let v = api(
         Some(&ca),
         "POST",

@@ -98,3 +98,20 @@ pub fn spawn_shrinker(limits: Arc<RateLimits>) {
         }
     });
 }
+
+/// Answers given over https (directly, or as a trusted proxy says) tell browsers to reach this
+/// site over https only, for a year (HSTS), so a later plain-http link cannot strip TLS.
+pub async fn strict_transport(req: Request, next: Next) -> Response {
+    let https = req
+        .extensions()
+        .get::<super::client::Client>()
+        .is_some_and(|c| c.https);
+    let mut resp = next.run(req).await;
+    if https {
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    resp
+}

@@ -163,11 +163,7 @@ pub(super) fn guard(
 /// Cookies are `Secure` when the browser reached Sluice over https: TLS here, a trusted
 /// proxy's word, or an https public URL.
 fn secure_cookies(state: &AppState, client: Option<&crate::api::client::Client>) -> bool {
-    client.is_some_and(|c| c.https)
-        || state
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+    session::secure(state.public_url.as_deref(), client)
 }
 
 // ---- sign in and out
@@ -261,7 +257,7 @@ pub async fn logout(
         tracing::warn!(error = %e, "logout failed");
     }
     (
-        [(header::SET_COOKIE, session::clear_cookie())],
+        [(header::SET_COOKIE, session::clear_cookie(user.secure))],
         Redirect::to("/login"),
     )
         .into_response()
@@ -1077,7 +1073,7 @@ pub async fn portal_password(
     {
         // Every login token of the account ended with the change, this one included.
         Ok(()) => (
-            [(header::SET_COOKIE, session::clear_cookie())],
+            [(header::SET_COOKIE, session::clear_cookie(user.secure))],
             Redirect::to("/login"),
         )
             .into_response(),

@@ -1,5 +1,6 @@
-//! Browser sessions: the login token in an HttpOnly, SameSite=Strict cookie (Secure when the
-//! public URL is https), never in a URL; a CSRF token derived from that cookie (another origin
+//! Browser sessions: the login token in an HttpOnly, SameSite=Strict cookie (under https,
+//! Secure and named with the `__Host-` prefix, so no other host of the domain can set it),
+//! never in a URL; a CSRF token derived from that cookie (another origin
 //! can neither read the cookie nor compute the token) on every form; and the Origin check on
 //! every state-changing request and on the event stream.
 
@@ -14,14 +15,29 @@ use crate::api::extract::ClientIp;
 use crate::auth::Principal;
 use crate::ops::{Caller, Face};
 
-/// The session cookie's name.
+/// The session cookie's name over plain http.
 pub const COOKIE: &str = "sluice_session";
+/// Its name under https: the browser takes it only from this very host, over https, for the
+/// whole site, so a sibling subdomain cannot plant a session.
+pub const SECURE_COOKIE: &str = "__Host-sluice_session";
+
+/// Whether this site's cookies are https-only: the request came over https (directly, or as a
+/// trusted proxy says), or the public URL is https.
+pub fn secure(public_url: Option<&str>, client: Option<&crate::api::client::Client>) -> bool {
+    client.is_some_and(|c| c.https) || public_url.is_some_and(|u| u.starts_with("https://"))
+}
+
+fn name(secure: bool) -> &'static str {
+    if secure { SECURE_COOKIE } else { COOKIE }
+}
 
 /// A signed-in browser: the principal behind the cookie, and the cookie's CSRF token.
 #[derive(Clone)]
 pub struct WebUser {
     pub caller: Caller,
     pub csrf: String,
+    /// Whether the session's cookie is the https one (`__Host-`, Secure).
+    pub secure: bool,
 }
 
 impl WebUser {
@@ -42,14 +58,16 @@ pub fn csrf_token(cookie_value: &str) -> String {
     hex::encode(&digest[..16])
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The session cookie a request carries: under https only the `__Host-` one counts.
+fn cookie_value(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let want = name(secure);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == want)
         .map(|(_, v)| v.to_string())
         .filter(|v| !v.is_empty())
 }
@@ -73,16 +91,23 @@ pub fn same_origin(headers: &HeaderMap, public_url: Option<&str>) -> bool {
 
 /// The `Set-Cookie` value of a new session.
 pub fn set_cookie(token: &str, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
+    let flag = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{flag}",
+        name(secure)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("sluice_session=; Path=/; Max-Age=0"))
 }
 
 /// The `Set-Cookie` value that ends a session in the browser.
-pub fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static("sluice_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> HeaderValue {
+    if secure {
+        HeaderValue::from_static(
+            "__Host-sluice_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure",
+        )
+    } else {
+        HeaderValue::from_static("sluice_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
 }
 
 /// Without a valid session: to the login page.
@@ -98,7 +123,9 @@ impl FromRequestParts<AppState> for WebUser {
     type Rejection = SignIn;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, SignIn> {
-        let value = cookie_value(&parts.headers).ok_or(SignIn)?;
+        let client = parts.extensions.get::<crate::api::client::Client>();
+        let secure = secure(state.public_url.as_deref(), client);
+        let value = cookie_value(&parts.headers, secure).ok_or(SignIn)?;
         // Only login tokens live in cookies; an API token is never accepted from one.
         if crate::auth::tokens::looks_like_token(&value) {
             return Err(SignIn);
@@ -110,6 +137,7 @@ impl FromRequestParts<AppState> for WebUser {
         Ok(WebUser {
             caller: Caller::new(principal, ip.to_option_string(), Face::Web),
             csrf: csrf_token(&value),
+            secure,
         })
     }
 }
@@ -164,7 +192,19 @@ mod tests {
     #[test]
     fn the_cookie_is_read_among_others_and_the_csrf_token_follows_it() {
         let h = headers(&[("cookie", "a=1; sluice_session=abc.def; b=2")]);
-        assert_eq!(cookie_value(&h).as_deref(), Some("abc.def"));
+        assert_eq!(cookie_value(&h, false).as_deref(), Some("abc.def"));
+        // Under https only the __Host- cookie counts: a plain one (which another host of the
+        // domain could have set) is no session there.
+        assert_eq!(cookie_value(&h, true), None);
+        let h = headers(&[("cookie", "sluice_session=x; __Host-sluice_session=abc.def")]);
+        assert_eq!(cookie_value(&h, true).as_deref(), Some("abc.def"));
+        assert!(
+            set_cookie("t", true)
+                .to_str()
+                .unwrap()
+                .starts_with("__Host-sluice_session=t; Path=/;")
+        );
+        assert!(clear_cookie(true).to_str().unwrap().contains("; Secure"));
         assert_eq!(csrf_token("abc.def"), csrf_token("abc.def"));
         assert_ne!(csrf_token("abc.def"), csrf_token("abc.deg"));
         let c = set_cookie("t", false);
