@@ -7,7 +7,9 @@
 //! credentials, and re-attaches its hosts (the install id is the backup's).
 //!
 //! The archive holds the sealing keys beside the sealed database, so it opens every secret:
-//! it is written 0600 and belongs where the keys themselves would.
+//! it is written 0600 and belongs where the keys themselves would. Made without keys (for an
+//! off-site copy), it leaves out the sealing keys and the JWT secret; its restore then needs
+//! the install's sealing keys put in place (or `SLUICE_SEALING_KEYS`) first.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -54,8 +56,19 @@ pub struct Manifest {
     /// `sqlite` or `postgres`.
     pub backend: String,
     pub instance_id: Option<String>,
+    /// Whether the sealing keys and the JWT secret are in it (archives made before this field
+    /// always held them).
+    #[serde(default = "included")]
+    pub keys_included: bool,
     pub files: Vec<Entry>,
 }
+
+fn included() -> bool {
+    true
+}
+
+/// The data directory's keys an archive made without keys leaves out.
+pub const KEY_FILES: [&str; 2] = ["sealing.keys", "jwt_secret"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -211,10 +224,18 @@ pub struct Created {
     pub backend: String,
     pub files: usize,
     pub bytes: u64,
+    /// Whether the sealing keys and the JWT secret are in it.
+    pub keys_included: bool,
 }
 
-/// Snapshots the database at `url` and the files of `data_dir` into `output` (0600).
-pub async fn create(data_dir: &Path, url: &str, output: &Path) -> Result<Created, BackupError> {
+/// Snapshots the database at `url` and the files of `data_dir` into `output` (0600); without
+/// `with_keys`, the sealing keys and the JWT secret stay out.
+pub async fn create(
+    data_dir: &Path,
+    url: &str,
+    output: &Path,
+    with_keys: bool,
+) -> Result<Created, BackupError> {
     let backend = backend_of(url)?;
     if !data_dir.join("instance_id").exists() {
         return Err(BackupError::Conflict(format!(
@@ -259,6 +280,9 @@ pub async fn create(data_dir: &Path, url: &str, output: &Path) -> Result<Created
     )];
     let mut rel = Vec::new();
     walk(data_dir, Path::new(""), &mut rel)?;
+    if !with_keys {
+        rel.retain(|r| !KEY_FILES.iter().any(|k| r.as_os_str() == *k));
+    }
     rel.sort();
     files.extend(
         rel.into_iter()
@@ -284,6 +308,7 @@ pub async fn create(data_dir: &Path, url: &str, output: &Path) -> Result<Created
         instance_id: std::fs::read_to_string(data_dir.join("instance_id"))
             .ok()
             .map(|s| s.trim().to_string()),
+        keys_included: with_keys,
         files: entries,
     };
 
@@ -301,6 +326,7 @@ pub async fn create(data_dir: &Path, url: &str, output: &Path) -> Result<Created
         backend: backend.into(),
         files: files.len(),
         bytes,
+        keys_included: with_keys,
     })
 }
 
@@ -344,12 +370,16 @@ pub struct Restored {
     pub created_at: String,
     pub files: usize,
     pub instance_id: Option<String>,
+    /// Whether the keys came from the archive (otherwise they were in place already).
+    pub keys_included: bool,
 }
 
-/// Whether an install lives in `data_dir` or in the database at `url` already.
-async fn install_present(data_dir: &Path, url: &str) -> bool {
+/// Whether an install lives in `data_dir` or in the database at `url` already. Keys put in
+/// place for an archive made without them (`keys_placed`) are no install of their own.
+async fn install_present(data_dir: &Path, url: &str, keys_placed: bool) -> bool {
     let files = ["instance_id", "sealing.keys", "jwt_secret", "sluice.db"]
         .iter()
+        .filter(|f| !(keys_placed && KEY_FILES.contains(f)))
         .any(|f| data_dir.join(f).exists());
     files
         || !url.starts_with("sqlite:")
@@ -397,7 +427,17 @@ pub async fn restore(
             manifest.backend, backend
         )));
     }
-    if !force && install_present(data_dir, url).await {
+    if !manifest.keys_included
+        && !data_dir.join("sealing.keys").exists()
+        && std::env::var_os("SLUICE_SEALING_KEYS").is_none()
+    {
+        return Err(BackupError::Conflict(format!(
+            "the backup was made --without-keys: put the install's sealing.keys in {} (or set \
+             SLUICE_SEALING_KEYS) before restoring, or its egress secrets cannot be opened",
+            data_dir.display()
+        )));
+    }
+    if !force && install_present(data_dir, url, !manifest.keys_included).await {
         return Err(BackupError::Conflict(format!(
             "an install is already in {} or its database: restoring replaces it; say --force to do so",
             data_dir.display()
@@ -464,6 +504,7 @@ pub async fn restore(
         created_at: manifest.created_at,
         files: count,
         instance_id: manifest.instance_id,
+        keys_included: manifest.keys_included,
     })
 }
 

@@ -197,3 +197,99 @@ async fn a_restored_install_runs_its_hosts_through_their_egress(b: Backend) {
         .await;
     assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
 }
+
+/// An off-site copy: `--without-keys` leaves the sealing keys and the JWT secret out, the
+/// archive alone restores nothing (refused, naming the keys, before anything is written), and
+/// with the keys put back it restores an install whose sealed egress secrets open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_without_keys_restores_only_with_the_keys_put_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = common::database_url(Backend::Sqlite, &data).await;
+    let mut s = common::Server::start_with(
+        common::settings(&data, url.clone()),
+        common::RecordingRuntime::default(),
+        data.clone(),
+        None,
+    )
+    .await;
+    let admin = s.admin().await;
+    let (st, v) = s
+        .post("/v1/admin/egress-ips", &admin, common::wg_egress("offsite"))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    s.stop().await;
+    // What the Docker runtime writes on a real install (this server drives a recorder).
+    std::fs::write(data.join("instance_id"), "0123456789abcdef").unwrap();
+
+    let archive = tmp.path().join("offsite.tar.gz");
+    let out = sluice(
+        &data,
+        &url,
+        &[
+            "backup",
+            "create",
+            "--without-keys",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("are not in it"));
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("data/instance_id"), "{listing}");
+    assert!(
+        !listing.contains("sealing.keys") && !listing.contains("jwt_secret"),
+        "{listing}"
+    );
+
+    // Elsewhere, from the archive alone: refused, nothing written.
+    let elsewhere = tmp.path().join("elsewhere");
+    let url2 = format!("sqlite://{}", elsewhere.join("sluice.db").display());
+    let out = sluice(
+        &elsewhere,
+        &url2,
+        &["backup", "restore", archive.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--without-keys") && err.contains("sealing.keys"),
+        "{err}"
+    );
+    assert!(!elsewhere.join("sluice.db").exists());
+    assert!(!elsewhere.join("instance_id").exists());
+
+    // With the install's sealing keys put back: restored, and its secrets open.
+    std::fs::copy(data.join("sealing.keys"), elsewhere.join("sealing.keys")).unwrap();
+    let out = sluice(
+        &elsewhere,
+        &url2,
+        &["backup", "restore", archive.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("everyone signs in again"));
+    let out = sluice(&elsewhere, &url2, &["egress", "show", "offsite", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["label"], "offsite", "{shown}");
+    assert_eq!(shown["wg_private_key"], "********", "{shown}");
+}

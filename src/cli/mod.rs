@@ -98,11 +98,15 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// Snapshot the database (SQLite VACUUM INTO, or pg_dump) and the data directory's files
-    /// (keys included) into one archive (0600), while the server runs.
+    /// (keys included, unless --without-keys) into one archive (0600), while the server runs.
     Create {
         /// Where to write it. Default: sluice-backup-<UTC time>.tar.gz here.
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
+        /// Leave the sealing keys and the JWT secret out (for a copy kept off-site): the
+        /// archive alone then opens no egress secret; restoring it needs the keys put back.
+        #[arg(long)]
+        without_keys: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -1146,7 +1146,11 @@ async fn keys(cmd: KeysCommand, me: &Caller) -> CliResult {
 
 async fn backup(cmd: BackupCommand, me: &Caller) -> CliResult {
     match cmd {
-        BackupCommand::Create { output, common } => {
+        BackupCommand::Create {
+            output,
+            without_keys,
+            common,
+        } => {
             let data_dir = &common.store.store.data_dir;
             let url = common.store.store.effective_database_url();
             let output = output.unwrap_or_else(|| {
@@ -1161,24 +1165,29 @@ async fn backup(cmd: BackupCommand, me: &Caller) -> CliResult {
                     now.second()
                 ))
             });
-            let made = crate::backup::create(data_dir, &url, &output).await?;
+            let made = crate::backup::create(data_dir, &url, &output, !without_keys).await?;
             let core = core(&common, None).await?;
             ops::events::record_local(
                 &core,
                 me,
                 "backup.created",
-                json!({"file": made.path.file_name().map(|f| f.to_string_lossy().into_owned()), "bytes": made.bytes, "backend": made.backend}),
+                json!({"file": made.path.file_name().map(|f| f.to_string_lossy().into_owned()), "bytes": made.bytes, "backend": made.backend, "keys_included": made.keys_included}),
             )
             .await?;
             if common.json {
                 println!("{}", to_json(&made));
             } else {
                 println!(
-                    "Backed up the {} database and {} files into {} ({} bytes). It holds the sealing keys: keep it as safe as they are.",
+                    "Backed up the {} database and {} files into {} ({} bytes). {}",
                     made.backend,
                     made.files - 1,
                     made.path.display(),
-                    made.bytes
+                    made.bytes,
+                    if made.keys_included {
+                        "It holds the sealing keys: keep it as safe as they are."
+                    } else {
+                        "The sealing keys and the JWT secret are not in it: keep them elsewhere, a restore needs the sealing keys."
+                    }
                 );
             }
             Ok(())
@@ -1203,8 +1212,15 @@ async fn backup(cmd: BackupCommand, me: &Caller) -> CliResult {
                 println!("{}", to_json(&restored));
             } else {
                 println!(
-                    "Restored the backup of {} ({} database, {} files). Start sluice serve: it re-attaches the hosts.",
-                    restored.created_at, restored.backend, restored.files
+                    "Restored the backup of {} ({} database, {} files). Start sluice serve: it re-attaches the hosts.{}",
+                    restored.created_at,
+                    restored.backend,
+                    restored.files,
+                    if restored.keys_included {
+                        ""
+                    } else {
+                        " The backup held no JWT secret: unless you put the install's jwt_secret back, everyone signs in again (API tokens keep working)."
+                    }
                 );
             }
             Ok(())
