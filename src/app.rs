@@ -128,6 +128,7 @@ pub async fn start(
         );
     }
     let secret = jwt_secret(settings, data_dir)?;
+    let jwt_source = secret.source();
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::Tls::load(cert, key)?),
         _ => None,
@@ -255,6 +256,7 @@ pub async fn start(
             tokio::spawn(crate::cli::control::serve(
                 l,
                 state.core.clone(),
+                crate::cli::control::ServerFacts { jwt: jwt_source },
                 stop.clone(),
             ));
         }

@@ -21,6 +21,7 @@ on_both_backends!(
     no_secret_is_in_the_database_or_its_backup,
     rotation_reseals_every_row_online,
     rotating_the_jwt_secret_refuses_earlier_logins_at_once,
+    rotate_jwt_beside_a_server_signing_with_its_own_variable_refuses_naming_it,
 );
 
 /// The real binary as an operator runs it on the server's machine.
@@ -311,4 +312,29 @@ async fn rotating_the_jwt_secret_refuses_earlier_logins_at_once(b: Backend) {
         .get("/v1/admin/events?action=keys.jwt_rotated", &fresh)
         .await;
     assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// A server started with ADMIN_JWT_SECRET signs with it for its whole life: `sluice keys
+/// rotate-jwt` beside it (without the variable) asks the server, refuses naming the variable,
+/// and writes nothing; every login goes on as the server says.
+async fn rotate_jwt_beside_a_server_signing_with_its_own_variable_refuses_naming_it(b: Backend) {
+    let s = Server::start_configured(b, |c| {
+        c.admin_jwt_secret = Some("a-fixed-secret-of-the-servers-own-environment".into());
+    })
+    .await;
+    let admin = s.admin().await;
+    let before = std::fs::read(s.dir.join("jwt_secret")).ok();
+    let out = sluice(&s, &["keys", "rotate-jwt"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ADMIN_JWT_SECRET") && err.contains("running server"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(s.dir.join("jwt_secret")).ok(), before);
+    assert_eq!(s.get("/v1/user", &admin).await.0, StatusCode::OK);
+    let (_, v) = s
+        .get("/v1/admin/events?action=keys.jwt_rotated", &admin)
+        .await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(0), "{v}");
 }

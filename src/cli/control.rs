@@ -47,9 +47,17 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     ListSessions,
-    EndSession { id: Uuid },
-    TestEgress { id: Uuid },
-    CheckHost { host: String },
+    EndSession {
+        id: Uuid,
+    },
+    TestEgress {
+        id: Uuid,
+    },
+    CheckHost {
+        host: String,
+    },
+    /// Where the server's login-signing secret comes from.
+    JwtSource,
 }
 
 /// The server's answer: the operation's result in the API's shape, or its refusal as the CLI
@@ -91,8 +99,19 @@ pub fn listen(data_dir: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What the server tells about itself, beside the operations on its core.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerFacts {
+    pub jwt: crate::keys::jwt::Source,
+}
+
 /// Answers requests until `stop`, then removes the socket.
-pub async fn serve(listener: UnixListener, core: Core, stop: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    core: Core,
+    facts: ServerFacts,
+    stop: CancellationToken,
+) {
     let path = listener
         .local_addr()
         .ok()
@@ -127,7 +146,7 @@ pub async fn serve(listener: UnixListener, core: Core, stop: CancellationToken) 
             let Ok(_turn) = turns.acquire_owned().await else {
                 return;
             };
-            if let Err(e) = answer(stream, &core).await {
+            if let Err(e) = answer(stream, &core, facts).await {
                 tracing::debug!(error = %e, "control socket: connection ended early");
             }
         });
@@ -137,7 +156,7 @@ pub async fn serve(listener: UnixListener, core: Core, stop: CancellationToken) 
     }
 }
 
-async fn answer(mut stream: UnixStream, core: &Core) -> io::Result<()> {
+async fn answer(mut stream: UnixStream, core: &Core, facts: ServerFacts) -> io::Result<()> {
     let mut raw = Vec::new();
     tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -147,7 +166,7 @@ async fn answer(mut stream: UnixStream, core: &Core) -> io::Result<()> {
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request not sent in time"))??;
     let reply = match serde_json::from_slice::<Request>(&raw) {
         Ok(req) => {
-            let result = perform(core, req).await;
+            let result = perform(core, facts, req).await;
             match result {
                 Ok(v) => Reply::Done(v),
                 Err(e) => {
@@ -170,7 +189,7 @@ async fn answer(mut stream: UnixStream, core: &Core) -> io::Result<()> {
 }
 
 /// Runs one request as the local operator.
-async fn perform(core: &Core, req: Request) -> OpResult<Value> {
+async fn perform(core: &Core, facts: ServerFacts, req: Request) -> OpResult<Value> {
     let operator: String = req
         .operator
         .chars()
@@ -195,6 +214,10 @@ async fn perform(core: &Core, req: Request) -> OpResult<Value> {
         Op::CheckHost { host } => {
             let id = ops::hosts::lookup(core, &caller, &host).await?.id;
             json(&ops::egress::check_host(core, &caller, id).await?)
+        }
+        Op::JwtSource => {
+            caller.require_local()?;
+            json(&facts.jwt)
         }
     })
 }

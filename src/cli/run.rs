@@ -1135,7 +1135,13 @@ async fn keys(cmd: KeysCommand, me: &Caller) -> CliResult {
         }
         KeysCommand::RotateJwt(common) => {
             let core = core(&common, None).await?;
-            ops::keys::rotate_jwt(&core, me, &common.store.store.data_dir).await?;
+            // A server running on this install may sign with its own ADMIN_JWT_SECRET.
+            let running = match server(&common, me, control::Op::JwtSource).await {
+                Ok(v) => serde_json::from_value(v).ok(),
+                Err(CliError::Control(control::ControlError::NoServer { .. })) => None,
+                Err(e) => return Err(e),
+            };
+            ops::keys::rotate_jwt(&core, me, &common.store.store.data_dir, running).await?;
             println!(
                 "New JWT secret in place: every login issued before is refused from now on; API tokens are unaffected."
             );

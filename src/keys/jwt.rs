@@ -38,6 +38,16 @@ pub fn rotate(data_dir: &Path) -> Result<(), KeyError> {
         .map_err(|source| KeyError::Io { path, source })
 }
 
+/// Where a server's login-signing secret comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `ADMIN_JWT_SECRET` in the server's environment: fixed for the process's life.
+    Environment,
+    /// The data directory's `jwt_secret`, followed as `sluice keys rotate-jwt` replaces it.
+    File,
+}
+
 /// The signing keys in effect, following the file.
 pub struct JwtSecret {
     file: Option<PathBuf>,
@@ -76,6 +86,15 @@ impl JwtSecret {
             )),
             file: Some(path),
         })
+    }
+
+    /// Where the secret comes from.
+    pub fn source(&self) -> Source {
+        if self.file.is_some() {
+            Source::File
+        } else {
+            Source::Environment
+        }
     }
 
     /// The keys to sign and check with now: the file read again if it changed. A file that

@@ -84,9 +84,25 @@ pub async fn rotate(core: &Core, caller: &Caller) -> OpResult<Rotation> {
 }
 
 /// Replaces the JWT secret in `data_dir`: every login issued before is refused from the
-/// server's next request on. API tokens are not affected.
-pub async fn rotate_jwt(core: &Core, caller: &Caller, data_dir: &Path) -> OpResult<()> {
+/// server's next request on. API tokens are not affected. `server` is where the secret of the
+/// server running on `data_dir` comes from, when one runs: a server signing with
+/// `ADMIN_JWT_SECRET` would go on accepting every old login, so the rotation is refused then
+/// (as it is when this process has the variable).
+pub async fn rotate_jwt(
+    core: &Core,
+    caller: &Caller,
+    data_dir: &Path,
+    server: Option<crate::keys::jwt::Source>,
+) -> OpResult<()> {
     caller.require_local()?;
+    if server == Some(crate::keys::jwt::Source::Environment) {
+        return Err(OpError::Unavailable(
+            "the running server signs logins with ADMIN_JWT_SECRET from its own environment, so \
+             a new jwt_secret file would change nothing: change ADMIN_JWT_SECRET there and \
+             restart the server"
+                .into(),
+        ));
+    }
     if std::env::var("ADMIN_JWT_SECRET").is_ok_and(|v| !v.is_empty()) {
         return Err(OpError::Unavailable(
             "the JWT secret is set by ADMIN_JWT_SECRET: change it there and restart the server"
