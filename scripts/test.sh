@@ -25,8 +25,12 @@ stop_pg() {
 }
 trap stop_pg EXIT
 runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" start >/dev/null
+if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" start >/dev/null; then
+    echo "PostgreSQL did not start; its log:" >&2
+    cat "$PG_DIR/log" >&2
+    exit 1
+fi
 export SLUICE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
 cargo nextest run --no-fail-fast "$@"

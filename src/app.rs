@@ -210,6 +210,11 @@ pub async fn start(
                 retention: Duration::from_secs(
                     u64::from(settings.ssh.recording_retention_days) * 86_400,
                 ),
+                max_bytes: settings.ssh.recording_max_mb.saturating_mul(1024 * 1024),
+                disk_budget: settings
+                    .ssh
+                    .recordings_disk_budget_mb
+                    .saturating_mul(1024 * 1024),
             },
         );
         recorder.recover().await;

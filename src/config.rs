@@ -378,6 +378,28 @@ pub struct SshSettings {
         value_parser = clap::value_parser!(u32).range(1..=3650)
     )]
     pub recording_retention_days: u32,
+
+    /// Mebibytes of cast (uncompressed) a recording stops at; the session goes on unrecorded
+    /// and the recording is marked truncated.
+    #[arg(
+        long = "recording-max-mb",
+        env = "SLUICE_RECORDING_MAX_MB",
+        value_name = "SLUICE_RECORDING_MAX_MB",
+        default_value = "256",
+        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
+    )]
+    pub recording_max_mb: u64,
+
+    /// Mebibytes on disk all ended recordings may take; past it, the ones that ended first are
+    /// removed (each an event), before their retention.
+    #[arg(
+        long = "recordings-disk-budget-mb",
+        env = "SLUICE_RECORDINGS_DISK_BUDGET_MB",
+        value_name = "SLUICE_RECORDINGS_DISK_BUDGET_MB",
+        default_value = "10240",
+        value_parser = clap::value_parser!(u64).range(1..=1_073_741_824)
+    )]
+    pub recordings_disk_budget_mb: u64,
 }
 
 impl SshSettings {

@@ -2159,12 +2159,23 @@ async fn rate_limits(b: Backend) {
         (109..=109 + refilled).contains(&passed),
         "{passed} passed before the first refusal; 109 + {refilled} refilled expected at most"
     );
-    let (st, h, v) = s
-        .call_full(Method::GET, "/v1/admin/hosts", Some(&token), None)
-        .await;
-    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
-    assert!(h.contains_key("retry-after"));
-    assert!(v["message"].is_string());
+    // The refusal as a client sees it. A token may refill between the refusal above and this
+    // request (one every half second); two in a row cannot both pass in a few milliseconds.
+    let mut answers = vec![];
+    for _ in 0..2 {
+        let (st, h, v) = s
+            .call_full(Method::GET, "/v1/admin/hosts", Some(&token), None)
+            .await;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            assert!(h.contains_key("retry-after"));
+            assert!(v["message"].is_string());
+        }
+        answers.push(st);
+    }
+    assert!(
+        answers.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{answers:?}"
+    );
 }
 
 async fn events_filters(b: Backend) {
@@ -2371,6 +2382,7 @@ async fn recordings_past_retention_go_and_unfinished_ones_are_marked_failed(b: B
         bytes: 1,
         started_at: now - time::Duration::days(3),
         ended_at: ended,
+        truncated: false,
     };
     let old = row("old.cast.gz", "stored", Some(now - time::Duration::days(2)));
     let recent = row(

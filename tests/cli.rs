@@ -1077,7 +1077,7 @@ fn the_service_units_are_what_systemd_accepts() {
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 
     // Its sandbox, as systemd scores it (0 is tight, 10 is none): 9.6 before the sandbox
-    // (root with every capability), 3.3 with it. tests/egress.rs runs the binary under it.
+    // (root with every capability), 3.5 with it. tests/egress.rs runs the binary under it.
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager", "sluice.service"])
         .current_dir(dir.path())

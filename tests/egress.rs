@@ -2018,7 +2018,7 @@ exec setpriv --bounding-set="$CAPS" --inh-caps=-all --no-new-privs -- "$SLUICE" 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The process serving is the sandboxed one: the unit's capabilities and nothing more
-    // (5 of them), no new privileges, a read-only root.
+    // (6 of them), no new privileges, a read-only root.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -2034,7 +2034,7 @@ exec setpriv --bounding-set="$CAPS" --inh-caps=-all --no-new-privs -- "$SLUICE" 
             .starts_with("sluice")
     );
     let bounding = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
-    assert_eq!(bounding.count_ones(), 5, "CapBnd {bounding:x}");
+    assert_eq!(bounding.count_ones(), 6, "CapBnd {bounding:x}");
     assert_eq!(
         u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
         bounding

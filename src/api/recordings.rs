@@ -65,7 +65,8 @@ pub async fn cast(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id, "recording")?;
-    let body = ops::cast(&state, &caller.caller(), id).await?;
+    let body =
+        axum::body::Body::from_stream(ops::cast(&state, &caller.caller(), id).await?.into_stream());
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-asciicast".to_string()),

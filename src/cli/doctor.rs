@@ -60,7 +60,8 @@ pub async fn run(settings: &ServeSettings) -> Vec<Check> {
     let mut checks = vec![data_dir_check(data_dir)];
     checks.extend(key_file_checks(data_dir));
     let server_running = server_running(data_dir);
-    checks.extend(docker_checks().await);
+    checks.extend(docker_checks(settings.store.host_uids).await);
+    checks.push(host_uids_check(settings.store.host_uids));
     checks.push(tun_check());
     checks.push(redirect_check());
     checks.push(database_check(settings).await);
@@ -195,7 +196,38 @@ pub(crate) fn server_running(dir: &Path) -> bool {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
 }
 
-async fn docker_checks() -> Vec<Check> {
+/// Whether the machine's own accounts leave `SLUICE_HOST_UIDS` to Sluice: an account of the
+/// machine in it would share per-user budgets with a tenant and could signal their processes.
+fn host_uids_check(range: crate::hosts::account::UidRange) -> Check {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let inside: Vec<String> = passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid: u32 = f.nth(1)?.parse().ok()?;
+            range.contains(uid).then(|| format!("{name} ({uid})"))
+        })
+        .collect();
+    if inside.is_empty() {
+        ok(
+            "host uids",
+            format!(
+                "{range}: no account of this machine is in it ({} hosts at most)",
+                range.len()
+            ),
+        )
+    } else {
+        bad(
+            "host uids",
+            Verdict::Warn,
+            format!("accounts of this machine in {range}: {}", inside.join(", ")),
+            "set SLUICE_HOST_UIDS to a range no account of the machine uses",
+        )
+    }
+}
+
+async fn docker_checks(host_uids: crate::hosts::account::UidRange) -> Vec<Check> {
     let fix = "install and start a Docker engine (scripts/ensure-docker.sh does), and run Sluice as root or in the docker group";
     let runtime = DockerRuntime::observer();
     let status = runtime.status().await;
@@ -213,6 +245,34 @@ async fn docker_checks() -> Vec<Check> {
         "docker",
         format!("engine {}", status.version.unwrap_or_default()),
     )];
+    out.push(match runtime.remap().await {
+        Ok(None) => ok(
+            "user namespaces",
+            "not remapped: a container's root is the machine's root (each host's account still has a uid of its own)",
+        ),
+        Ok(Some(m)) if m.maps(host_uids.last) => ok(
+            "user namespaces",
+            format!(
+                "remapped (userns-remap=default): a container's uid N is the machine's {} + N; a container's root is unprivileged on the machine",
+                m.uid_base
+            ),
+        ),
+        Ok(Some(m)) => bad(
+            "user namespaces",
+            Verdict::Fail,
+            format!(
+                "remapped with {} uids, but SLUICE_HOST_UIDS ({host_uids}) reaches past them",
+                m.size
+            ),
+            format!("give SLUICE_HOST_UIDS a range below {}", m.size),
+        ),
+        Err(e) => bad(
+            "user namespaces",
+            Verdict::Fail,
+            e.summary(),
+            "run the engine with --userns-remap=default, or without remapping",
+        ),
+    });
     if let Ok(docker) = runtime.docker().await {
         out.push(match image::exists(docker, image::BASE_IMAGE).await {
             Ok(true) => ok("base image", image::BASE_IMAGE),

@@ -321,6 +321,7 @@ const RECORDING_FIELDS: &[Column] = &[
     ("status", "/status"),
     ("keystrokes", "/with_input"),
     ("bytes (compressed)", "/bytes"),
+    ("stopped at its size cap", "/truncated"),
     ("started", "/started_at"),
     ("ended", "/ended_at"),
 ];
@@ -1021,13 +1022,12 @@ async fn recording(cmd: RecordingCommand, me: &Caller) -> CliResult {
             show(&common, &to_json(&rec), RECORDING_FIELDS);
         }
         RecordingCommand::Cast { id, output, common } => {
-            use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             let core = core(&common, None).await?;
-            let cast = ops::recordings::cast(&core, me, id).await?;
+            let mut cast = ops::recordings::cast(&core, me, id).await?;
             let path = output.unwrap_or_else(|| format!("{id}.cast").into());
             if path == Path::new("-") {
-                std::io::stdout().write_all(&cast)?;
+                std::io::copy(&mut cast, &mut std::io::stdout().lock())?;
                 return Ok(());
             }
             // What a terminal showed may be private: the file is the operator's alone, and an
@@ -1038,10 +1038,11 @@ async fn recording(cmd: RecordingCommand, me: &Caller) -> CliResult {
                 .mode(0o600)
                 .open(&path)
                 .map_err(|e| CliError::Input(format!("cannot write {}: {e}", path.display())))?;
-            file.write_all(&cast)?;
+            // Streamed: a cast is decompressed a chunk at a time, never whole into memory.
+            let bytes = std::io::copy(&mut cast, &mut file)?;
             show(
                 &common,
-                &json!({"file": path, "bytes": cast.len()}),
+                &json!({"file": path, "bytes": bytes}),
                 &[("written", "/file"), ("bytes", "/bytes")],
             );
         }

@@ -29,6 +29,9 @@ pub struct Recording {
     pub with_input: bool,
     /// Size of the compressed cast.
     pub bytes: i64,
+    /// Whether it stopped at its size cap (`SLUICE_RECORDING_MAX_MB`) while the session went
+    /// on: it holds the session's beginning.
+    pub truncated: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -47,6 +50,7 @@ impl From<RecordingRow> for Recording {
             status: r.status,
             with_input: r.with_input,
             bytes: r.bytes,
+            truncated: r.truncated,
             started_at: r.started_at,
             ended_at: r.ended_at,
         }
@@ -79,8 +83,47 @@ pub async fn get(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Recording> 
     Ok(find(core, caller, id).await?.into())
 }
 
-/// The cast itself (asciicast v2, uncompressed), once it has ended.
-pub async fn cast(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Vec<u8>> {
+/// A recording's cast (asciicast v2, uncompressed), read as it is handed on: decompressed a
+/// chunk at a time, never whole into memory, however large the recording.
+pub struct Cast(flate2::read::GzDecoder<std::fs::File>);
+
+/// Bytes of a cast read at a time, and chunks waiting for a slow client.
+const CAST_CHUNK: usize = 64 * 1024;
+const CAST_CHUNKS_QUEUED: usize = 4;
+
+impl std::io::Read for Cast {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Cast {
+    /// The cast as a stream of chunks (an HTTP body): a blocking reader feeds a queue of a few
+    /// chunks, so at most a quarter of a mebibyte of it is in memory while a client reads.
+    pub fn into_stream(
+        mut self,
+    ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(CAST_CHUNKS_QUEUED);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; CAST_CHUNK];
+            loop {
+                let chunk = match self.0.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
+                    Err(e) => Err(e),
+                };
+                let end = chunk.is_err();
+                if tx.blocking_send(chunk).is_err() || end {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    }
+}
+
+/// The cast itself, once the recording has ended.
+pub async fn cast(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Cast> {
     let row = find(core, caller, id).await?;
     if row.status == "recording" {
         return Err(OpError::Conflict(
@@ -88,13 +131,9 @@ pub async fn cast(core: &Core, caller: &Caller, id: Uuid) -> OpResult<Vec<u8>> {
         ));
     }
     let path = core.recordings_dir.join(&row.file);
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(file).read_to_end(&mut out)?;
-        Ok::<_, std::io::Error>(out)
-    })
-    .await
-    .map_err(|e| OpError::Unavailable(format!("cannot read the recording: {e}")))?
-    .map_err(|e| OpError::Unavailable(format!("cannot read the recording: {e}")))
+    let file = tokio::task::spawn_blocking(move || std::fs::File::open(&path))
+        .await
+        .map_err(|e| OpError::Unavailable(format!("cannot read the recording: {e}")))?
+        .map_err(|e| OpError::Unavailable(format!("cannot read the recording: {e}")))?;
+    Ok(Cast(flate2::read::GzDecoder::new(file)))
 }

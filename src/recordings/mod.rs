@@ -5,14 +5,17 @@
 //! Each cast is a gzip file under `<data dir>/recordings`, indexed in the `recordings` table,
 //! listed and downloaded through the API (`session:read`), and removed after the retention.
 //!
-//! A recording never holds a session up: frames go through a bounded queue to a writer on a
-//! blocking thread, and when the writer cannot keep up or the disk refuses, the recording is
-//! marked failed (an event says so) while the session goes on untouched.
+//! A recording never holds a session up: frames go through a queue bounded in bytes to a
+//! writer on a blocking thread, and when the writer cannot keep up or the disk refuses, the
+//! recording is marked failed (an event says so) while the session goes on untouched. Each
+//! recording stops at a size cap (`SLUICE_RECORDING_MAX_MB` of cast; it is then `truncated`,
+//! an event says so), and all of them share a disk budget (`SLUICE_RECORDINGS_DISK_BUDGET_MB`):
+//! past it, the recordings that ended first are removed, each with an event.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -22,8 +25,10 @@ use uuid::Uuid;
 use crate::events::{self, NewEvent};
 use crate::store::{self, Store, recordings::RecordingRow};
 
-/// Frames a recording may have waiting for its writer before it gives up.
+/// Frames a recording may have waiting for its writer before it gives up...
 const QUEUE: usize = 4096;
+/// ...and bytes of them: a session's output arrives in chunks of up to 64 KiB.
+const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// How often the retention sweep runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -34,6 +39,10 @@ pub struct Policy {
     pub input: bool,
     /// How long a recording is kept after it ends.
     pub retention: Duration,
+    /// Bytes of cast (uncompressed, as downloaded and played) a recording stops at.
+    pub max_bytes: u64,
+    /// Bytes on disk all ended recordings may take together; the oldest go first.
+    pub disk_budget: u64,
 }
 
 /// The install's recorder (present only when recording is on).
@@ -60,12 +69,34 @@ enum Frame {
     Resize(u32, u32),
 }
 
+impl Frame {
+    /// Bytes it holds while queued.
+    fn len(&self) -> usize {
+        match self {
+            Frame::Output(d) | Frame::Input(d) => d.len(),
+            Frame::Resize(..) => 8,
+        }
+    }
+}
+
 /// A recording in progress; ends when dropped.
 pub struct Recording {
     tx: Option<mpsc::Sender<(f64, Frame)>>,
     started: Instant,
     input: bool,
     failed: Arc<AtomicBool>,
+    /// Set by the writer when the cast reached its cap: nothing more is queued.
+    capped: Arc<AtomicBool>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+/// How a cast's writing ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Whole,
+    /// Stopped at the size cap.
+    Capped,
 }
 
 impl Recorder {
@@ -129,6 +160,7 @@ impl Recorder {
             bytes: 0,
             started_at,
             ended_at: None,
+            truncated: false,
         };
         let inserted = async {
             let mut db = self.store.acquire().await?;
@@ -143,9 +175,12 @@ impl Recorder {
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(AtomicBool::new(false));
+        let capped = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = tokio::task::spawn_blocking({
-            let failed = failed.clone();
-            move || write_cast(out, &header, rx, &failed)
+            let (failed, capped, queued) = (failed.clone(), capped.clone(), queued.clone());
+            let max = self.policy.max_bytes;
+            move || write_cast(out, &header, rx, &failed, &capped, &queued, max)
         });
         let me = self.clone();
         let subject = subject.clone();
@@ -153,9 +188,10 @@ impl Recorder {
         let flag = failed.clone();
         tokio::spawn(async move {
             let written = writer.await;
+            let truncated = matches!(written, Ok(Ok(Written::Capped)));
             let (status, why) = match written {
-                Ok(Ok(())) if !flag.load(Ordering::SeqCst) => ("stored", None),
-                Ok(Ok(())) => (
+                Ok(Ok(_)) if !flag.load(Ordering::SeqCst) => ("stored", None),
+                Ok(Ok(_)) => (
                     "failed",
                     Some("the recording fell behind the session and stopped".to_string()),
                 ),
@@ -172,19 +208,39 @@ impl Recorder {
                     .inc();
             }
             if let Ok(mut db) = me.store.acquire().await {
-                let _ =
-                    store::recordings::finish(db.conn(), id, status, bytes, crate::clock::now())
-                        .await;
+                let _ = store::recordings::finish(
+                    db.conn(),
+                    id,
+                    status,
+                    bytes,
+                    truncated,
+                    crate::clock::now(),
+                )
+                .await;
+                if truncated {
+                    let _ = events::record(
+                        db.conn(),
+                        NewEvent::new("sluice", "recording.truncated", "session")
+                            .target(subject.session_id)
+                            .host(subject.host_id)
+                            .details(json!({"recording_id": id, "short_id": subject.short_id,
+                                "cap_bytes": me.policy.max_bytes})),
+                    )
+                    .await;
+                }
             }
             if let Some(why) = why {
                 me.failed(&subject, Some(id), &why).await;
             }
+            me.keep_within_budget().await;
         });
         Some(Recording {
             tx: Some(tx),
             started: Instant::now(),
             input: self.policy.input,
             failed,
+            capped,
+            queued,
         })
     }
 
@@ -202,6 +258,50 @@ impl Recorder {
                     .host(subject.host_id)
                     .details(
                         json!({"recording_id": id, "short_id": subject.short_id, "reason": why}),
+                    ),
+            )
+            .await;
+        }
+    }
+
+    /// Removes the recordings that ended first until all ended ones fit the disk budget, each
+    /// removal an event (`recording.expired`).
+    pub async fn keep_within_budget(&self) {
+        let Ok(mut db) = self.store.acquire().await else {
+            return;
+        };
+        let budget = i64::try_from(self.policy.disk_budget).unwrap_or(i64::MAX);
+        loop {
+            let used = match store::recordings::ended_bytes(db.conn()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the recordings' disk use");
+                    return;
+                }
+            };
+            if used <= budget {
+                return;
+            }
+            let Ok(Some(oldest)) = store::recordings::oldest_ended(db.conn()).await else {
+                return;
+            };
+            if store::recordings::delete(db.conn(), oldest.id)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let _ = std::fs::remove_file(self.dir.join(&oldest.file));
+            tracing::info!(recording = %oldest.id, bytes = oldest.bytes, "a recording expired: the recordings' disk budget is full");
+            let _ = events::record(
+                db.conn(),
+                NewEvent::new("sluice", "recording.expired", "session")
+                    .target(oldest.session_id)
+                    .host(oldest.host_id)
+                    .details(
+                        json!({"recording_id": oldest.id, "short_id": oldest.short_id,
+                        "bytes": oldest.bytes, "reason": "the recordings' disk budget is full",
+                        "budget_bytes": self.policy.disk_budget}),
                     ),
             )
             .await;
@@ -247,6 +347,7 @@ impl Recorder {
                         );
                     }
                 }
+                self.keep_within_budget().await;
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(SWEEP_EVERY) => {}
@@ -258,14 +359,24 @@ impl Recorder {
 
 impl Recording {
     fn send(&self, frame: Frame) {
-        if self.failed.load(Ordering::Relaxed) {
+        if self.failed.load(Ordering::Relaxed) || self.capped.load(Ordering::Relaxed) {
             return;
         }
         let Some(tx) = &self.tx else { return };
+        let size = frame.len();
+        // Never wait: the session matters more than its recording. A writer that falls more
+        // than QUEUE_BYTES behind fails the recording instead of growing Sluice.
+        if self.queued.fetch_add(size, Ordering::SeqCst) + size > QUEUE_BYTES {
+            self.queued.fetch_sub(size, Ordering::SeqCst);
+            self.failed.store(true, Ordering::SeqCst);
+            return;
+        }
         let at = self.started.elapsed().as_secs_f64();
         if tx.try_send((at, frame)).is_err() {
-            // Never wait: the session matters more than its recording.
-            self.failed.store(true, Ordering::SeqCst);
+            self.queued.fetch_sub(size, Ordering::SeqCst);
+            if !self.capped.load(Ordering::SeqCst) {
+                self.failed.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -313,32 +424,59 @@ impl Utf8Carry {
     }
 }
 
+/// Writes the cast from the queue until the recording ends or the cast reaches `max` bytes
+/// (uncompressed); then a last line says the recording stopped, and the queue is closed.
 fn write_cast(
     file: std::fs::File,
     header: &serde_json::Value,
     mut rx: mpsc::Receiver<(f64, Frame)>,
     failed: &AtomicBool,
-) -> std::io::Result<()> {
+    capped: &AtomicBool,
+    queued: &AtomicUsize,
+    max: u64,
+) -> std::io::Result<Written> {
     let mut gz = flate2::write::GzEncoder::new(
         std::io::BufWriter::new(file),
         flate2::Compression::default(),
     );
-    writeln!(gz, "{header}")?;
+    let first = format!("{header}\n");
+    gz.write_all(first.as_bytes())?;
+    let mut written = first.len() as u64;
+    let mut outcome = Written::Whole;
     let (mut out, mut inp) = (Utf8Carry::default(), Utf8Carry::default());
     while let Some((at, frame)) = rx.blocking_recv() {
+        queued.fetch_sub(frame.len(), Ordering::SeqCst);
         let line = match frame {
             Frame::Output(d) => json!([at, "o", out.push(&d)]),
             Frame::Input(d) => json!([at, "i", inp.push(&d)]),
             Frame::Resize(w, h) => json!([at, "r", format!("{w}x{h}")]),
         };
-        if let Err(e) = writeln!(gz, "{line}") {
+        let line = format!("{line}\n");
+        if written + line.len() as u64 > max {
+            // The cap: the session goes on unrecorded from here, and the cast says so.
+            capped.store(true, Ordering::SeqCst);
+            rx.close();
+            let note = json!([
+                at,
+                "o",
+                format!(
+                    "\r\n[sluice: the recording stopped here, at its size cap of {max} bytes]\r\n"
+                )
+            ]);
+            gz.write_all(format!("{note}\n").as_bytes())?;
+            outcome = Written::Capped;
+            break;
+        }
+        if let Err(e) = gz.write_all(line.as_bytes()) {
             failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
+        written += line.len() as u64;
     }
     let mut w = gz.finish()?;
     w.flush()?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

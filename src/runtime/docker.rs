@@ -69,6 +69,8 @@ pub struct DockerRuntime {
     instance: String,
     build_lock: Mutex<()>,
     engine: Arc<Engine>,
+    /// How the engine maps containers' ids, read once: `None` when it does not remap.
+    remap: OnceCell<Option<super::remap::IdMap>>,
 }
 
 pub fn container_name(short_id: &str) -> String {
@@ -123,6 +125,7 @@ impl DockerRuntime {
             instance: instance_id(data_dir)?,
             build_lock: Mutex::new(()),
             engine: Arc::new(Engine::new()),
+            remap: OnceCell::new(),
         })
     }
 
@@ -135,6 +138,7 @@ impl DockerRuntime {
             instance: String::new(),
             build_lock: Mutex::new(()),
             engine: Arc::new(Engine::new()),
+            remap: OnceCell::new(),
         }
     }
 
@@ -303,11 +307,44 @@ impl DockerRuntime {
         ])
     }
 
-    /// Writes the host's files (keys, account, resolver) for its container.
-    fn prepare_files(&self, host: &HostSpec) -> Result<(), RuntimeError> {
+    /// Whether the engine remaps user namespaces, and how (read once).
+    pub async fn remap(&self) -> Result<Option<super::remap::IdMap>, RuntimeError> {
+        self.remap
+            .get_or_try_init(|| async {
+                let info = self.docker().await?.info().await.map_err(classify)?;
+                if !super::remap::remapping(&info.security_options.unwrap_or_default()) {
+                    return Ok(None);
+                }
+                super::remap::IdMap::of_default_user()
+                    .map(Some)
+                    .map_err(RuntimeError::Unsupported)
+            })
+            .await
+            .copied()
+    }
+
+    /// Writes the host's files (keys, account, resolver) for its container. Under
+    /// `userns-remap` the account's uid must be one the engine maps, and the container's root
+    /// gets the files only it reads.
+    async fn prepare_files(&self, host: &HostSpec) -> Result<(), RuntimeError> {
         let account = host.account()?;
+        let remap = self.remap().await?;
+        if let Some(m) = remap
+            && !m.maps(account.uid)
+        {
+            return Err(RuntimeError::Unsupported(format!(
+                "the host's account uid {} is outside the {} uids Docker's userns-remap maps: \
+                 give SLUICE_HOST_UIDS a range below {}",
+                account.uid, m.size, m.size
+            )));
+        }
         self.files(host)
-            .prepare(&account, &host.owner_keys, &Self::nameserver(host))
+            .prepare(
+                &account,
+                &host.owner_keys,
+                &Self::nameserver(host),
+                remap.map(|m| (m.uid_base, m.gid_base)),
+            )
             .map_err(|e| RuntimeError::Files {
                 action: "write",
                 detail: e.to_string(),
@@ -322,7 +359,7 @@ impl DockerRuntime {
     ) -> Result<(), RuntimeError> {
         let username = host.account()?.name;
         let files = self.files(host);
-        self.prepare_files(host)?;
+        self.prepare_files(host).await?;
         let docker = self.docker().await?;
         let kind = image::Kind::of(host.desktop);
         let tag = image::tag(kind);
@@ -579,7 +616,7 @@ impl HostRuntime for DockerRuntime {
             Some(Some(shape)) if shape == SHAPE => {
                 // Keep the container (an outdated image is shown, and replaced by a rebuild);
                 // refresh the files, since keys or the egress may have changed.
-                self.prepare_files(host)?;
+                self.prepare_files(host).await?;
             }
             Some(_) => {
                 progress

@@ -46,12 +46,15 @@ impl HostFiles {
     }
 
     /// Writes everything the container needs: keys (made once), the account, the authorized
-    /// keys and the resolver configuration. Safe to call again.
+    /// keys and the resolver configuration. Safe to call again. `container_root` is the
+    /// machine's uid and gid of the container's root under Docker's `userns-remap` (the files
+    /// only that root reads, the host key and the VNC password, are given to it).
     pub fn prepare(
         &self,
         account: &super::Account,
         owner_keys: &[String],
         nameserver: &str,
+        container_root: Option<(u32, u32)>,
     ) -> std::io::Result<()> {
         std::fs::create_dir_all(self.etc())?;
         set_mode(&self.root, 0o700)?;
@@ -78,6 +81,11 @@ impl HostFiles {
             let password = crate::users::generate_password();
             let password: String = password.chars().take(8).collect();
             write_file(&self.vnc_password(), password.as_bytes(), 0o600)?;
+        }
+        if let Some((uid, gid)) = container_root {
+            for private in [&host_key, &self.vnc_password()] {
+                std::os::unix::fs::chown(private, Some(uid), Some(gid))?;
+            }
         }
         let internal_pub = std::fs::read_to_string(self.root.join("internal_key.pub"))?;
         let mut authorized = String::new();
@@ -153,13 +161,14 @@ mod tests {
             &alice,
             &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7zX9 me".into()],
             "127.0.0.1",
+            None,
         )
         .unwrap();
         let key = std::fs::read_to_string(f.host_key_pub()).unwrap();
         let internal = std::fs::read(f.internal_key()).unwrap();
         let vnc = std::fs::read_to_string(f.vnc_password()).unwrap();
         assert_eq!(vnc.len(), 8, "VNC passwords are 8 characters");
-        f.prepare(&alice, &[], "10.64.0.1").unwrap();
+        f.prepare(&alice, &[], "10.64.0.1", None).unwrap();
         assert_eq!(
             std::fs::read_to_string(f.etc().join("account")).unwrap(),
             "SLUICE_USER=alice\nSLUICE_UID=20000\n"

@@ -12,6 +12,7 @@ use crate::egress::EgressSettings;
 pub mod docker;
 pub mod hostfiles;
 pub mod image;
+pub mod remap;
 
 /// What the runtime needs to know about a host.
 #[derive(Debug, Clone)]

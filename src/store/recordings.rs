@@ -25,9 +25,11 @@ pub struct RecordingRow {
     pub bytes: i64,
     pub started_at: OffsetDateTime,
     pub ended_at: Option<OffsetDateTime>,
+    /// Whether it stopped at its size cap while the session went on.
+    pub truncated: bool,
 }
 
-const SELECT: &str = "SELECT id, session_id, host_id, short_id, username, kind, file, status, with_input, bytes, started_at, ended_at FROM recordings";
+const SELECT: &str = "SELECT id, session_id, host_id, short_id, username, kind, file, status, with_input, bytes, started_at, ended_at, truncated FROM recordings";
 
 pub async fn insert(c: Conn<'_>, r: &RecordingRow) -> Result<()> {
     on_conn!(c, |c| {
@@ -54,21 +56,23 @@ pub async fn insert(c: Conn<'_>, r: &RecordingRow) -> Result<()> {
     Ok(())
 }
 
-/// Marks a recording ended with its outcome and size.
+/// Marks a recording ended with its outcome, size, and whether it stopped at its cap.
 pub async fn finish(
     c: Conn<'_>,
     id: Uuid,
     status: &str,
     bytes: i64,
+    truncated: bool,
     ended_at: OffsetDateTime,
 ) -> Result<()> {
     on_conn!(c, |c| sqlx::query(
-        "UPDATE recordings SET status = $2, bytes = $3, ended_at = $4 WHERE id = $1"
+        "UPDATE recordings SET status = $2, bytes = $3, ended_at = $4, truncated = $5 WHERE id = $1"
     )
     .bind(id)
     .bind(status)
     .bind(bytes)
     .bind(ended_at)
+    .bind(truncated)
     .execute(&mut *c)
     .await
     .map(|_| ()))?;
@@ -136,4 +140,34 @@ pub async fn delete_ended_before(c: Conn<'_>, cutoff: OffsetDateTime) -> Result<
             .await?;
         Ok(files)
     })
+}
+
+/// Bytes on disk of every recording that has ended.
+pub async fn ended_bytes(c: Conn<'_>) -> Result<i64> {
+    let total: Option<i64> = on_conn!(c, |c| sqlx::query_scalar(
+        "SELECT CAST(SUM(bytes) AS BIGINT) FROM recordings WHERE status <> 'recording'"
+    )
+    .fetch_one(&mut *c)
+    .await)?;
+    Ok(total.unwrap_or(0))
+}
+
+/// The recording that ended first, of those that have.
+pub async fn oldest_ended(c: Conn<'_>) -> Result<Option<RecordingRow>> {
+    let sql = format!("{SELECT} WHERE status <> 'recording' ORDER BY ended_at, id LIMIT 1");
+    Ok(on_conn!(c, |c| sqlx::query_as::<_, RecordingRow>(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .fetch_optional(&mut *c)
+    .await)?)
+}
+
+/// Removes one recording's row.
+pub async fn delete(c: Conn<'_>, id: Uuid) -> Result<bool> {
+    let n = on_conn!(c, |c| sqlx::query("DELETE FROM recordings WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
 }

@@ -155,7 +155,7 @@ pub async fn cast(
                     (header::CONTENT_DISPOSITION, disposition),
                     (header::CACHE_CONTROL, "no-store".to_string()),
                 ],
-                cast,
+                axum::body::Body::from_stream(cast.into_stream()),
             )
                 .into_response()
         }

@@ -234,6 +234,8 @@ pub fn settings(dir: &std::path::Path, url: String) -> ServeSettings {
             record_sessions: false,
             record_input: false,
             recording_retention_days: 30,
+            recording_max_mb: 256,
+            recordings_disk_budget_mb: 10240,
         },
         public_host: Some("sluice.test".into()),
         public_url: None,
