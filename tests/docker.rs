@@ -1061,3 +1061,210 @@ async fn links_a_tenant_plants_give_root_nothing_across_restart_and_rebuild() {
         assert_eq!(lines[3], "0", "/tmp is fresh at every start: {out}");
     }
 }
+
+/// A second Docker engine this test starts itself, with `--userns-remap=default`, on its own
+/// socket, data and exec roots, with the machine's engine's storage driver (vfs would give
+/// containers a root directory of mode 0700, which no account may cross), and no bridge: hosts
+/// have no network but what Sluice gives them. Stopped, and its data removed, when dropped.
+struct RemapEngine {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl RemapEngine {
+    fn start() -> RemapEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        let (ok, driver) = docker(&["info", "--format", "{{.Driver}}"]);
+        assert!(ok, "{driver}");
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .args(["--userns-remap=default", "--bridge=none"])
+            .arg(format!("--storage-driver={}", driver.trim()))
+            .args(["--iptables=false", "--ip6tables=false"])
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        let engine = RemapEngine { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Command::new("docker")
+            .args(["-H", &engine.host(), "info"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the remapping engine did not start: {}",
+                std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        engine
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+}
+
+impl Drop for RemapEngine {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_path_runs_under_a_userns_remap_engine() {
+    // The managed image comes from the machine's engine (the remapping one has no network to
+    // build it with), with the base image under it.
+    let probe = tempfile::tempdir().unwrap();
+    ensure_image(&DockerRuntime::new(probe.path()).unwrap()).await;
+    let engine = RemapEngine::start();
+    let user_image = sluice::runtime::image::tag(sluice::runtime::image::Kind::User);
+    let moved = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "docker save {} {user_image} | docker -H {} load",
+            sluice::runtime::image::BASE_IMAGE,
+            engine.host()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    // From here on, this test process and the docker CLI it runs talk to that engine.
+    unsafe { std::env::set_var("DOCKER_HOST", engine.host()) };
+    let (ok, info) = docker(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert!(ok && info.contains("name=userns"), "{info}");
+
+    let lab = lab(Backend::Sqlite).await;
+    let remap = lab
+        .runtime
+        .remap()
+        .await
+        .unwrap()
+        .expect("the engine remaps");
+    let (uid, _) = lab.server.user(&lab.admin, "rhea").await;
+    let host = lab
+        .server
+        .host(&lab.admin, &uid, json!({"memory_mb": 256}))
+        .await;
+    let h = host_status(&lab, &host).await;
+    assert_eq!(h["status"], "running", "{h}");
+    let account_uid = h["account_uid"].as_u64().unwrap();
+
+    // The container's root is an unprivileged id of the machine.
+    let short = host["short_id"].as_str().unwrap();
+    let pid = inspect(&container_name(short)).unwrap()["State"]["Pid"]
+        .as_i64()
+        .unwrap();
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", &remap.uid_base.to_string(), &remap.size.to_string()]
+    );
+    // The read-only /etc/sluice files serve sshd (its host key is the container root's), the
+    // namespace entry carries the login, the account has its uid, the home is the account's.
+    let key = lab
+        .server
+        .dir
+        .join("hosts")
+        .join(host["id"].as_str().unwrap())
+        .join("etc/ssh_host_ed25519_key");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().uid(), remap.uid_base);
+    let (ok, out) = ssh(
+        &lab,
+        &host,
+        "id -u; stat -c %u ~; echo kept > ~/notes && cat ~/notes; cat /proc/self/uid_map | tr -s ' '",
+    );
+    assert!(ok, "{out}\n{}", docker(&["logs", &container_name(short)]).1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], account_uid.to_string(), "{out}");
+    assert_eq!(lines[1], account_uid.to_string(), "{out}");
+    assert_eq!(lines[2], "kept", "{out}");
+    // On the machine, the account's processes run as base + uid: no account of the machine.
+    assert!(lines[3].contains(&remap.uid_base.to_string()), "{out}");
+
+    // An egress: the TUN and the nat rule go into the remapped container's namespace; the
+    // proxy is unreachable, so nothing gets out (closed, not leaking).
+    let (st, e) = lab
+        .server
+        .post(
+            "/v1/admin/egress-ips",
+            &lab.admin,
+            json!({"label": "nowhere", "ip_address": "203.0.113.9", "tunnel_type": "proxy",
+                "proxy_config": {"type": "socks", "server": "192.0.2.1", "server_port": 1080}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{e}");
+    let (st, b) = lab
+        .server
+        .post(
+            "/v1/admin/bindings",
+            &lab.admin,
+            json!({"host_id": host["id"], "egress_ip_id": e["data"]["id"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let task = lab
+        .server
+        .wait_task(&lab.admin, b["data"]["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let (ok, out) = ssh(
+        &lab,
+        &host,
+        "grep -c sluice0 /proc/net/dev; curl -s --max-time 3 http://192.0.2.80/ && echo LEAKED; true",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().next(), Some("1"), "the TUN is there: {out}");
+    assert!(!out.contains("LEAKED"), "{out}");
+
+    // sluice doctor says the engine remaps, and what that means.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("doctor")
+        .env("SLUICE_DATA_DIR", &lab.server.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("remapped (userns-remap=default)")
+            && said.contains(&format!("machine's {} + N", remap.uid_base)),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Stop and start: the host comes back the same.
+    step(&lab, &host, "stop", json!({})).await;
+    step(&lab, &host, "start", json!({})).await;
+    let (ok, out) = ssh(&lab, &host, "cat ~/notes; id -u");
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["kept", &account_uid.to_string()]
+    );
+    drop(lab);
+    drop(engine);
+}

@@ -47,8 +47,9 @@ impl HostFiles {
 
     /// Writes everything the container needs: keys (made once), the account, the authorized
     /// keys and the resolver configuration. Safe to call again. `container_root` is the
-    /// machine's uid and gid of the container's root under Docker's `userns-remap` (the files
-    /// only that root reads, the host key and the VNC password, are given to it).
+    /// machine's uid and gid of the container's root under Docker's `userns-remap`: everything
+    /// under `etc/` is given to it, since sshd's strict modes accept only files and
+    /// directories its own root owns (the machine's root is `nobody` in there).
     pub fn prepare(
         &self,
         account: &super::Account,
@@ -83,8 +84,13 @@ impl HostFiles {
             write_file(&self.vnc_password(), password.as_bytes(), 0o600)?;
         }
         if let Some((uid, gid)) = container_root {
-            for private in [&host_key, &self.vnc_password()] {
-                std::os::unix::fs::chown(private, Some(uid), Some(gid))?;
+            for owned in [
+                self.etc(),
+                host_key.clone(),
+                self.host_key_pub(),
+                self.vnc_password(),
+            ] {
+                std::os::unix::fs::chown(owned, Some(uid), Some(gid))?;
             }
         }
         let internal_pub = std::fs::read_to_string(self.root.join("internal_key.pub"))?;
@@ -95,15 +101,17 @@ impl HostFiles {
             authorized.push_str(k.trim());
             authorized.push('\n');
         }
-        write_file(
+        replace_file(
             &self.etc().join("authorized_keys"),
             authorized.as_bytes(),
             0o644,
+            container_root,
         )?;
-        write_file(
+        replace_file(
             &self.etc().join("account"),
             format!("SLUICE_USER={}\nSLUICE_UID={}\n", account.name, account.uid).as_bytes(),
             0o644,
+            container_root,
         )?;
         self.write_resolv_conf(nameserver)
     }
@@ -130,6 +138,25 @@ impl HostFiles {
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+}
+
+/// Replaces a file of `etc/` (a directory bind mount, which sees a renamed-in file) with a new
+/// one of `mode`, owned by `owner` when given: written beside it, then renamed over it, so
+/// sshd never reads half a file and the machine's root never writes into a file it does not
+/// own.
+fn replace_file(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_file(&tmp, data, mode)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// Writes a file in place (keeping its inode, so bind mounts see the change) with `mode`.
