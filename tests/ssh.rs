@@ -1437,6 +1437,25 @@ async fn two_hundred_forwards_into_a_listener_that_never_reads_leave_sluice_boun
         "{}",
         text(&third.stderr)
     );
+    // A browser terminal into the account's host counts the same way.
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let jwt = lab.server.login("admin", common::ADMIN_PASSWORD).await;
+        let base = lab.server.base.replace("http://", "ws://");
+        let mut req = format!("{base}/web/hosts/{}/terminal/socket", lab.host_id())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("cookie", format!("sluice_session={jwt}").parse().unwrap());
+        req.headers_mut()
+            .insert("origin", lab.server.base.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let said = until_closed(&mut ws, Duration::from_secs(15)).await;
+        assert!(
+            said.contains("account ivan already has 2 live sessions"),
+            "{said}"
+        );
+    }
     let _ = second.kill();
     let _ = second.wait();
 

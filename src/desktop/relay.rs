@@ -74,6 +74,10 @@ impl Proxy {
                 "desktop.opened",
             )
             .await;
+        let live = match live {
+            Ok(live) => live,
+            Err(reason) => return close(&mut ws, FAILED, &reason).await,
+        };
         let reason = self.splice(ws, vnc, rest, &live.meter).await;
         self.close_viewer_session(live, reason, "desktop.closed")
             .await;

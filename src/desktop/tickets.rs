@@ -17,6 +17,9 @@ use crate::ops::Caller;
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Outstanding tickets, whoever asked: a bound on memory.
 const MAX_OUTSTANDING: usize = 10_000;
+/// Tickets one viewer (an account or a token) may hold at once: a browser asks for one per
+/// desktop it opens, and uses it within seconds.
+const MAX_PER_VIEWER: usize = 16;
 
 /// A ticket's promise: this viewer may open this host's desktop.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub enum TicketError {
     Invalid,
     #[error("too many desktop tickets are outstanding; try again in a few seconds")]
     Busy,
+    #[error("you have too many desktop tickets outstanding: open one, or wait half a minute")]
+    TooManyForViewer,
 }
 
 /// The outstanding tickets of this process.
@@ -67,6 +72,16 @@ impl Tickets {
         live.retain(|_, t| t.expires > now);
         if live.len() >= MAX_OUTSTANDING {
             return Err(TicketError::Busy);
+        }
+        // One viewer cannot take the whole budget from the others.
+        let mine = viewer.principal.rate_key();
+        if live
+            .values()
+            .filter(|t| t.viewer.principal.rate_key() == mine)
+            .count()
+            >= MAX_PER_VIEWER
+        {
+            return Err(TicketError::TooManyForViewer);
         }
         live.insert(
             key(&token),
@@ -151,5 +166,25 @@ mod tests {
         let a = t.issue(h, viewer()).unwrap();
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.redeem(&a, h).unwrap_err(), TicketError::Invalid);
+    }
+
+    #[test]
+    fn one_viewer_cannot_take_every_ticket() {
+        let t = Tickets::default();
+        let h = Uuid::now_v7();
+        for _ in 0..MAX_PER_VIEWER {
+            t.issue(h, viewer()).unwrap();
+        }
+        assert_eq!(t.issue(h, viewer()), Err(TicketError::TooManyForViewer));
+        let other = Caller::new(
+            Principal::Token {
+                id: Uuid::now_v7(),
+                name: "other".into(),
+                abilities: vec![],
+            },
+            None,
+            Face::Api,
+        );
+        assert!(t.issue(h, other).is_ok());
     }
 }

@@ -55,6 +55,7 @@ pub async fn ticket(core: &Core, caller: &Caller, id: Uuid) -> OpResult<DesktopT
         .issue(host.id, caller.clone())
         .map_err(|e| match e {
             TicketError::Busy => OpError::Busy(5),
+            TicketError::TooManyForViewer => OpError::Busy(30),
             TicketError::Invalid => OpError::Internal(e.to_string()),
         })?;
     let base = base_path(caller, host.id);

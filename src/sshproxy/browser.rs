@@ -107,6 +107,10 @@ impl Proxy {
                 "ssh.browser_session_opened",
             )
             .await;
+        let live = match live {
+            Ok(live) => live,
+            Err(reason) => return close(ws, &reason).await,
+        };
         // One channel, the terminal's, counted in the account's budget like an SSH one.
         let upstream = Upstream::new(
             endpoint,
@@ -142,8 +146,9 @@ impl Proxy {
     }
 
     /// Registers a browser viewer's session (a terminal or a desktop) into `host` as a live
-    /// session resting on the account and the host, and records its opening (`opened`) with
-    /// the viewer and their source.
+    /// session resting on the account, the host and the viewer's sign-in, and records its
+    /// opening (`opened`) with the viewer and their source. Counted with the account's SSH
+    /// sessions: past `SLUICE_SSH_MAX_SESSIONS_PER_ACCOUNT`, the sentence why it is refused.
     pub(crate) async fn open_viewer_session(
         &self,
         host: &crate::store::hosts::HostRow,
@@ -152,7 +157,7 @@ impl Proxy {
         method: &str,
         viewer: &Viewer,
         opened: &'static str,
-    ) -> ViewerSession {
+    ) -> Result<ViewerSession, String> {
         let meter = Meter::new();
         meter.authenticated();
         let info = SessionInfo {
@@ -170,13 +175,23 @@ impl Proxy {
             bytes_in: 0,
             bytes_out: 0,
         };
-        let registered = self.sessions.register(
-            info.clone(),
-            meter.clone(),
-            Proof::Browser {
-                viewer: viewer.principal.clone(),
-            },
-        );
+        let max = self.settings.max_sessions_per_account as usize;
+        let registered = self
+            .sessions
+            .register_within(
+                info.clone(),
+                meter.clone(),
+                Proof::Browser {
+                    viewer: viewer.principal.clone(),
+                },
+                max,
+            )
+            .ok_or_else(|| {
+                format!(
+                    "account {} already has {max} live sessions, the most one account may have: end one first",
+                    info.username
+                )
+            })?;
         crate::events::record_alone(
             &self.store,
             NewEvent::new(viewer.actor.clone(), opened, "host")
@@ -187,11 +202,11 @@ impl Proxy {
                 .details(serde_json::json!({"session_id": info.id, "short_id": info.short_id})),
         )
         .await;
-        ViewerSession {
+        Ok(ViewerSession {
             info,
             meter,
             _registered: registered,
-        }
+        })
     }
 
     /// Ends a viewer's session with `reason` (unless it was ended already), removes it from
