@@ -1727,3 +1727,39 @@ async fn recordings_stop_at_their_cap_and_the_oldest_expire_past_the_disk_budget
         "only the kept recording's file is on disk"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_terminals_hold_their_place_under_the_http_connection_cap() {
+    let lab = lab("ursa", |s| {
+        s.http_max_connections = 2;
+        s.http_header_timeout_secs = 2;
+    })
+    .await;
+    let jwt = lab.server.login("admin", common::ADMIN_PASSWORD).await;
+    // The test's own keep-alive connections go idle and are closed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first = browser_terminal(&lab, &jwt).await;
+    let _second = browser_terminal(&lab, &jwt).await;
+    // Two sockets, two places: a third connection waits for one.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(lab.server.addr)
+        .await
+        .unwrap();
+    raw.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf)).await;
+    assert!(early.is_err(), "served past the cap: {early:?}");
+    // One terminal closes: its place goes to the waiting connection.
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+        .await
+        .expect("the waiting connection was served once a terminal closed")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

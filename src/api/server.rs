@@ -207,6 +207,7 @@ pub async fn serve(
             trusted: trusted.clone(),
             limits,
             stop: stop.clone(),
+            slot: ConnectionSlot(Arc::new(slot)),
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -222,8 +223,32 @@ pub async fn serve(
                     }
                 }
             }
-            drop(slot);
         });
+    }
+}
+
+/// An accepted connection's place under the HTTP connection cap, carried by each of its
+/// requests: a request upgraded to a WebSocket (a terminal, a desktop) keeps it for as long as
+/// the socket lives, though hyper's connection ends at the upgrade.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// A WebSocket upgrade with its connection's place under the cap, for the socket to hold.
+pub struct HeldUpgrade {
+    pub upgrade: axum::extract::ws::WebSocketUpgrade,
+    pub slot: Option<ConnectionSlot>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HeldUpgrade {
+    type Rejection = axum::extract::ws::rejection::WebSocketUpgradeRejection;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let slot = parts.extensions.get::<ConnectionSlot>().cloned();
+        let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state).await?;
+        Ok(HeldUpgrade { upgrade, slot })
     }
 }
 
@@ -235,6 +260,7 @@ struct Conn {
     trusted: Arc<super::client::TrustedProxies>,
     limits: ServerLimits,
     stop: CancellationToken,
+    slot: ConnectionSlot,
 }
 
 impl Conn {
@@ -249,12 +275,14 @@ impl Conn {
             trusted,
             limits,
             stop,
+            slot,
         } = self;
         let service = app.map_request(move |mut req: hyper::Request<Incoming>| {
             let client = trusted.client(peer, tls, req.headers());
             req.extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(client.addr));
             req.extensions_mut().insert(client);
+            req.extensions_mut().insert(slot.clone());
             req.map(Body::new)
         });
         let conn = http

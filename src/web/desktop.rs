@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use askama::Template;
 use axum::Json;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -96,8 +95,9 @@ pub async fn socket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Query<TicketQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: crate::api::server::HeldUpgrade,
 ) -> Response {
+    let crate::api::server::HeldUpgrade { upgrade, slot } = upgrade;
     if !session::same_origin(&headers, state.public_url.as_deref()) {
         return (
             StatusCode::FORBIDDEN,
@@ -131,5 +131,9 @@ pub async fn socket(
     upgrade
         .protocols(["binary"])
         .max_message_size(1024 * 1024)
-        .on_upgrade(move |ws| proxy.desktop(ws, host, viewer))
+        .on_upgrade(move |ws| async move {
+            // The socket holds its connection's place under the HTTP connection cap.
+            let _slot = slot;
+            proxy.desktop(ws, host, viewer).await
+        })
 }

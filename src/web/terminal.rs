@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,8 +65,9 @@ pub async fn socket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(size): Query<Size>,
-    upgrade: WebSocketUpgrade,
+    upgrade: crate::api::server::HeldUpgrade,
 ) -> Response {
+    let crate::api::server::HeldUpgrade { upgrade, slot } = upgrade;
     if !session::same_origin(&headers, state.public_url.as_deref()) {
         return (
             StatusCode::FORBIDDEN,
@@ -93,5 +93,9 @@ pub async fn socket(
     let proxy = state.ssh.clone();
     upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |ws| proxy.browser_terminal(ws, host.id, viewer))
+        .on_upgrade(move |ws| async move {
+            // The socket holds its connection's place under the HTTP connection cap.
+            let _slot = slot;
+            proxy.browser_terminal(ws, host.id, viewer).await
+        })
 }
