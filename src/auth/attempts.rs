@@ -89,16 +89,18 @@ impl<K: Hash + Eq + Clone> Lockouts<K> {
             .filter(|d| !d.is_zero())
     }
 
-    /// Whether `key` has anything on record: a failure within the window, an attempt being
-    /// checked, or a lockout.
-    fn has_record(&self, key: &K) -> bool {
+    /// Whether `key` has nothing on record but the one attempt it has just reserved: no
+    /// failure within the window, no other attempt being checked, no lockout. Asked after the
+    /// reservation, under the same lock as every reservation, so a burst of parallel attempts
+    /// from one key sees each other.
+    fn clean_but_one(&self, key: &K) -> bool {
         let now = Instant::now();
-        self.lock().get(key).is_some_and(|e| {
-            e.pending > 0
-                || e.locked_until.is_some_and(|u| u > now)
-                || e.failures
+        self.lock().get(key).is_none_or(|e| {
+            e.pending <= 1
+                && e.locked_until.is_none_or(|u| u <= now)
+                && e.failures
                     .back()
-                    .is_some_and(|t| now.duration_since(*t) < self.budget.window)
+                    .is_none_or(|t| now.duration_since(*t) >= self.budget.window)
         })
     }
 
@@ -231,11 +233,6 @@ impl Attempts {
             crate::metrics::METRICS.refused_locked.inc();
             Refused { retry_after }
         };
-        // A clean address (nothing on record anywhere), asked before its own slots are taken.
-        let clean = source.is_some_and(|ip| {
-            !self.by_source.has_record(&ip)
-                && !self.by_target_source.has_record(&(target.clone(), ip))
-        });
         if let Some(ip) = source {
             self.by_source.reserve(&ip).map_err(refused)?;
             if let Err(wait) = self.by_target_source.reserve(&(target.clone(), ip)) {
@@ -243,6 +240,11 @@ impl Attempts {
                 return Err(refused(wait));
             }
         }
+        // A clean address: nothing on record anywhere but this very attempt.
+        let clean = source.is_some_and(|ip| {
+            self.by_source.clean_but_one(&ip)
+                && self.by_target_source.clean_but_one(&(target.clone(), ip))
+        });
         let in_target_budget = match self.by_target.reserve(&target) {
             Ok(()) => true,
             // The target is under attack: a clean address still gets its try (its own budgets
@@ -408,6 +410,12 @@ mod tests {
         let in_flight = a.begin(ip(97), Target::account("alice")).unwrap();
         assert!(a.begin(ip(97), Target::account("alice")).is_err());
         in_flight.succeeded();
+        // A burst from a fresh address: only one of its attempts is heard at a target under
+        // attack, however they interleave.
+        let burst: Vec<_> = (0..4)
+            .map(|_| a.begin(ip(96), Target::account("alice")))
+            .collect();
+        assert_eq!(burst.iter().filter(|b| b.is_ok()).count(), 1);
     }
 
     #[test]
