@@ -37,8 +37,8 @@ owner=$(stat -c %u "$home")
 if [ "$owner" != "0" ] && [ "$owner" != "$SLUICE_UID" ]; then
     # A home made under another uid (every host was uid 1000 before each had its own): its
     # files move to this host's uid. Nothing of the owner runs yet, so nothing races this;
-    # symbolic links are changed themselves (-h), never followed, and the walk stays on the
-    # home's own file system (a hard link can only name a file of this volume).
+    # symbolic links are changed themselves (-h), never followed; nothing is mounted inside the
+    # home, and a hard link can only name a file of this volume, which the owner owns anyway.
     chown -R -h --from="$owner" "$SLUICE_UID:$SLUICE_UID" "$home"
 fi
 chown "$SLUICE_UID:$SLUICE_UID" "$home"
