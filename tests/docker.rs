@@ -1064,11 +1064,14 @@ async fn links_a_tenant_plants_give_root_nothing_across_restart_and_rebuild() {
 
 /// A second Docker engine this test starts itself, with `--userns-remap=default`, on its own
 /// socket, data and exec roots, with the machine's engine's storage driver (vfs would give
-/// containers a root directory of mode 0700, which no account may cross), and no bridge: hosts
-/// have no network but what Sluice gives them. Stopped, and its data removed, when dropped.
+/// containers a root directory of mode 0700, which no account may cross), and a bridge of its
+/// own that carries nothing (hosts have no network but what Sluice gives them; iptables left
+/// alone). Not `--bridge=none`: with it, dockerd deletes the machine's `docker0`, which the
+/// machine's own engine builds images on. Stopped, its bridge and data removed, when dropped.
 struct RemapEngine {
     dir: tempfile::TempDir,
     child: std::process::Child,
+    bridge: String,
 }
 
 impl RemapEngine {
@@ -1078,11 +1081,26 @@ impl RemapEngine {
         std::fs::write(d.join("daemon.json"), "{}").unwrap();
         let (ok, driver) = docker(&["info", "--format", "{{.Driver}}"]);
         assert!(ok, "{driver}");
+        // Its own bridge, on an address of the benchmarking range no lab uses (198.18.255.0/24).
+        let bridge = format!("slrm{}", std::process::id() % 100_000);
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", "198.18.255.1/24", "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
             .arg("--config-file")
             .arg(d.join("daemon.json"))
-            .args(["--userns-remap=default", "--bridge=none"])
+            .arg("--userns-remap=default")
+            .arg(format!("--bridge={bridge}"))
             .arg(format!("--storage-driver={}", driver.trim()))
             .args(["--iptables=false", "--ip6tables=false"])
             .arg("--data-root")
@@ -1097,7 +1115,7 @@ impl RemapEngine {
             .stderr(log)
             .spawn()
             .expect("dockerd");
-        let engine = RemapEngine { dir, child };
+        let engine = RemapEngine { dir, child, bridge };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !Command::new("docker")
             .args(["-H", &engine.host(), "info"])
@@ -1128,6 +1146,9 @@ impl Drop for RemapEngine {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
 
@@ -1137,6 +1158,13 @@ async fn the_host_path_runs_under_a_userns_remap_engine() {
     // build it with), with the base image under it.
     let probe = tempfile::tempdir().unwrap();
     ensure_image(&DockerRuntime::new(probe.path()).unwrap()).await;
+    let docker0 = || {
+        Command::new("ip")
+            .args(["link", "show", "docker0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let had_docker0 = docker0();
     let engine = RemapEngine::start();
     let user_image = sluice::runtime::image::tag(sluice::runtime::image::Kind::User);
     let moved = Command::new("bash")
@@ -1267,4 +1295,10 @@ async fn the_host_path_runs_under_a_userns_remap_engine() {
     );
     drop(lab);
     drop(engine);
+    // The machine's own engine keeps its bridge (it builds images on it).
+    assert_eq!(
+        docker0(),
+        had_docker0,
+        "the second engine took docker0 away"
+    );
 }
