@@ -137,9 +137,7 @@ impl Authenticator {
             let row = store::tokens::get_by_hash(db.conn(), &tokens::hash(bearer))
                 .await?
                 .ok_or(AuthError::Invalid)?;
-            if row.expires_at.is_some_and(|t| t <= now) {
-                return Err(AuthError::Invalid);
-            }
+            token_live(row.expires_at, now)?;
             if row
                 .last_used_at
                 .is_none_or(|t| (now - t).whole_seconds() >= TOUCH_INTERVAL_SECS)
@@ -160,19 +158,15 @@ impl Authenticator {
         }
         let keys = self.jwt.keys();
         let claims = keys.verify(bearer)?;
-        let user = store::users::get(db.conn(), claims.sub)
-            .await?
-            .ok_or(AuthError::Invalid)?;
-        let role = Role::parse(&user.role).ok_or(AuthError::Invalid)?;
-        if user.token_version != claims.ver || role.as_str() != claims.role {
-            return Err(AuthError::Invalid);
-        }
-        if let Some(jti) = claims.jti
-            && store::logins::is_revoked(db.conn(), jti).await?
-        {
-            return Err(AuthError::Invalid);
-        }
-        check_active(&user.status, user.expires_at, now)?;
+        let (user, role) = login_holds(
+            db.conn(),
+            claims.sub,
+            &claims.role,
+            claims.ver,
+            claims.jti,
+            now,
+        )
+        .await?;
         Ok(Principal::Account {
             id: user.id,
             username: user.username,
@@ -206,28 +200,16 @@ impl Authenticator {
                 if login.key != self.jwt.keys().fingerprint() || login.expires_at <= now {
                     return Err(AuthError::Invalid);
                 }
-                let user = store::users::get(db.conn(), *id)
-                    .await?
-                    .ok_or(AuthError::Invalid)?;
-                if user.token_version != login.ver || user.role != role.as_str() {
-                    return Err(AuthError::Invalid);
-                }
-                if let Some(jti) = login.jti
-                    && store::logins::is_revoked(db.conn(), jti).await?
-                {
-                    return Err(AuthError::Invalid);
-                }
-                check_active(&user.status, user.expires_at, now)
+                login_holds(db.conn(), *id, role.as_str(), login.ver, login.jti, now)
+                    .await
+                    .map(|_| ())
             }
             Principal::Account { login: None, .. } => Ok(()),
             Principal::Token { id, .. } => {
                 let row = store::tokens::get(db.conn(), *id)
                     .await?
                     .ok_or(AuthError::Invalid)?;
-                if row.expires_at.is_some_and(|t| t <= now) {
-                    return Err(AuthError::Invalid);
-                }
-                Ok(())
+                token_live(row.expires_at, now)
             }
             Principal::Local { .. } | Principal::Entrant { .. } => Ok(()),
         }
@@ -259,6 +241,41 @@ impl Authenticator {
             user_id: user.id,
         })
     }
+}
+
+/// An API token that has not expired.
+fn token_live(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), AuthError> {
+    match expires_at {
+        Some(t) if t <= now => Err(AuthError::Invalid),
+        _ => Ok(()),
+    }
+}
+
+/// What a login (already verified against the signing keys) rests on in the database: the
+/// account exists with the role and token generation the login carries, the login was not
+/// revoked, and the account is active. Answers the account and its role.
+async fn login_holds(
+    mut c: store::Conn<'_>,
+    account: Uuid,
+    role: &str,
+    ver: i64,
+    jti: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<(store::users::UserRow, Role), AuthError> {
+    let user = store::users::get(c.reborrow(), account)
+        .await?
+        .ok_or(AuthError::Invalid)?;
+    let parsed = Role::parse(&user.role).ok_or(AuthError::Invalid)?;
+    if user.token_version != ver || parsed.as_str() != role {
+        return Err(AuthError::Invalid);
+    }
+    if let Some(jti) = jti
+        && store::logins::is_revoked(c, jti).await?
+    {
+        return Err(AuthError::Invalid);
+    }
+    check_active(&user.status, user.expires_at, now)?;
+    Ok((user, parsed))
 }
 
 fn check_active(

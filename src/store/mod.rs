@@ -100,6 +100,16 @@ pub enum Conn<'a> {
     Postgres(&'a mut PgConnection),
 }
 
+impl Conn<'_> {
+    /// The same connection, borrowed again, for one more query before a last one.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
 /// Runs `$body` with `$c` bound to the backend's native connection; the body is compiled
 /// once per backend.
 #[macro_export]
