@@ -291,12 +291,15 @@ pub(crate) async fn free_account_uid(
 ) -> OpResult<u32> {
     store::hosts::lock_account_uids(tx.conn()).await?;
     let taken = store::hosts::account_uids_in(tx.conn(), range).await?;
-    range.first_free(&taken).ok_or_else(|| {
-        OpError::Unavailable(format!(
-            "every account uid of SLUICE_HOST_UIDS ({range}, {} hosts) is taken",
-            range.len()
-        ))
-    })
+    range.first_free(&taken).ok_or_else(|| full(range))
+}
+
+/// The refusal when every uid of the range is taken.
+fn full(range: rules::account::UidRange) -> OpError {
+    OpError::Unavailable(format!(
+        "every account uid of SLUICE_HOST_UIDS ({range}, {} hosts) is taken",
+        range.len()
+    ))
 }
 
 /// Gives every host made before uids were per host an account uid of its own (at startup);
@@ -308,8 +311,15 @@ pub async fn assign_account_uids(
 ) -> OpResult<usize> {
     let mut tx = store.begin().await?;
     let hosts = store::hosts::without_account_uid(tx.conn()).await?;
+    if hosts.is_empty() {
+        return Ok(0);
+    }
+    store::hosts::lock_account_uids(tx.conn()).await?;
+    let mut taken = store::hosts::account_uids_in(tx.conn(), range).await?;
     for &id in &hosts {
-        let uid = free_account_uid(&mut tx, range).await?;
+        let uid = range.first_free(&taken).ok_or_else(|| full(range))?;
+        let at = taken.partition_point(|&t| t < uid);
+        taken.insert(at, uid);
         store::hosts::set_account_uid(tx.conn(), id, Some(uid)).await?;
         events::record(
             tx.conn(),

@@ -176,22 +176,14 @@ impl Proxy {
             bytes_out: 0,
         };
         let max = self.settings.max_sessions_per_account as usize;
-        let registered = self
-            .sessions
-            .register_within(
-                info.clone(),
-                meter.clone(),
-                Proof::Browser {
-                    viewer: viewer.principal.clone(),
-                },
-                max,
-            )
-            .ok_or_else(|| {
-                format!(
-                    "account {} already has {max} live sessions, the most one account may have: end one first",
-                    info.username
-                )
-            })?;
+        let registered = self.sessions.register_within(
+            info.clone(),
+            meter.clone(),
+            Proof::Browser {
+                viewer: viewer.principal.clone(),
+            },
+            max,
+        )?;
         crate::events::record_alone(
             &self.store,
             NewEvent::new(viewer.actor.clone(), opened, "host")

@@ -213,14 +213,14 @@ impl Sessions {
     }
 
     /// Registers a session unless its account already has `max` live ones (checked and added
-    /// under one lock, so concurrent logins cannot overshoot); `None` when it has.
+    /// under one lock, so concurrent logins cannot overshoot); otherwise the sentence saying so.
     pub fn register_within(
         self: &Arc<Self>,
         info: SessionInfo,
         meter: Arc<Meter>,
         proof: super::login::Proof,
         max: usize,
-    ) -> Option<Registered> {
+    ) -> Result<Registered, String> {
         let id = info.id;
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let of_account = live
@@ -228,10 +228,13 @@ impl Sessions {
             .filter(|l| l.info.user_id == info.user_id && l.meter.end_reason().is_none())
             .count();
         if of_account >= max {
-            return None;
+            return Err(format!(
+                "account {} already has {max} live sessions, the most one account may have: end one first",
+                info.username
+            ));
         }
         live.insert(id, Live { info, meter, proof });
-        Some(Registered {
+        Ok(Registered {
             id,
             sessions: self.clone(),
         })

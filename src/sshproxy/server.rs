@@ -339,25 +339,25 @@ impl russh::server::Handler for ClientConn {
             },
         };
         let max = self.proxy.settings.max_sessions_per_account as usize;
-        let Some(registered) =
-            self.proxy
+        let registered =
+            match self
+                .proxy
                 .sessions
                 .register_within(info.clone(), self.meter.clone(), proof, max)
-        else {
-            let message = format!(
-                "account {} already has {max} live sessions, the most one account may have: end one first",
-                entrant.user.username
-            );
-            self.event(
-                "ssh.login_refused",
-                &login,
-                Some(&entrant),
-                json!({"reason": message}),
-            )
-            .await;
-            session.disconnect(russh::Disconnect::ByApplication, &message, "en")?;
-            return Ok(());
-        };
+            {
+                Ok(r) => r,
+                Err(message) => {
+                    self.event(
+                        "ssh.login_refused",
+                        &login,
+                        Some(&entrant),
+                        json!({"reason": message}),
+                    )
+                    .await;
+                    session.disconnect(russh::Disconnect::ByApplication, &message, "en")?;
+                    return Ok(());
+                }
+            };
         self.registered = Some(registered);
         if let (Some(recorder), Some(up)) = (self.proxy.recorder(), self.upstream.get()) {
             let _ = up.recording.set((
