@@ -613,18 +613,28 @@ async fn viewer(
     (ws, buf, size)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_use_stays() {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
+/// A server on the real engine (settings as `tweak` leaves them) with one desktop host of
+/// `username`'s. Dropped in field order: the server, then its containers, then its data.
+struct DesktopLab {
+    s: common::Server,
+    admin: String,
+    host: Value,
+    _cleanup: common::docker::Cleanup,
+    _tmp: tempfile::TempDir,
+}
+
+async fn desktop_lab(
+    username: &str,
+    tweak: impl FnOnce(&mut sluice::config::ServeSettings),
+) -> DesktopLab {
     let tmp = tempfile::tempdir().unwrap();
     let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
     let mut settings = common::settings(tmp.path(), url);
-    settings.ssh.idle_timeout_secs = 4;
+    tweak(&mut settings);
     let runtime =
         std::sync::Arc::new(sluice::runtime::docker::DockerRuntime::new(tmp.path()).unwrap());
     common::docker::ensure_desktop_image(&runtime).await;
-    let _cleanup = common::docker::Cleanup(runtime.instance().to_string());
+    let cleanup = common::docker::Cleanup(runtime.instance().to_string());
     let dynamic: std::sync::Arc<dyn sluice::runtime::HostRuntime> = runtime.clone();
     let s = common::Server::start_on(
         settings,
@@ -635,14 +645,29 @@ async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_u
     )
     .await;
     let admin = s.admin().await;
-    let (uid, _) = s.user(&admin, "idler").await;
+    let (uid, _) = s.user(&admin, username).await;
     let host = s
         .host(&admin, &uid, json!({"desktop": true, "memory_mb": 1024}))
         .await;
+    DesktopLab {
+        s,
+        admin,
+        host,
+        _cleanup: cleanup,
+        _tmp: tmp,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_use_stays() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let DesktopLab { s, admin, host, .. } =
+        &desktop_lab("idler", |c| c.ssh.idle_timeout_secs = 4).await;
     let id = host["id"].as_str().unwrap();
     let path = format!("/v1/admin/hosts/{id}/vnc/ticket");
-    let (_, t1) = s.post(&path, &admin, json!({})).await;
-    let (_, t2) = s.post(&path, &admin, json!({})).await;
+    let (_, t1) = s.post(&path, admin, json!({})).await;
+    let (_, t2) = s.post(&path, admin, json!({})).await;
     let socket = |t: &Value| t["data"]["websocket"].as_str().unwrap().to_string();
     let (mut idle, mut idle_buf, (w, h)) = viewer(&s.base, &socket(&t1)).await;
     let (mut busy, mut busy_buf, _) = viewer(&s.base, &socket(&t2)).await;
@@ -691,9 +716,7 @@ async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_u
     }
     let reason = idle_end.expect("the viewer without input was not ended within 8 s");
     assert!(reason.contains("idle"), "{reason}");
-    let (_, ev) = s
-        .get("/v1/admin/events?action=desktop.closed", &admin)
-        .await;
+    let (_, ev) = s.get("/v1/admin/events?action=desktop.closed", admin).await;
     assert!(
         ev["data"][0]["details"]["reason"]
             .as_str()
@@ -705,27 +728,7 @@ async fn a_desktop_without_keyboard_or_pointer_input_ends_as_idle_while_one_in_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desktop_owner_cannot_turn_the_desktop_start_into_a_root_write() {
-    let tmp = tempfile::tempdir().unwrap();
-    let url = common::database_url(common::Backend::Sqlite, tmp.path()).await;
-    let settings = common::settings(tmp.path(), url);
-    let runtime =
-        std::sync::Arc::new(sluice::runtime::docker::DockerRuntime::new(tmp.path()).unwrap());
-    common::docker::ensure_desktop_image(&runtime).await;
-    let _cleanup = common::docker::Cleanup(runtime.instance().to_string());
-    let dynamic: std::sync::Arc<dyn sluice::runtime::HostRuntime> = runtime.clone();
-    let s = common::Server::start_on(
-        settings,
-        dynamic,
-        common::RecordingRuntime::default(),
-        tmp.path().to_path_buf(),
-        None,
-    )
-    .await;
-    let admin = s.admin().await;
-    let (uid, _) = s.user(&admin, "trudy").await;
-    let host = s
-        .host(&admin, &uid, json!({"desktop": true, "memory_mb": 1024}))
-        .await;
+    let DesktopLab { s, admin, host, .. } = &desktop_lab("trudy", |_| {}).await;
     let id = host["id"].as_str().unwrap();
     let root = |cmd: &str| {
         let (ok, out) = common::docker::docker(&[
@@ -741,18 +744,18 @@ async fn a_desktop_owner_cannot_turn_the_desktop_start_into_a_root_write() {
     // The attack as reported: the owner's own directory on /run, its password file replaced
     // by a link to a file whose owner the next root process trusts.
     let (ok, out) = as_owner(
-        &host,
+        host,
         "rm -f /run/sluice-desktop/passwd && ln -s /etc/ld.so.preload /run/sluice-desktop/passwd \
          && ln -s /etc/ld.so.preload /tmp/.X11-unix/evil 2>&1; true",
     );
     assert!(ok, "{out}");
     for step in ["stop", "start", "rebuild"] {
         let (st, v) = s
-            .post(&format!("/v1/admin/hosts/{id}/{step}"), &admin, json!({}))
+            .post(&format!("/v1/admin/hosts/{id}/{step}"), admin, json!({}))
             .await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         let task = s
-            .wait_task(&admin, v["data"]["task_id"].as_str().unwrap())
+            .wait_task(admin, v["data"]["task_id"].as_str().unwrap())
             .await;
         // A start waits for the VNC server too: the desktop came up.
         assert_eq!(task["status"], "succeeded", "{step}: {task}");
@@ -769,7 +772,7 @@ async fn a_desktop_owner_cannot_turn_the_desktop_start_into_a_root_write() {
         assert_eq!(lines[1..], ["X1"], "after {step}: {out}");
         // Re-plant for the next round.
         let (ok, out) = as_owner(
-            &host,
+            host,
             "rm -f /run/sluice-desktop/passwd && ln -s /etc/ld.so.preload /run/sluice-desktop/passwd",
         );
         assert!(ok, "{out}");

@@ -1788,14 +1788,12 @@ fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them() {
 async fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them_run() {
     let mut h = socks_host("insider").await;
     let (private, metadata) = h.lab.start_internal_listeners();
-    let reach = |addr: &str| {
+    // Connects to `ip:port` from the host and prints what the far end says.
+    let dial = |addr: &str| {
         let (ip, port) = addr.split_once(':').unwrap();
-        exec(
-            &h.host,
-            &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
-        )
-        .1
+        format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true")
     };
+    let reach = |addr: &str| exec(&h.host, &dial(addr)).1;
     let curl = format!("curl -s --max-time 10 http://{}/", h.lab.echo());
     // The internet (the lab's echo server) is reachable; the internal addresses are not.
     assert!(exec(&h.host, &curl).1.contains(lab::EXIT_PROXY));
@@ -1868,13 +1866,7 @@ async fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them
     };
     let v = allow(json!("10.99.0.0/30")).await;
     assert_eq!(v["data"]["proxy_allowed_ranges"], json!(["10.99.0.0/30"]));
-    let (ip, port) = private.split_once(':').unwrap();
-    wait_output(
-        &h.host,
-        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
-        "private",
-        Duration::from_secs(30),
-    );
+    wait_output(&h.host, &dial(&private), "private", Duration::from_secs(30));
     assert!(
         !reach(&metadata).contains("metadata"),
         "the metadata service was reached"
@@ -1882,10 +1874,9 @@ async fn a_proxy_egress_refuses_internal_addresses_unless_the_egress_allows_them
 
     // Allowed: the metadata address only (so it was the rule, not the lab, that kept it out).
     allow(json!(["169.254.169.254/32"])).await;
-    let (ip, port) = metadata.split_once(':').unwrap();
     wait_output(
         &h.host,
-        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; cat <&3' 2>&1; true"),
+        &dial(&metadata),
         "metadata",
         Duration::from_secs(30),
     );
